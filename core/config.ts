@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+/**
+ * Every setting the project reads, by environment variable, with what it is for. The descriptions are
+ * used in error messages and mirror the README's configuration table.
+ */
+const SETTINGS = {
+  ETCD_ASG_NAME: 'the Auto Scaling group of the etcd nodes',
+  ETCD_ENDPOINTS: 'comma-separated etcd client URLs, e.g. http://10.0.1.5:2379,http://10.0.2.5:2379',
+  ETCD_CLIENT_PORT: 'the port etcd serves clients on',
+  ETCD_PEER_PORT: 'the port etcd members talk to each other on',
+  ETCD_DATA_DIR: "etcd's data directory on the node",
+  ETCD_AWS_BIN_DIR: 'the directory holding the etcd, etcdctl (and etcdutl) binaries',
+  ETCD_AWS_DIAL_TIMEOUT_MS: 'how long to wait for an etcd member to accept a connection',
+  ETCD_AWS_CALL_TIMEOUT_MS: 'how long to wait for one etcd RPC',
+} as const;
+
+type Setting = keyof typeof SETTINGS;
+
+const port = z.coerce.number().int().min(1).max(65535);
+const millis = z.coerce.number().int().min(50).max(600_000);
+const endpointList = z
+  .string()
+  .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
+  .pipe(z.array(z.url({ protocol: /^https?$/ })).min(1));
+const name = z.string().trim().min(1);
+
+const common = {
+  ETCD_ENDPOINTS: endpointList.optional(),
+  ETCD_CLIENT_PORT: port.default(2379),
+  ETCD_PEER_PORT: port.default(2380),
+  ETCD_AWS_DIAL_TIMEOUT_MS: millis.default(2000),
+  ETCD_AWS_CALL_TIMEOUT_MS: millis.default(5000),
+};
+
+const schemas = {
+  function: z.object({ ...common, ETCD_ASG_NAME: name }),
+  agent: z.object({
+    ...common,
+    ETCD_ASG_NAME: name.optional(),
+    ETCD_DATA_DIR: name.default('/var/lib/etcd'),
+    ETCD_AWS_BIN_DIR: name.optional(),
+  }),
+};
+
+export type Role = keyof typeof schemas;
+
+interface CommonConfig {
+  /** Explicit etcd client URLs; when absent they come from the group's instances. */
+  readonly endpoints: readonly string[] | undefined;
+  readonly clientPort: number;
+  readonly peerPort: number;
+  readonly dialTimeoutMs: number;
+  readonly callTimeoutMs: number;
+}
+
+export interface FunctionConfig extends CommonConfig {
+  readonly asgName: string;
+}
+
+export interface AgentConfig extends CommonConfig {
+  /** Overrides the group found through DescribeAutoScalingInstances. */
+  readonly asgName: string | undefined;
+  readonly dataDir: string;
+  /** Directory of the etcd binaries; when absent they are looked up on PATH. */
+  readonly binDir: string | undefined;
+}
+
+function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
+  const key = String(issue.path[0] ?? '');
+  const what = key in SETTINGS ? SETTINGS[key as Setting] : 'a setting';
+  if (env[key] === undefined || env[key] === '') return `${key} is required (${what})`;
+  return `${key}=${JSON.stringify(env[key])} is invalid (${what}): ${issue.message}`;
+}
+
+function parse<R extends Role>(role: R, env: Record<string, string | undefined>): z.infer<(typeof schemas)[R]> {
+  // Empty strings count as unset: CloudFormation and systemd both like to pass `VAR=`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const result = schemas[role].safeParse(present);
+  if (!result.success) {
+    throw new ConfigError(`invalid configuration: ${result.error.issues.map((i) => explain(i, env)).join('; ')}`);
+  }
+  return result.data as z.infer<(typeof schemas)[R]>;
+}
+
+function commonOf(c: z.infer<(typeof schemas)['function' | 'agent']>): CommonConfig {
+  return {
+    endpoints: c.ETCD_ENDPOINTS,
+    clientPort: c.ETCD_CLIENT_PORT,
+    peerPort: c.ETCD_PEER_PORT,
+    dialTimeoutMs: c.ETCD_AWS_DIAL_TIMEOUT_MS,
+    callTimeoutMs: c.ETCD_AWS_CALL_TIMEOUT_MS,
+  };
+}
+
+/**
+ * Reads and validates the settings of one entry point (a Lambda function or the node agent) from an
+ * environment, once, at cold start. Throws a ConfigError naming every bad variable and what it is for.
+ * Tests pass a plain object instead of mutating `process.env`.
+ */
+export function loadConfig(env: Record<string, string | undefined>, role: 'function'): FunctionConfig;
+export function loadConfig(env: Record<string, string | undefined>, role: 'agent'): AgentConfig;
+export function loadConfig(env: Record<string, string | undefined>, role: Role): FunctionConfig | AgentConfig {
+  if (role === 'function') {
+    const c = parse('function', env);
+    return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME });
+  }
+  const c = parse('agent', env);
+  return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME, dataDir: c.ETCD_DATA_DIR, binDir: c.ETCD_AWS_BIN_DIR });
+}

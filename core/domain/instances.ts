@@ -1,0 +1,31 @@
+/** An instance of the etcd Auto Scaling group, joined with what EC2 knows of it. */
+export interface GroupInstance {
+  readonly instanceId: string;
+  /** Auto Scaling lifecycle state: `Pending`, `InService`, `Terminating:Wait`, ... */
+  readonly lifecycleState: string;
+  readonly healthStatus: string;
+  readonly availabilityZone: string;
+  /** Undefined when EC2 no longer describes the instance (terminated and gone). */
+  readonly privateIp: string | undefined;
+}
+
+/**
+ * Lifecycle states whose instances run (or are about to run) an etcd member. Terminating, detaching and
+ * standby instances are on their way out or parked; they are never counted as peers.
+ * https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-lifecycle.html
+ */
+const ACTIVE_STATES: ReadonlySet<string> = new Set(['Pending', 'Pending:Wait', 'Pending:Proceed', 'InService']);
+
+export function isActive(instance: GroupInstance): boolean {
+  return ACTIVE_STATES.has(instance.lifecycleState);
+}
+
+/** The instances that are (or will be) etcd peers and have an address to reach them at. */
+export function activePeers(instances: readonly GroupInstance[]): Array<GroupInstance & { privateIp: string }> {
+  return instances.filter((i): i is GroupInstance & { privateIp: string } => isActive(i) && i.privateIp !== undefined);
+}
+
+/** etcd client URLs of the given instances (`http://<private-ip>:<port>`), in a stable order. */
+export function clientUrls(instances: readonly { readonly privateIp: string }[], clientPort: number): string[] {
+  return instances.map((i) => `http://${i.privateIp}:${clientPort}`).sort();
+}

@@ -1,0 +1,42 @@
+/**
+ * The project's small error family. Every error keeps its `cause`, and says whether a retry can fix it:
+ * handlers rethrow retryable errors (SQS redelivers) and acknowledge fatal ones with a log line and a metric.
+ */
+export class EtcdAwsError extends Error {
+  /** True when the same call may succeed later (a member unreachable, a throttled API). */
+  readonly retryable: boolean;
+
+  constructor(message: string, options?: ErrorOptions & { retryable?: boolean }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.retryable = options?.retryable ?? false;
+  }
+}
+
+/** Configuration is missing or malformed: nothing will work until an operator changes it. */
+export class ConfigError extends EtcdAwsError {}
+
+/** An event or message does not have a shape we act on. Never retried. */
+export class InvalidEventError extends EtcdAwsError {}
+
+/** No etcd member answered, or the cluster did not answer in time. A retry may succeed. */
+export class EtcdUnavailableError extends EtcdAwsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, { ...options, retryable: true });
+  }
+}
+
+/** A membership change would leave the cluster without quorum. */
+export class QuorumAtRiskError extends EtcdAwsError {}
+
+/** A snapshot failed its SHA-256 or size check. */
+export class SnapshotIntegrityError extends EtcdAwsError {}
+
+/** The instance's own identity or its Auto Scaling group could not be established. */
+export class DiscoveryError extends EtcdAwsError {}
+
+/** Short description of any thrown value, for log lines and error messages. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
