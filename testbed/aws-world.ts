@@ -1,0 +1,89 @@
+import {
+  AutoScalingClient,
+  CreateAutoScalingGroupCommand,
+  DescribeAutoScalingGroupsCommand,
+} from '@aws-sdk/client-auto-scaling';
+import {
+  CreateLaunchTemplateCommand,
+  CreateSubnetCommand,
+  CreateVpcCommand,
+  DescribeInstancesCommand,
+  EC2Client,
+} from '@aws-sdk/client-ec2';
+import type { InstanceIdentity } from '../core/ports.js';
+import type { LoopbackNetwork } from './network.js';
+
+export interface SimulatedGroup {
+  readonly groupName: string;
+  readonly vpcId: string;
+  readonly subnetIds: readonly string[];
+  /** The group's instances as the emulator describes them; their private IPs are loopback addresses. */
+  readonly instances: readonly InstanceIdentity[];
+}
+
+const AZS = ['a', 'b', 'c'];
+
+/**
+ * Creates, in the emulator, what the stack creates in AWS: a VPC whose CIDR is the claimed loopback /16,
+ * three subnets, a launch template and an Auto Scaling group. The emulator hands the group's instances
+ * private IPs from those subnets, i.e. addresses in 127.N.0.0/16 that etcd can listen on, so discovery runs
+ * unchanged against them.
+ */
+export async function createSimulatedGroup(options: {
+  network: LoopbackNetwork;
+  groupName: string;
+  size: number;
+  region?: string;
+}): Promise<SimulatedGroup> {
+  const region = options.region ?? process.env.AWS_REGION ?? 'us-east-1';
+  const ec2 = new EC2Client({ region });
+  const autoScaling = new AutoScalingClient({ region });
+  const vpc = await ec2.send(new CreateVpcCommand({ CidrBlock: options.network.vpcCidr }));
+  const vpcId = vpc.Vpc?.VpcId as string;
+  const subnetIds: string[] = [];
+  for (const [i, cidr] of options.network.subnetCidrs.entries()) {
+    const subnet = await ec2.send(
+      new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: cidr, AvailabilityZone: `${region}${AZS[i]}` }),
+    );
+    subnetIds.push(subnet.Subnet?.SubnetId as string);
+  }
+  const templateName = `${options.groupName}-lt`;
+  await ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: templateName,
+      LaunchTemplateData: { ImageId: 'ami-12c6146b', InstanceType: 't3.small' },
+    }),
+  );
+  await autoScaling.send(
+    new CreateAutoScalingGroupCommand({
+      AutoScalingGroupName: options.groupName,
+      MinSize: 0,
+      MaxSize: 7,
+      DesiredCapacity: options.size,
+      VPCZoneIdentifier: subnetIds.join(','),
+      LaunchTemplate: { LaunchTemplateName: templateName },
+    }),
+  );
+  const described = await autoScaling.send(
+    new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [options.groupName] }),
+  );
+  const groupInstances = described.AutoScalingGroups?.[0]?.Instances ?? [];
+  // Read independently of core/aws, so tests of that code do not check it against itself.
+  const ec2Out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: groupInstances.map((i) => i.InstanceId as string) }));
+  const ipOf = new Map(
+    (ec2Out.Reservations ?? []).flatMap((r) => (r.Instances ?? []).map((i) => [i.InstanceId as string, i.PrivateIpAddress ?? ''])),
+  );
+  return {
+    groupName: options.groupName,
+    vpcId,
+    subnetIds,
+    instances: groupInstances.map((i) => {
+      const instanceId = i.InstanceId as string;
+      const privateIp = ipOf.get(instanceId) ?? '';
+      if (!privateIp.startsWith(`127.${options.network.octet}.`)) {
+        throw new Error(`the emulator gave ${instanceId} the address "${privateIp}", outside ${options.network.vpcCidr}`);
+      }
+      return { instanceId, privateIp, region, availabilityZone: i.AvailabilityZone ?? '' };
+    }),
+  };
+}

@@ -1,0 +1,148 @@
+import { mkdirSync, rmSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import type { ManagedProcess, ProcessGroup } from './processes.js';
+import { etcdBin } from './tools.js';
+import { waitFor } from './wait.js';
+
+export interface EtcdNodeSpec {
+  readonly name: string;
+  /** A loopback address of its own (127.x.y.z): etcd listens on the standard ports 2379/2380 there. */
+  readonly ip: string;
+}
+
+export interface EtcdTestNode extends EtcdNodeSpec {
+  readonly clientUrl: string;
+  readonly peerUrl: string;
+  readonly dataDir: string;
+  readonly logFile: string;
+  process: ManagedProcess | undefined;
+}
+
+/** The environment etcd runs with: the caller's, minus any ETCD_* variable that would change its flags. */
+function etcdEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
+}
+
+export async function etcdHealthy(clientUrl: string): Promise<boolean> {
+  const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(2000) });
+  const body = (await res.json()) as { health?: string };
+  return body.health === 'true';
+}
+
+/**
+ * Real etcd servers on loopback, one address per node, started with temp data dirs. Every process is
+ * owned by the given ProcessGroup: `teardown` (or the group's stopAll) ends them by PID.
+ */
+export class EtcdTestCluster {
+  readonly nodes: EtcdTestNode[];
+
+  private constructor(
+    specs: readonly EtcdNodeSpec[],
+    private readonly workDir: string,
+    private readonly processes: ProcessGroup,
+    readonly token: string,
+  ) {
+    this.nodes = specs.map((s) => ({
+      ...s,
+      clientUrl: `http://${s.ip}:2379`,
+      peerUrl: `http://${s.ip}:2380`,
+      dataDir: path.join(workDir, `${s.name}.etcd`),
+      logFile: path.join(workDir, `${s.name}.log`),
+      process: undefined,
+    }));
+  }
+
+  /** Starts every node as one new cluster and waits until each reports healthy. */
+  static async start(options: {
+    nodes: readonly EtcdNodeSpec[];
+    workDir: string;
+    processes: ProcessGroup;
+    token?: string;
+  }): Promise<EtcdTestCluster> {
+    mkdirSync(options.workDir, { recursive: true });
+    const token = options.token ?? `etcd-aws-test-${process.pid}-${Date.now()}`;
+    const cluster = new EtcdTestCluster(options.nodes, options.workDir, options.processes, token);
+    for (const node of cluster.nodes) cluster.launch(node, 'new');
+    await Promise.all(cluster.nodes.map((n) => cluster.waitHealthy(n.name)));
+    return cluster;
+  }
+
+  node(name: string): EtcdTestNode {
+    const node = this.nodes.find((n) => n.name === name);
+    if (!node) throw new Error(`no etcd test node named ${name}`);
+    return node;
+  }
+
+  clientUrls(): string[] {
+    return this.nodes.map((n) => n.clientUrl);
+  }
+
+  private launch(node: EtcdTestNode, state: 'new' | 'existing'): void {
+    if (node.process?.running()) throw new Error(`etcd ${node.name} is already running (pid ${node.process.pid})`);
+    const initialCluster = this.nodes.map((n) => `${n.name}=${n.peerUrl}`).join(',');
+    node.process = this.processes.spawn(
+      `etcd ${node.name}`,
+      etcdBin(),
+      [
+        `--name=${node.name}`,
+        `--data-dir=${node.dataDir}`,
+        `--listen-client-urls=${node.clientUrl}`,
+        `--advertise-client-urls=${node.clientUrl}`,
+        `--listen-peer-urls=${node.peerUrl}`,
+        `--initial-advertise-peer-urls=${node.peerUrl}`,
+        `--initial-cluster=${initialCluster}`,
+        `--initial-cluster-token=${this.token}`,
+        `--initial-cluster-state=${state}`,
+        '--logger=zap',
+        '--log-outputs=stderr',
+      ],
+      { logFile: node.logFile, env: etcdEnv() },
+    );
+  }
+
+  /** Waits until the node answers /health with true (it has a leader and serves requests). */
+  async waitHealthy(name: string, timeoutMs = 30_000): Promise<void> {
+    const node = this.node(name);
+    await waitFor(
+      `etcd ${name} at ${node.clientUrl} to report healthy (log: ${node.logFile})`,
+      async () => {
+        if (!node.process?.running()) throw new Error(`etcd ${name} is not running; see ${node.logFile}`);
+        return etcdHealthy(node.clientUrl);
+      },
+      { timeoutMs, intervalMs: 150 },
+    );
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`: etcd may ignore SIGTERM while it has lost quorum. */
+  async stop(name: string, graceMs = 5000): Promise<void> {
+    const node = this.node(name);
+    if (node.process) await this.processes.stop(node.process, graceMs);
+  }
+
+  /** SIGKILL: the node crashes. */
+  async kill(name: string): Promise<void> {
+    const node = this.node(name);
+    if (node.process) await this.processes.kill(node.process);
+  }
+
+  /** Deletes a stopped node's data dir, as when an instance and its disk are lost. */
+  wipe(name: string): void {
+    const node = this.node(name);
+    if (node.process?.running()) throw new Error(`stop etcd ${name} before wiping its data dir`);
+    rmSync(node.dataDir, { recursive: true, force: true });
+  }
+
+  /** Starts a stopped node again from its data dir. */
+  async restart(name: string): Promise<void> {
+    const node = this.node(name);
+    if (!existsSync(node.dataDir)) throw new Error(`etcd ${name} has no data dir to restart from (wiped?)`);
+    this.launch(node, 'existing');
+    await this.waitHealthy(name);
+  }
+
+  /** Ends every node by PID (SIGKILL after the grace period) and removes the data dirs. */
+  async teardown(options: { keepFiles?: boolean } = {}): Promise<void> {
+    await Promise.all(this.nodes.map((n) => this.stop(n.name, 3000)));
+    if (!options.keepFiles) rmSync(this.workDir, { recursive: true, force: true });
+  }
+}

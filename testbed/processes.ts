@@ -1,0 +1,116 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+
+export interface ManagedProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly logFile: string;
+  /** Resolves with the exit code (or the signal's name) once the process has exited. */
+  readonly exited: Promise<number | string>;
+  readonly running: () => boolean;
+}
+
+export interface SpawnOptions {
+  readonly logFile: string;
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+}
+
+const owned = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Last resort when a test process ends without teardown: every child still known is killed by PID.
+  process.on('exit', () => {
+    for (const child of owned) {
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+  });
+}
+
+/**
+ * Owns the processes a test or the sandbox starts: each is tracked by PID, its output goes to a log file,
+ * and `stopAll` ends every one of them (SIGTERM, then SIGKILL after a timeout), also after a failure.
+ */
+export class ProcessGroup {
+  private readonly children = new Map<number, { child: ChildProcess; process: ManagedProcess }>();
+
+  spawn(name: string, command: string, args: readonly string[], options: SpawnOptions): ManagedProcess {
+    installExitHook();
+    const fd = openSync(options.logFile, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(command, args, {
+        stdio: ['ignore', fd, fd],
+        env: options.env ?? process.env,
+        cwd: options.cwd,
+      });
+    } finally {
+      closeSync(fd);
+    }
+    if (child.pid === undefined) throw new Error(`could not start ${name} (${command}); see ${options.logFile}`);
+    const exited = new Promise<number | string>((resolve, reject) => {
+      child.once('error', (error) => reject(new Error(`${name} (${command}) failed to start: ${error.message}`)));
+      child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+    });
+    exited.catch(() => undefined);
+    const pid = child.pid;
+    const managed: ManagedProcess = {
+      name,
+      pid,
+      logFile: options.logFile,
+      exited,
+      running: () => child.exitCode === null && child.signalCode === null,
+    };
+    owned.add(child);
+    this.children.set(pid, { child, process: managed });
+    void exited.finally(() => {
+      owned.delete(child);
+      this.children.delete(pid);
+    });
+    return managed;
+  }
+
+  /** SIGTERM, then SIGKILL if the process has not exited within `graceMs` (etcd without quorum may not exit). */
+  async stop(target: ManagedProcess, graceMs = 5000): Promise<void> {
+    if (!target.running()) return;
+    signal(target.pid, 'SIGTERM');
+    const timer = setTimeout(() => signal(target.pid, 'SIGKILL'), graceMs);
+    try {
+      await target.exited.catch(() => undefined);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** SIGKILL: a crash, no chance to clean up. */
+  async kill(target: ManagedProcess): Promise<void> {
+    if (!target.running()) return;
+    signal(target.pid, 'SIGKILL');
+    await target.exited.catch(() => undefined);
+  }
+
+  async stopAll(graceMs = 5000): Promise<void> {
+    await Promise.all([...this.children.values()].map(({ process: p }) => this.stop(p, graceMs)));
+  }
+
+  get size(): number {
+    return this.children.size;
+  }
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // exited between the check and the signal
+  }
+}
