@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../core/config.js';
+import { ConfigError } from '../../core/errors.js';
+
+describe('loadConfig', () => {
+  it('reads a function config with defaults, frozen', () => {
+    const config = loadConfig({ ETCD_ASG_NAME: 'etcd-prod' }, 'function');
+    expect(config).toEqual({
+      asgName: 'etcd-prod',
+      endpoints: undefined,
+      clientPort: 2379,
+      peerPort: 2380,
+      dialTimeoutMs: 2000,
+      callTimeoutMs: 5000,
+    });
+    expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('splits and validates explicit endpoints', () => {
+    const config = loadConfig({ ETCD_ASG_NAME: 'g', ETCD_ENDPOINTS: 'http://10.0.1.5:2379, http://10.0.2.5:2379,' }, 'function');
+    expect(config.endpoints).toEqual(['http://10.0.1.5:2379', 'http://10.0.2.5:2379']);
+  });
+
+  it.each([
+    [{}, 'ETCD_ASG_NAME is required (the Auto Scaling group of the etcd nodes)'],
+    [{ ETCD_ASG_NAME: '' }, 'ETCD_ASG_NAME is required'],
+    [{ ETCD_ASG_NAME: 'g', ETCD_CLIENT_PORT: '70000' }, 'ETCD_CLIENT_PORT="70000" is invalid (the port etcd serves clients on)'],
+    [{ ETCD_ASG_NAME: 'g', ETCD_ENDPOINTS: '10.0.1.5:2379' }, 'ETCD_ENDPOINTS="10.0.1.5:2379" is invalid'],
+  ])('rejects %j naming the variable and its purpose', (env, message) => {
+    expect(() => loadConfig(env, 'function')).toThrow(ConfigError);
+    expect(() => loadConfig(env, 'function')).toThrow(message);
+  });
+
+  it('names every bad variable at once', () => {
+    const attempt = () => loadConfig({ ETCD_PEER_PORT: 'x', ETCD_AWS_CALL_TIMEOUT_MS: '1' }, 'function');
+    expect(attempt).toThrow('ETCD_ASG_NAME is required');
+    expect(attempt).toThrow('ETCD_PEER_PORT="x" is invalid');
+    expect(attempt).toThrow('ETCD_AWS_CALL_TIMEOUT_MS="1" is invalid');
+  });
+
+  it('gives the agent an optional group override and a default data dir', () => {
+    expect(loadConfig({}, 'agent')).toMatchObject({ asgName: undefined, dataDir: '/var/lib/etcd', binDir: undefined });
+    expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_DATA_DIR: '/data/etcd' }, 'agent')).toMatchObject({
+      asgName: 'g',
+      dataDir: '/data/etcd',
+    });
+  });
+});
