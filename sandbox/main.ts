@@ -1,0 +1,147 @@
+/**
+ * `npm run sandbox`: the control plane on one machine. Today it is the smoke run the foundation promises:
+ * the AWS emulator, a 3-instance Auto Scaling group whose private IPs are loopback addresses, a real etcd
+ * on each, one IMDSv2 server per instance, and the node-agent bundle discovering the cluster from each
+ * instance's point of view. Scenarios (replace, scale, total loss) land with the sandbox issue.
+ *
+ *   npm run sandbox                 start, print the endpoints, run until Ctrl-C
+ *   npm run sandbox -- --once       start, check, tear down, exit (0 when every agent saw one cluster)
+ *   npm run sandbox -- --json       print only the JSON summary
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { createSimulatedGroup } from '../testbed/aws-world.js';
+import { EtcdTestCluster } from '../testbed/etcd.js';
+import { startImds, type ImdsServer } from '../testbed/imds.js';
+import { emulatorEnv, startMoto } from '../testbed/moto.js';
+import { claimLoopbackNetwork } from '../testbed/network.js';
+import { ProcessGroup } from '../testbed/processes.js';
+import { REPO_ROOT } from '../testbed/tools.js';
+
+const run = promisify(execFile);
+
+const { values } = parseArgs({
+  options: {
+    once: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+    size: { type: 'string', default: '3' },
+    agent: { type: 'string', default: path.join(REPO_ROOT, 'dist', 'node-agent', 'node-agent.mjs') },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+if (values.help) {
+  process.stdout.write('usage: npm run sandbox [-- --once] [--json] [--size N] [--agent path/to/node-agent.mjs]\n');
+  process.exit(0);
+}
+
+const size = Number(values.size);
+if (!Number.isInteger(size) || size < 1 || size > 7 || size % 2 === 0) {
+  process.stderr.write(`sandbox: --size must be an odd number from 1 to 7 (got ${values.size})\n`);
+  process.exit(2);
+}
+if (!existsSync(values.agent)) {
+  process.stderr.write(`sandbox: no node-agent bundle at ${values.agent}; run \`npm run build\` first\n`);
+  process.exit(2);
+}
+
+const say = (line: string) => {
+  if (!values.json) process.stdout.write(`${line}\n`);
+};
+const started = Date.now();
+const step = (what: string) => say(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${what}`);
+
+const processes = new ProcessGroup();
+const network = claimLoopbackNetwork();
+const workDir = path.join(REPO_ROOT, '.testbed', `sandbox-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+mkdirSync(workDir, { recursive: true });
+const imdsServers: ImdsServer[] = [];
+let tornDown = false;
+
+async function teardown(): Promise<void> {
+  if (tornDown) return;
+  tornDown = true;
+  await Promise.all(imdsServers.map((s) => s.close()));
+  await processes.stopAll(5000);
+  network.release();
+}
+
+async function main(): Promise<number> {
+  step(`starting the AWS emulator (logs in ${path.relative(process.cwd(), workDir)})`);
+  const moto = await startMoto(processes, workDir);
+  Object.assign(process.env, emulatorEnv(moto.endpoint));
+
+  step(`creating Auto Scaling group with ${size} instances in ${network.vpcCidr}`);
+  const group = await createSimulatedGroup({ network, groupName: 'etcd-sandbox', size });
+  const bucket = 'etcd-aws-sandbox-backups';
+  await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
+
+  step('starting etcd on every instance address');
+  const etcd = await EtcdTestCluster.start({
+    nodes: group.instances.map((i) => ({ name: i.instanceId, ip: i.privateIp })),
+    workDir: path.join(workDir, 'etcd'),
+    processes,
+    token: `sandbox-${Date.now()}`,
+  });
+
+  step('running the node agent (discover) on every instance');
+  const views = [];
+  for (const instance of group.instances) {
+    const imds = await startImds(instance);
+    imdsServers.push(imds);
+    const { stdout } = await run(process.execPath, [values.agent, 'discover'], {
+      env: { ...process.env, AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint },
+      timeout: 60_000,
+    });
+    const view = JSON.parse(stdout) as { cluster: { live: boolean; clusterId?: string; members?: Array<{ isLearner: boolean }> } };
+    views.push({ instanceId: instance.instanceId, privateIp: instance.privateIp, imds: imds.endpoint, ...view.cluster });
+  }
+  const clusterIds = new Set(views.map((v) => v.clusterId));
+  const ok = views.every((v) => v.live && v.members?.length === size && v.members.every((m) => !m.isLearner)) && clusterIds.size === 1;
+
+  const summary = {
+    ok,
+    emulator: moto.endpoint,
+    group: group.groupName,
+    bucket,
+    clientEndpoints: etcd.clientUrls(),
+    clusterIds: [...clusterIds],
+    instances: views.map((v) => ({ instanceId: v.instanceId, privateIp: v.privateIp, imds: v.imds, sawLiveCluster: v.live })),
+    pids: { emulator: moto.process.pid, etcd: etcd.nodes.map((n) => n.process?.pid) },
+    logs: workDir,
+  };
+
+  say('');
+  say(`cluster ${[...clusterIds].join(', ')}: ${ok ? 'every agent sees one healthy cluster' : 'NOT converged'}`);
+  say(`client endpoints: ${etcd.clientUrls().join(',')}`);
+  say(`try:  etcdctl --endpoints ${etcd.clientUrls().join(',')} member list -w table`);
+  say(`AWS emulator: ${moto.endpoint} (bucket ${bucket})`);
+  say(`try:  AWS_ENDPOINT_URL=${moto.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws autoscaling describe-auto-scaling-groups`);
+  if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else say(`\n${JSON.stringify(summary, null, 2)}`);
+
+  if (values.once) return ok ? 0 : 1;
+  say('\nrunning; press Ctrl-C to stop and remove every process');
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  return 0;
+}
+
+main()
+  .catch((error: unknown) => {
+    process.stderr.write(`sandbox: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`sandbox: process logs are in ${workDir}\n`);
+    return 1;
+  })
+  .then(async (code) => {
+    step('tearing down');
+    await teardown();
+    // A clean --once run leaves nothing behind; a failed one keeps its logs for the reader.
+    if (values.once && code === 0) rmSync(workDir, { recursive: true, force: true });
+    process.exit(code);
+  });
