@@ -132,7 +132,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main()
+void main()
   .catch((error: unknown) => {
     process.stderr.write(`sandbox: ${error instanceof Error ? error.message : String(error)}\n`);
     process.stderr.write(`sandbox: process logs are in ${workDir}\n`);
