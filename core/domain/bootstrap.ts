@@ -1,0 +1,167 @@
+import { activePeers, type GroupInstance } from './instances.js';
+import { memberOfInstance, quorumOf, urlHost, type Member } from './members.js';
+
+/** What the local etcd data dir holds (read from its WAL without starting etcd). */
+export type LocalData =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'member'; readonly memberId: string; readonly clusterId: string }
+  | { readonly kind: 'unreadable'; readonly reason: string };
+
+/** What probing the peers' client URLs found. */
+export type Probe =
+  /** A cluster with quorum: a linearizable read succeeded. */
+  | { readonly kind: 'live'; readonly clusterId: string; readonly members: readonly Member[]; readonly healthyMemberIds: readonly string[] }
+  /** Some etcd answered, but no quorum: a cluster exists and may come back. */
+  | { readonly kind: 'no-quorum'; readonly answered: readonly string[] }
+  /** Nothing answered on any peer's client port. */
+  | { readonly kind: 'silent' };
+
+export interface Self {
+  readonly instanceId: string;
+  readonly privateIp: string;
+}
+
+export interface StaleMember {
+  readonly member: Member;
+  readonly reason: 'named-after-this-instance' | 'has-this-instance-ip' | 'instance-left-group';
+}
+
+/** The agent's decision, with the reason tests and logs report. */
+export type BootstrapPlan =
+  | {
+      readonly kind: 'restart';
+      readonly reason: 'member-of-live-cluster' | 'local-data-no-live-cluster';
+      readonly isLearner: boolean;
+    }
+  | {
+      readonly kind: 'join';
+      readonly reason: 'no-local-data' | 'local-data-of-removed-member' | 'local-data-of-other-cluster';
+      readonly removeFirst: readonly StaleMember[];
+      readonly clearLocalData: boolean;
+      readonly clusterId: string;
+    }
+  | { readonly kind: 'seed'; readonly reason: 'no-cluster-no-local-data' }
+  | { readonly kind: 'wait'; readonly reason: 'cluster-without-quorum' | 'removal-would-break-quorum' }
+  | { readonly kind: 'refuse'; readonly reason: 'unreadable-local-data'; readonly detail: string };
+
+/**
+ * Members to remove before this instance joins: its own earlier incarnations (by name, or by peer URL on
+ * its IP, e.g. after a lost data dir or a crash between MemberAdd and start), always first; then members
+ * whose instance is no longer an active instance of the group, each only while the healthy voting members
+ * still form a quorum of what remains (the others are kept and reported). Pure.
+ */
+export function staleMembers(
+  self: Self,
+  members: readonly Member[],
+  instances: readonly GroupInstance[],
+  healthyMemberIds: ReadonlySet<string>,
+): { remove: StaleMember[]; keptForQuorum: Member[]; selfRemovalBreaksQuorum: boolean } {
+  const remove: StaleMember[] = [];
+  for (const m of members) {
+    if (m.name === self.instanceId) remove.push({ member: m, reason: 'named-after-this-instance' });
+    else if (m.peerUrls.some((u) => urlHost(u) === self.privateIp)) remove.push({ member: m, reason: 'has-this-instance-ip' });
+  }
+  const removed = new Set(remove.map((r) => r.member.id));
+  let voting = members.filter((m) => !m.isLearner && !removed.has(m.id));
+  const healthy = (set: readonly Member[]) => set.filter((v) => healthyMemberIds.has(v.id)).length;
+  const selfRemovalBreaksQuorum = voting.length > 0 && healthy(voting) < quorumOf(voting.length);
+
+  const others = activePeers(instances).filter((i) => i.instanceId !== self.instanceId);
+  const owned = new Set(others.map((i) => memberOfInstance(members, i)?.member.id));
+  const keptForQuorum: Member[] = [];
+  for (const m of members) {
+    if (owned.has(m.id) || removed.has(m.id)) continue;
+    const after = voting.filter((v) => v.id !== m.id);
+    if (m.isLearner || healthy(after) >= quorumOf(after.length)) {
+      remove.push({ member: m, reason: 'instance-left-group' });
+      voting = after;
+    } else {
+      keptForQuorum.push(m);
+    }
+  }
+  return { remove, keptForQuorum, selfRemovalBreaksQuorum };
+}
+
+/**
+ * What to do at boot, from the local data, the probe and the group. Pure; every branch is table-tested.
+ * Local data is never discarded unless a live cluster proves it stale, and a new cluster is only founded
+ * when nothing answers and there is no local data (the election then picks one founder).
+ */
+export function decideBootstrap(input: {
+  self: Self;
+  local: LocalData;
+  probe: Probe;
+  instances: readonly GroupInstance[];
+}): BootstrapPlan {
+  const { self, local, probe } = input;
+  if (local.kind === 'unreadable') {
+    return { kind: 'refuse', reason: 'unreadable-local-data', detail: local.reason };
+  }
+  if (probe.kind !== 'live') {
+    if (local.kind === 'member') return { kind: 'restart', reason: 'local-data-no-live-cluster', isLearner: false };
+    if (probe.kind === 'no-quorum') return { kind: 'wait', reason: 'cluster-without-quorum' };
+    return { kind: 'seed', reason: 'no-cluster-no-local-data' };
+  }
+  if (local.kind === 'member' && local.clusterId === probe.clusterId) {
+    const mine = probe.members.find((m) => m.id === local.memberId);
+    if (mine) return { kind: 'restart', reason: 'member-of-live-cluster', isLearner: mine.isLearner };
+  }
+  const reason =
+    local.kind === 'none' ? 'no-local-data' : local.clusterId === probe.clusterId ? 'local-data-of-removed-member' : 'local-data-of-other-cluster';
+  const { remove, selfRemovalBreaksQuorum } = staleMembers(self, probe.members, input.instances, new Set(probe.healthyMemberIds));
+  if (selfRemovalBreaksQuorum) return { kind: 'wait', reason: 'removal-would-break-quorum' };
+  return { kind: 'join', reason, removeFirst: remove, clearLocalData: local.kind === 'member', clusterId: probe.clusterId };
+}
+
+/** How etcd is started: its own ETCD_* settings. */
+export interface EtcdLaunch {
+  readonly state: 'new' | 'existing';
+  /** `name=peerURL` pairs; for a join, every current member plus this one. */
+  readonly initialCluster: readonly string[];
+  readonly token: string;
+}
+
+/** initial-cluster for a join: every member as the cluster lists it (unstarted ones have no name yet) plus self. */
+export function joinInitialCluster(self: Self, members: readonly Member[], selfPeerUrl: string): string[] {
+  const entries: string[] = [];
+  for (const m of members) {
+    if (m.peerUrls.includes(selfPeerUrl)) continue;
+    for (const u of m.peerUrls) entries.push(`${m.name}=${u}`);
+  }
+  entries.push(`${self.instanceId}=${selfPeerUrl}`);
+  return entries;
+}
+
+/** The environment etcd runs with: passed-through ETCD_* tuning, then the settings the agent owns. Pure. */
+export function etcdEnvironment(options: {
+  self: Self;
+  dataDir: string;
+  clientPort: number;
+  peerPort: number;
+  launch: EtcdLaunch;
+  inherited: Record<string, string | undefined>;
+}): Record<string, string> {
+  const { self, launch } = options;
+  const passThrough = Object.entries(options.inherited).filter(
+    (e): e is [string, string] => e[0].startsWith('ETCD_') && !AGENT_OWN.has(e[0]) && !e[0].startsWith('ETCD_AWS_') && e[1] !== undefined,
+  );
+  const client = `http://${self.privateIp}:${options.clientPort}`;
+  const peer = `http://${self.privateIp}:${options.peerPort}`;
+  return {
+    ...Object.fromEntries(passThrough),
+    ETCD_NAME: self.instanceId,
+    ETCD_DATA_DIR: options.dataDir,
+    ETCD_LISTEN_CLIENT_URLS: client,
+    ETCD_ADVERTISE_CLIENT_URLS: client,
+    ETCD_LISTEN_PEER_URLS: peer,
+    ETCD_INITIAL_ADVERTISE_PEER_URLS: peer,
+    ETCD_INITIAL_CLUSTER: launch.initialCluster.join(','),
+    ETCD_INITIAL_CLUSTER_STATE: launch.state,
+    ETCD_INITIAL_CLUSTER_TOKEN: launch.token,
+    // Refuse a member add that would leave the cluster without a healthy quorum (etcd's own check).
+    ETCD_STRICT_RECONFIG_CHECK: 'true',
+  };
+}
+
+/** Variables the agent reads itself: not etcd flags, so never passed to etcd (it would warn about them). */
+const AGENT_OWN = new Set(['ETCD_ASG_NAME', 'ETCD_ENDPOINTS', 'ETCD_CLIENT_PORT', 'ETCD_PEER_PORT']);

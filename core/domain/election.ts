@@ -1,0 +1,64 @@
+import { activePeers, type GroupInstance } from './instances.js';
+
+/** What an agent publishes about itself while it boots (an object in the backup bucket). */
+export interface AgentRegistration {
+  readonly instanceId: string;
+  /** True once the agent has, or is about to create, etcd data (seeding, restoring, joined, restarted). */
+  readonly hasData: boolean;
+  /** Epoch milliseconds of the last write; registrations are heartbeats. */
+  readonly at: number;
+}
+
+/** The seed lease: who may found (or restore) the cluster, until when. Replaced only by compare-and-swap. */
+export interface SeedLease {
+  readonly holder: string;
+  readonly expiresAt: number;
+  /** The object's ETag: the version a compare-and-swap must name. */
+  readonly etag: string;
+}
+
+export type SeedPrecondition =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly reason: 'peer-has-data' | 'peer-not-registered' | 'peer-registration-stale'; readonly instanceId: string };
+
+/**
+ * An agent may try to found the cluster only when every other active instance of the group says, recently,
+ * that it has no etcd data. An instance with data (a member that is merely down) or an agent that is not
+ * running keeps everyone waiting instead of founding a second cluster beside it; the group's health checks
+ * replace an instance whose agent never comes up, which ends the wait. Pure.
+ */
+export function seedPrecondition(
+  selfId: string,
+  instances: readonly GroupInstance[],
+  registrations: readonly AgentRegistration[],
+  now: number,
+  freshMs: number,
+): SeedPrecondition {
+  const byId = new Map(registrations.map((r) => [r.instanceId, r]));
+  for (const peer of activePeers(instances)) {
+    if (peer.instanceId === selfId) continue;
+    const r = byId.get(peer.instanceId);
+    if (!r) return { ok: false, reason: 'peer-not-registered', instanceId: peer.instanceId };
+    if (r.hasData) return { ok: false, reason: 'peer-has-data', instanceId: peer.instanceId };
+    if (now - r.at > freshMs) return { ok: false, reason: 'peer-registration-stale', instanceId: peer.instanceId };
+  }
+  return { ok: true };
+}
+
+export type LeaseAction =
+  | { readonly kind: 'create' }
+  | { readonly kind: 'renew'; readonly etag: string }
+  | { readonly kind: 'take-over'; readonly etag: string; readonly from: string }
+  | { readonly kind: 'wait'; readonly holder: string; readonly expiresAt: number };
+
+/**
+ * What to do about the seed lease: create it when there is none, renew our own, take over one that expired
+ * (its holder stopped renewing: it died or gave up), else wait. Every write is conditional on the version
+ * read (If-None-Match / If-Match), so of several agents acting on the same read exactly one succeeds. Pure.
+ */
+export function leaseAction(selfId: string, lease: SeedLease | undefined, now: number): LeaseAction {
+  if (!lease) return { kind: 'create' };
+  if (lease.holder === selfId) return { kind: 'renew', etag: lease.etag };
+  if (lease.expiresAt <= now) return { kind: 'take-over', etag: lease.etag, from: lease.holder };
+  return { kind: 'wait', holder: lease.holder, expiresAt: lease.expiresAt };
+}

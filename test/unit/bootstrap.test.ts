@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decideBootstrap,
+  etcdEnvironment,
+  joinInitialCluster,
+  staleMembers,
+  type LocalData,
+  type Probe,
+} from '../../core/domain/bootstrap.js';
+import type { GroupInstance } from '../../core/domain/instances.js';
+import type { Member } from '../../core/domain/members.js';
+
+const self = { instanceId: 'i-self', privateIp: '10.0.1.10' };
+const member = (id: string, name: string, ip: string, isLearner = false): Member => ({
+  id,
+  name,
+  peerUrls: [`http://${ip}:2380`],
+  clientUrls: name ? [`http://${ip}:2379`] : [],
+  isLearner,
+});
+const instance = (instanceId: string, privateIp: string, lifecycleState = 'InService'): GroupInstance => ({
+  instanceId,
+  privateIp,
+  lifecycleState,
+  healthStatus: 'Healthy',
+  availabilityZone: 'us-east-1a',
+});
+const a = member('11', 'i-a', '10.0.1.11');
+const b = member('12', 'i-b', '10.0.1.12');
+const c = member('13', 'i-c', '10.0.1.13');
+const group = [instance('i-self', '10.0.1.10'), instance('i-a', '10.0.1.11'), instance('i-b', '10.0.1.12')];
+const live = (members: Member[], healthy = members.map((m) => m.id), clusterId = 'C1'): Probe => ({
+  kind: 'live',
+  clusterId,
+  members,
+  healthyMemberIds: healthy,
+});
+const none: LocalData = { kind: 'none' };
+const mine = (memberId: string, clusterId = 'C1'): LocalData => ({ kind: 'member', memberId, clusterId });
+
+describe('decideBootstrap', () => {
+  it.each<[string, LocalData, Probe, GroupInstance[], unknown]>([
+    ['local member of the live cluster: restart as is', mine('10'), live([member('10', 'i-self', '10.0.1.10'), a, b]), group, { kind: 'restart', reason: 'member-of-live-cluster', isLearner: false }],
+    ['local learner of the live cluster: restart, then promote', mine('10'), live([member('10', 'i-self', '10.0.1.10', true), a, b]), group, { kind: 'restart', reason: 'member-of-live-cluster', isLearner: true }],
+    ['local data, nothing answers: restart (it may be needed for quorum)', mine('10'), { kind: 'silent' }, group, { kind: 'restart', reason: 'local-data-no-live-cluster', isLearner: false }],
+    ['local data, cluster without quorum: restart', mine('10'), { kind: 'no-quorum', answered: ['x'] }, group, { kind: 'restart', reason: 'local-data-no-live-cluster', isLearner: false }],
+    ['no data, nothing answers: seed candidate', none, { kind: 'silent' }, group, { kind: 'seed', reason: 'no-cluster-no-local-data' }],
+    ['no data, a cluster without quorum answers: wait, never found a second cluster', none, { kind: 'no-quorum', answered: ['x'] }, group, { kind: 'wait', reason: 'cluster-without-quorum' }],
+    ['unreadable data dir: refuse', { kind: 'unreadable', reason: 'bad wal' }, { kind: 'silent' }, group, { kind: 'refuse', reason: 'unreadable-local-data', detail: 'bad wal' }],
+  ])('%s', (_why, local, probe, instances, expected) => {
+    expect(decideBootstrap({ self, local, probe, instances })).toEqual(expected);
+  });
+
+  it('no data, live cluster: join, nothing to remove', () => {
+    expect(decideBootstrap({ self, local: none, probe: live([a, b]), instances: group })).toEqual({
+      kind: 'join',
+      reason: 'no-local-data',
+      removeFirst: [],
+      clearLocalData: false,
+      clusterId: 'C1',
+    });
+  });
+
+  it('data of a member the cluster removed: set it aside and join', () => {
+    expect(decideBootstrap({ self, local: mine('99'), probe: live([a, b]), instances: group })).toMatchObject({
+      kind: 'join',
+      reason: 'local-data-of-removed-member',
+      clearLocalData: true,
+    });
+  });
+
+  it('data of another cluster: set it aside and join', () => {
+    expect(decideBootstrap({ self, local: mine('10', 'OLD'), probe: live([member('10', 'i-self', '10.0.1.10'), a, b]), instances: group })).toMatchObject({
+      kind: 'join',
+      reason: 'local-data-of-other-cluster',
+      clearLocalData: true,
+      removeFirst: [{ member: { id: '10' }, reason: 'named-after-this-instance' }],
+    });
+  });
+
+  it('lost data dir, own member still listed: remove it first, then join', () => {
+    const plan = decideBootstrap({ self, local: none, probe: live([member('10', 'i-self', '10.0.1.10'), a, b], ['11', '12']), instances: group });
+    expect(plan).toMatchObject({ kind: 'join', removeFirst: [{ member: { id: '10' }, reason: 'named-after-this-instance' }] });
+  });
+
+  it('crashed between member add and start: the unstarted member on this IP is removed and added again', () => {
+    const plan = decideBootstrap({ self, local: none, probe: live([member('10', '', '10.0.1.10', true), a, b]), instances: group });
+    expect(plan).toMatchObject({ kind: 'join', removeFirst: [{ member: { id: '10' }, reason: 'has-this-instance-ip' }] });
+  });
+});
+
+describe('staleMembers', () => {
+  it('removes a member whose instance left the group when the healthy rest keeps quorum', () => {
+    const out = staleMembers(self, [a, b, c], group, new Set(['11', '12']));
+    expect(out.remove).toEqual([{ member: c, reason: 'instance-left-group' }]);
+    expect(out.keptForQuorum).toEqual([]);
+  });
+
+  it('keeps an orphan whose removal would leave fewer healthy voters than a quorum', () => {
+    // 5 voters: a, b healthy; c, d, e gone from the group and unhealthy. Removing c leaves 4 voters with
+    // 2 healthy < quorum 3: kept. (Each removal is re-evaluated against what remains.)
+    const d = member('14', 'i-d', '10.0.1.14');
+    const e = member('15', 'i-e', '10.0.1.15');
+    const out = staleMembers(self, [a, b, c, d, e], group, new Set(['11', '12']));
+    expect(out.remove).toEqual([]);
+    expect(out.keptForQuorum).toEqual([c, d, e]);
+  });
+
+  it('removes orphaned learners regardless of quorum: they do not vote', () => {
+    const ghost = member('16', '', '10.0.1.99', true);
+    expect(staleMembers(self, [a, b, ghost], group, new Set(['11'])).remove).toEqual([{ member: ghost, reason: 'instance-left-group' }]);
+  });
+
+  it('keeps members of instances that are still in the group, including Pending ones matched by IP', () => {
+    const pendingGroup = [...group, instance('i-new', '10.0.1.20', 'Pending')];
+    const unstarted = member('17', '', '10.0.1.20', true);
+    expect(staleMembers(self, [a, b, unstarted], pendingGroup, new Set(['11', '12'])).remove).toEqual([]);
+  });
+
+  it('treats members of terminating instances as gone', () => {
+    const terminating = [...group.slice(0, 2), instance('i-b', '10.0.1.12', 'Terminating:Wait')];
+    expect(staleMembers(self, [a, b, c], terminating, new Set(['11', '12', '13'])).remove.map((r) => r.member.id)).toEqual(['12', '13']);
+  });
+});
+
+describe('launch settings', () => {
+  it('builds initial-cluster from the member list, unstarted members included, plus self', () => {
+    const unstarted = member('18', '', '10.0.1.30', true);
+    expect(joinInitialCluster(self, [a, unstarted, member('19', '', '10.0.1.10', true)], 'http://10.0.1.10:2380')).toEqual([
+      'i-a=http://10.0.1.11:2380',
+      '=http://10.0.1.30:2380',
+      'i-self=http://10.0.1.10:2380',
+    ]);
+  });
+
+  it("passes etcd's own tuning through, drops the agent's variables, and owns identity and URLs", () => {
+    const env = etcdEnvironment({
+      self,
+      dataDir: '/var/lib/etcd',
+      clientPort: 2379,
+      peerPort: 2380,
+      launch: { state: 'existing', initialCluster: ['i-a=http://10.0.1.11:2380', 'i-self=http://10.0.1.10:2380'], token: 't' },
+      inherited: { ETCD_QUOTA_BACKEND_BYTES: '8589934592', ETCD_ASG_NAME: 'g', ETCD_AWS_POLL_MS: '5', ETCD_NAME: 'wrong', HOME: '/root' },
+    });
+    expect(env).toEqual({
+      ETCD_QUOTA_BACKEND_BYTES: '8589934592',
+      ETCD_NAME: 'i-self',
+      ETCD_DATA_DIR: '/var/lib/etcd',
+      ETCD_LISTEN_CLIENT_URLS: 'http://10.0.1.10:2379',
+      ETCD_ADVERTISE_CLIENT_URLS: 'http://10.0.1.10:2379',
+      ETCD_LISTEN_PEER_URLS: 'http://10.0.1.10:2380',
+      ETCD_INITIAL_ADVERTISE_PEER_URLS: 'http://10.0.1.10:2380',
+      ETCD_INITIAL_CLUSTER: 'i-a=http://10.0.1.11:2380,i-self=http://10.0.1.10:2380',
+      ETCD_INITIAL_CLUSTER_STATE: 'existing',
+      ETCD_INITIAL_CLUSTER_TOKEN: 't',
+      ETCD_STRICT_RECONFIG_CHECK: 'true',
+    });
+  });
+});
