@@ -1,3 +1,5 @@
+import type { Probe } from './domain/bootstrap.js';
+import type { AgentRegistration, SeedLease } from './domain/election.js';
 import type { GroupInstance } from './domain/instances.js';
 import type { Member } from './domain/members.js';
 
@@ -42,4 +44,25 @@ export interface EtcdCluster {
   /** Status of the member serving `endpoint` (one of the URLs the cluster was opened with). */
   status(endpoint: string): Promise<MemberStatus>;
   close(): void;
+}
+
+/** Membership changes, each safe to repeat: "already gone" and "already there" are answers, not errors. */
+export interface EtcdMembership {
+  /** Live cluster (quorum) with its members and which of them answered Status; or why not. */
+  probe(): Promise<Probe>;
+  addLearner(peerUrl: string): Promise<{ memberId: string; members: Member[] }>;
+  remove(memberId: string): Promise<'removed' | 'not-found'>;
+  promote(memberId: string): Promise<'promoted' | 'not-ready' | 'not-a-learner'>;
+}
+
+/** The seed lease and the agents' registrations, kept beside the backups. */
+export interface SeedCoordinator {
+  register(registration: AgentRegistration): Promise<void>;
+  registrations(): Promise<AgentRegistration[]>;
+  readLease(): Promise<SeedLease | undefined>;
+  /**
+   * Writes a lease held by `holder` until `expiresAt`, only if the stored lease is still `expected` (by ETag;
+   * undefined: only if there is none). Returns the new lease, or undefined when another agent won the race.
+   */
+  writeLease(holder: string, expiresAt: number, expected: string | undefined): Promise<SeedLease | undefined>;
 }

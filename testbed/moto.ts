@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import path from 'node:path';
 import type { ManagedProcess, ProcessGroup } from './processes.js';
-import { motoServerBin } from './tools.js';
+import { REPO_ROOT, motoServerBin } from './tools.js';
 import { waitFor } from './wait.js';
 
 export interface Emulator {
@@ -22,11 +22,15 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts moto in server mode on loopback and waits until it answers. */
+/**
+ * Starts moto in server mode on loopback, one request at a time (see moto_server.py: S3 conditional writes
+ * must be atomic, as in S3), and waits until it answers.
+ */
 export async function startMoto(processes: ProcessGroup, workDir: string): Promise<Emulator> {
   const port = await freePort();
   const logFile = path.join(workDir, 'moto.log');
-  const proc = processes.spawn('moto', motoServerBin(), ['-H', '127.0.0.1', '-p', String(port)], { logFile });
+  const python = path.join(path.dirname(motoServerBin()), 'python');
+  const proc = processes.spawn('moto', python, [path.join(REPO_ROOT, 'testbed', 'moto_server.py'), '127.0.0.1', String(port)], { logFile });
   const endpoint = `http://127.0.0.1:${port}`;
   await waitFor(
     `moto to answer on ${endpoint} (log: ${logFile})`,

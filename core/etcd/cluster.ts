@@ -1,7 +1,8 @@
-import { Etcd3, type IOptions } from 'etcd3';
+import { Etcd3, type IMember, type IOptions } from 'etcd3';
 import type { Member } from '../domain/members.js';
 import { EtcdUnavailableError, describeError } from '../errors.js';
-import type { EtcdCluster, MemberStatus } from '../ports.js';
+import type { Probe } from '../domain/bootstrap.js';
+import type { EtcdCluster, EtcdMembership, MemberStatus } from '../ports.js';
 
 export interface EtcdClientOptions {
   readonly dialTimeoutMs: number;
@@ -17,11 +18,15 @@ function clientOptions(hosts: readonly string[], options: EtcdClientOptions): IO
   };
 }
 
+function toMember(m: IMember): Member {
+  return { id: m.ID, name: m.name, peerUrls: m.peerURLs, clientUrls: m.clientURLs, isLearner: m.isLearner };
+}
+
 /** A key nobody writes: reading it linearizably proves the cluster has quorum without touching user data. */
 const QUORUM_PROBE_KEY = '\u0000etcd-aws/quorum-probe';
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
-export class Etcd3Cluster implements EtcdCluster {
+export class Etcd3Cluster implements EtcdCluster, EtcdMembership {
   private readonly client: Etcd3;
 
   constructor(
@@ -48,13 +53,7 @@ export class Etcd3Cluster implements EtcdCluster {
       const out = await this.client.cluster.memberList({ linearizable: true });
       return {
         clusterId: out.header.cluster_id,
-        members: out.members.map((m) => ({
-          id: m.ID,
-          name: m.name,
-          peerUrls: m.peerURLs,
-          clientUrls: m.clientURLs,
-          isLearner: m.isLearner,
-        })),
+        members: out.members.map(toMember),
       };
     } catch (error) {
       throw new EtcdUnavailableError(
@@ -87,6 +86,57 @@ export class Etcd3Cluster implements EtcdCluster {
       });
     } finally {
       single.close();
+    }
+  }
+
+  async probe(): Promise<Probe> {
+    try {
+      const { clusterId, members } = await this.listMembers();
+      const healthy = await Promise.all(
+        members.map(async (m) => {
+          const url = m.clientUrls[0];
+          if (url === undefined) return undefined;
+          const status = await this.status(url).catch(() => undefined);
+          return status?.memberId === m.id ? m.id : undefined;
+        }),
+      );
+      return { kind: 'live', clusterId, members, healthyMemberIds: healthy.filter((id) => id !== undefined) };
+    } catch {
+      // No quorum. A member that answers Status still proves a cluster exists (it may regain quorum).
+      const answers = await Promise.allSettled(this.endpoints.map((e) => this.status(e)));
+      const answered = answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value.endpoint] : []));
+      return answered.length > 0 ? { kind: 'no-quorum', answered } : { kind: 'silent' };
+    }
+  }
+
+  async addLearner(peerUrl: string): Promise<{ memberId: string; members: Member[] }> {
+    try {
+      const out = await this.client.cluster.memberAdd({ peerURLs: [peerUrl], isLearner: true });
+      return { memberId: out.member.ID, members: out.members.map(toMember) };
+    } catch (error) {
+      throw new EtcdUnavailableError(`cannot add ${peerUrl} as a learner: ${describeError(error)}`, { cause: error });
+    }
+  }
+
+  async remove(memberId: string): Promise<'removed' | 'not-found'> {
+    try {
+      await this.client.cluster.memberRemove({ ID: memberId });
+      return 'removed';
+    } catch (error) {
+      if (/member not found/i.test(describeError(error))) return 'not-found';
+      throw new EtcdUnavailableError(`cannot remove member ${memberId}: ${describeError(error)}`, { cause: error });
+    }
+  }
+
+  async promote(memberId: string): Promise<'promoted' | 'not-ready' | 'not-a-learner'> {
+    try {
+      await this.client.cluster.memberPromote({ ID: memberId });
+      return 'promoted';
+    } catch (error) {
+      const message = describeError(error);
+      if (/in sync with leader/i.test(message)) return 'not-ready';
+      if (/can only promote a learner member/i.test(message)) return 'not-a-learner';
+      throw new EtcdUnavailableError(`cannot promote member ${memberId}: ${message}`, { cause: error });
     }
   }
 
