@@ -14,6 +14,11 @@ const SETTINGS = {
   ETCD_AWS_BIN_DIR: 'the directory holding the etcd, etcdctl (and etcdutl) binaries',
   ETCD_AWS_DIAL_TIMEOUT_MS: 'how long to wait for an etcd member to accept a connection',
   ETCD_AWS_CALL_TIMEOUT_MS: 'how long to wait for one etcd RPC',
+  BACKUP_BUCKET: 'the S3 bucket of the backups and of the bootstrap lease',
+  BACKUP_PREFIX: 'key prefix inside BACKUP_BUCKET, e.g. "etcd/"',
+  ETCD_AWS_SEED_LEASE_MS: 'how long a won seed lease stays valid without renewal',
+  ETCD_AWS_POLL_MS: 'pause between bootstrap attempts while waiting',
+  ETCD_AWS_REGISTRATION_FRESH_MS: 'how old a peer agent\'s "no data" registration may be and still count',
 } as const;
 
 type Setting = keyof typeof SETTINGS;
@@ -41,6 +46,11 @@ const schemas = {
     ETCD_ASG_NAME: name.optional(),
     ETCD_DATA_DIR: name.default('/var/lib/etcd'),
     ETCD_AWS_BIN_DIR: name.optional(),
+    BACKUP_BUCKET: name,
+    BACKUP_PREFIX: z.string().default(''),
+    ETCD_AWS_SEED_LEASE_MS: millis.default(30_000),
+    ETCD_AWS_POLL_MS: millis.default(2000),
+    ETCD_AWS_REGISTRATION_FRESH_MS: millis.default(30_000),
   }),
 };
 
@@ -65,6 +75,9 @@ export interface AgentConfig extends CommonConfig {
   readonly dataDir: string;
   /** Directory of the etcd binaries; when absent they are looked up on PATH. */
   readonly binDir: string | undefined;
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly timing: { readonly leaseMs: number; readonly pollMs: number; readonly freshMs: number };
 }
 
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
@@ -107,5 +120,13 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME });
   }
   const c = parse('agent', env);
-  return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME, dataDir: c.ETCD_DATA_DIR, binDir: c.ETCD_AWS_BIN_DIR });
+  return Object.freeze({
+    ...commonOf(c),
+    asgName: c.ETCD_ASG_NAME,
+    dataDir: c.ETCD_DATA_DIR,
+    binDir: c.ETCD_AWS_BIN_DIR,
+    bucket: c.BACKUP_BUCKET,
+    prefix: c.BACKUP_PREFIX,
+    timing: Object.freeze({ leaseMs: c.ETCD_AWS_SEED_LEASE_MS, pollMs: c.ETCD_AWS_POLL_MS, freshMs: c.ETCD_AWS_REGISTRATION_FRESH_MS }),
+  });
 }

@@ -39,8 +39,16 @@ describe('loadConfig', () => {
   });
 
   it('gives the agent an optional group override and a default data dir', () => {
-    expect(loadConfig({}, 'agent')).toMatchObject({ asgName: undefined, dataDir: '/var/lib/etcd', binDir: undefined });
-    expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_DATA_DIR: '/data/etcd' }, 'agent')).toMatchObject({
+    expect(loadConfig({ BACKUP_BUCKET: 'b' }, 'agent')).toMatchObject({
+      asgName: undefined,
+      dataDir: '/var/lib/etcd',
+      binDir: undefined,
+      bucket: 'b',
+      prefix: '',
+      timing: { leaseMs: 30_000, pollMs: 2000, freshMs: 30_000 },
+    });
+    expect(() => loadConfig({}, 'agent')).toThrow('BACKUP_BUCKET is required (the S3 bucket of the backups and of the bootstrap lease)');
+    expect(loadConfig({ BACKUP_BUCKET: 'b', ETCD_ASG_NAME: 'g', ETCD_DATA_DIR: '/data/etcd' }, 'agent')).toMatchObject({
       asgName: 'g',
       dataDir: '/data/etcd',
     });

@@ -1,0 +1,257 @@
+import { randomUUID } from 'node:crypto';
+import {
+  decideBootstrap,
+  joinInitialCluster,
+  type BootstrapPlan,
+  type EtcdLaunch,
+  type LocalData,
+  type Probe,
+  type Self,
+} from '../domain/bootstrap.js';
+import { leaseAction, seedPrecondition, type SeedLease } from '../domain/election.js';
+import { activePeers, clientUrls, type GroupInstance } from '../domain/instances.js';
+import { hexMemberId } from '../domain/members.js';
+import { EtcdAwsError, describeError } from '../errors.js';
+import type { Log } from '../logger.js';
+import type { EtcdMembership, InstanceInventory, SeedCoordinator } from '../ports.js';
+
+/** The local data dir could not be trusted; the agent stops rather than risk the data. */
+export class BootstrapRefusedError extends EtcdAwsError {}
+
+export interface BootstrapTiming {
+  /** How long a won seed lease stays valid without renewal. */
+  readonly leaseMs: number;
+  /** Pause between attempts while waiting (for a quorum, a peer, the lease). */
+  readonly pollMs: number;
+  /** A "no data" registration older than this does not count. */
+  readonly freshMs: number;
+}
+
+export interface BootstrapDeps {
+  readonly inventory: InstanceInventory;
+  readonly openMembership: (endpoints: readonly string[]) => EtcdMembership & { close(): void };
+  readonly seeds: SeedCoordinator;
+  readonly localData: () => Promise<LocalData>;
+  /** Moves the local data dir aside (never deletes it); returns where it went. */
+  readonly setAsideLocalData: () => Promise<string>;
+  readonly now: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+  readonly log: Log;
+  readonly clientPort: number;
+  readonly peerPort: number;
+  readonly timing: BootstrapTiming;
+}
+
+export interface Observation {
+  readonly instances: readonly GroupInstance[];
+  readonly local: LocalData;
+  readonly probe: Probe;
+  readonly plan: BootstrapPlan;
+}
+
+/** What the agent ends up starting: etcd's launch settings, and the member to promote when it is a learner. */
+export interface BootstrapOutcome {
+  readonly plan: BootstrapPlan;
+  readonly launch: EtcdLaunch;
+  /** Set when this member starts as a learner and must be promoted once caught up. */
+  readonly learnerId: string | undefined;
+  /** Set when this agent founded the cluster: the lease to keep until etcd is up. */
+  readonly lease: SeedLease | undefined;
+}
+
+const peerUrlOf = (self: Self, peerPort: number) => `http://${self.privateIp}:${peerPort}`;
+
+/** Gathers the group, the local data and a probe of the peers, and decides. Changes nothing. */
+export async function observe(self: Self, groupName: string, deps: BootstrapDeps): Promise<Observation> {
+  const instances = await deps.inventory.instancesOf(groupName);
+  const local = await deps.localData();
+  const peers = activePeers(instances).filter((i) => i.instanceId !== self.instanceId);
+  const endpoints = clientUrls(peers, deps.clientPort);
+  let probe: Probe = { kind: 'silent' };
+  if (endpoints.length > 0) {
+    const etcd = deps.openMembership(endpoints);
+    try {
+      probe = await etcd.probe();
+    } finally {
+      etcd.close();
+    }
+  }
+  return { instances, local, probe, plan: decideBootstrap({ self, local, probe, instances }) };
+}
+
+/** Launch settings a plan leads to, as far as they are known before acting (for `plan` and logs). */
+export function previewLaunch(self: Self, groupName: string, observation: Observation, peerPort: number): EtcdLaunch | undefined {
+  const { plan, probe } = observation;
+  const peerUrl = peerUrlOf(self, peerPort);
+  switch (plan.kind) {
+    case 'restart':
+      return { state: 'existing', initialCluster: [`${self.instanceId}=${peerUrl}`], token: `${groupName}-existing` };
+    case 'seed':
+      return { state: 'new', initialCluster: [`${self.instanceId}=${peerUrl}`], token: `${groupName}-<new-uuid>` };
+    case 'join': {
+      const removed = new Set(plan.removeFirst.map((r) => r.member.id));
+      const members = probe.kind === 'live' ? probe.members.filter((m) => !removed.has(m.id)) : [];
+      return { state: 'existing', initialCluster: joinInitialCluster(self, members, peerUrl), token: `${groupName}-existing` };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Turns "this instance booted" into launch settings for etcd, acting on each decision and deciding again
+ * until one leads to a start. Every step may be interrupted and repeated: a restarted agent observes the
+ * result of what it did before (a member already added shows up as a stale member with its IP, removed and
+ * added again; a data dir already set aside is simply gone).
+ *
+ * 1. observe (group, local data, probe) 2. decide 3. act: restart as is | remove stale members, set aside
+ * foreign data, add self as learner | win the seed election | wait and go to 1.
+ */
+export async function bootstrap(self: Self, groupName: string, deps: BootstrapDeps): Promise<BootstrapOutcome> {
+  const peerUrl = peerUrlOf(self, deps.peerPort);
+  let lastWaitReason = '';
+  for (;;) {
+    const observation = await observe(self, groupName, deps);
+    const { plan, probe } = observation;
+    // Say each distinct reason to wait once, not every poll.
+    const waitLog = (reason: string, fields: Record<string, unknown> = {}) => {
+      const key = `${reason} ${JSON.stringify(fields)}`;
+      if (key !== lastWaitReason) deps.log.info('waiting', { reason, ...fields });
+      lastWaitReason = key;
+    };
+
+    switch (plan.kind) {
+      case 'refuse':
+        throw new BootstrapRefusedError(
+          `refusing to start: ${plan.detail}. The data dir was left untouched; inspect it, then move it away ` +
+            'to let this instance join (or restore) from scratch',
+        );
+
+      case 'restart': {
+        deps.log.info('restarting from local data', { reason: plan.reason });
+        await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
+        const local = observation.local;
+        const learnerId = plan.isLearner && local.kind === 'member' ? local.memberId : undefined;
+        return { plan, launch: previewLaunch(self, groupName, observation, deps.peerPort) as EtcdLaunch, learnerId, lease: undefined };
+      }
+
+      case 'wait':
+        await deps.seeds.register({ instanceId: self.instanceId, hasData: false, at: deps.now() });
+        waitLog(plan.reason, probe.kind === 'no-quorum' ? { answered: probe.answered } : {});
+        await deps.sleep(deps.timing.pollMs);
+        continue;
+
+      case 'join': {
+        if (probe.kind !== 'live') continue;
+        deps.log[lastWaitReason.startsWith('member add refused') ? 'debug' : 'info']('joining', {
+          reason: plan.reason,
+          clusterId: hexMemberId(plan.clusterId),
+          remove: plan.removeFirst.map((r) => ({ memberId: hexMemberId(r.member.id), name: r.member.name, reason: r.reason })),
+        });
+        // Registered as holding data before any exists, so no peer can count this instance as empty.
+        await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
+        const etcd = deps.openMembership(probe.members.flatMap((m) => m.clientUrls));
+        try {
+          for (const stale of plan.removeFirst) {
+            const result = await etcd.remove(stale.member.id);
+            deps.log.info('removed stale member', { memberId: hexMemberId(stale.member.id), name: stale.member.name, reason: stale.reason, result });
+          }
+          if (plan.clearLocalData) {
+            const movedTo = await deps.setAsideLocalData();
+            deps.log.warn('set aside local data of a removed member or another cluster', { reason: plan.reason, movedTo });
+          }
+          let added: { memberId: string; members: readonly import('../domain/members.js').Member[] };
+          try {
+            added = await etcd.addLearner(peerUrl);
+          } catch (error) {
+            // "too many learner members", "unhealthy cluster" (strict reconfig), a leader change: decide again.
+            waitLog('member add refused', { error: describeError(error) });
+            await deps.sleep(deps.timing.pollMs);
+            continue;
+          }
+          deps.log.info('added as learner', { memberId: hexMemberId(added.memberId), peerUrl });
+          return {
+            plan,
+            launch: { state: 'existing', initialCluster: joinInitialCluster(self, added.members, peerUrl), token: `${groupName}-existing` },
+            learnerId: added.memberId,
+            lease: undefined,
+          };
+        } finally {
+          etcd.close();
+        }
+      }
+
+      case 'seed': {
+        await deps.seeds.register({ instanceId: self.instanceId, hasData: false, at: deps.now() });
+        const now = deps.now();
+        const precondition = seedPrecondition(
+          self.instanceId,
+          observation.instances,
+          await deps.seeds.registrations(),
+          now,
+          deps.timing.freshMs,
+        );
+        if (!precondition.ok) {
+          waitLog(`seed election: ${precondition.reason}`, { instanceId: precondition.instanceId });
+          await deps.sleep(deps.timing.pollMs);
+          continue;
+        }
+        const current = await deps.seeds.readLease();
+        const action = leaseAction(self.instanceId, current, now);
+        if (action.kind === 'wait') {
+          waitLog('seed election: lease held by another instance', { holder: action.holder });
+          await deps.sleep(deps.timing.pollMs);
+          continue;
+        }
+        const lease = await deps.seeds.writeLease(self.instanceId, now + deps.timing.leaseMs, action.kind === 'create' ? undefined : action.etag);
+        if (!lease) {
+          waitLog('seed election: lost the lease race');
+          await deps.sleep(deps.timing.pollMs);
+          continue;
+        }
+        if (action.kind === 'take-over') deps.log.warn('took over an expired seed lease', { from: action.from });
+        // Won. Probe once more: a cluster founded by a previous holder must be joined, not duplicated.
+        const again = await observe(self, groupName, deps);
+        if (again.plan.kind !== 'seed') continue;
+        await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
+        deps.log.info('founding a new cluster', { reason: plan.reason });
+        return {
+          plan,
+          launch: { state: 'new', initialCluster: [`${self.instanceId}=${peerUrl}`], token: `${groupName}-${randomUUID()}` },
+          learnerId: undefined,
+          lease,
+        };
+      }
+    }
+  }
+}
+
+/**
+ * Promotes this learner once it has caught up, retrying "not in sync" (and any failure) with capped
+ * exponential backoff; stops when promoted, or when etcd says it is no longer a learner.
+ */
+export async function promoteWhenReady(
+  memberId: string,
+  openMembership: () => EtcdMembership & { close(): void },
+  deps: { sleep: (ms: number) => Promise<void>; log: Log; stopped: () => boolean },
+): Promise<boolean> {
+  let delay = 200;
+  while (!deps.stopped()) {
+    const etcd = openMembership();
+    try {
+      const result = await etcd.promote(memberId);
+      if (result === 'promoted' || result === 'not-a-learner') {
+        deps.log.info('promoted to voting member', { memberId: hexMemberId(memberId), result });
+        return true;
+      }
+      deps.log.debug('learner not caught up yet', { memberId: hexMemberId(memberId) });
+    } catch (error) {
+      deps.log.info('promotion failed, retrying', { memberId: hexMemberId(memberId), error: describeError(error) });
+    } finally {
+      etcd.close();
+    }
+    await deps.sleep(delay);
+    delay = Math.min(delay * 2, 5000);
+  }
+  return false;
+}
