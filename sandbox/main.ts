@@ -1,27 +1,24 @@
 /**
- * `npm run sandbox`: the control plane on one machine. Today it is the smoke run the foundation promises:
- * the AWS emulator, a 3-instance Auto Scaling group whose private IPs are loopback addresses, a real etcd
- * on each, one IMDSv2 server per instance, and the node-agent bundle discovering the cluster from each
- * instance's point of view. Scenarios (replace, scale, total loss) land with the sandbox issue.
+ * `npm run sandbox`: the control plane on one machine: the AWS emulator, an Auto Scaling group whose
+ * instances' private IPs are loopback addresses, one IMDSv2 server per instance, and the node-agent bundle
+ * (`run`) on each, which elects a founder, joins the others as learners, promotes them and supervises etcd.
+ * Scenarios (replace, scale, total loss) land with the sandbox issue.
  *
  *   npm run sandbox                 start, print the endpoints, run until Ctrl-C
  *   npm run sandbox -- --once       start, check, tear down, exit (0 when every agent saw one cluster)
  *   npm run sandbox -- --json       print only the JSON summary
  */
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { createSimulatedGroup } from '../testbed/aws-world.js';
-import { EtcdTestCluster } from '../testbed/etcd.js';
-import { startImds, type ImdsServer } from '../testbed/imds.js';
+import { AgentFleet, waitForVotingMembers } from '../testbed/agents.js';
 import { emulatorEnv, startMoto } from '../testbed/moto.js';
 import { claimLoopbackNetwork } from '../testbed/network.js';
 import { ProcessGroup } from '../testbed/processes.js';
 import { REPO_ROOT } from '../testbed/tools.js';
 
-const run = promisify(execFile);
 
 const { values } = parseArgs({
   options: {
@@ -58,13 +55,13 @@ const processes = new ProcessGroup();
 const network = claimLoopbackNetwork();
 const workDir = path.join(REPO_ROOT, '.testbed', `sandbox-${new Date().toISOString().replace(/[:.]/g, '-')}`);
 mkdirSync(workDir, { recursive: true });
-const imdsServers: ImdsServer[] = [];
+let fleet: AgentFleet | undefined;
 let tornDown = false;
 
 async function teardown(): Promise<void> {
   if (tornDown) return;
   tornDown = true;
-  await Promise.all(imdsServers.map((s) => s.close()));
+  await fleet?.closeAll();
   await processes.stopAll(5000);
   network.release();
 }
@@ -79,45 +76,41 @@ async function main(): Promise<number> {
   const bucket = 'etcd-aws-sandbox-backups';
   await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
 
-  step('starting etcd on every instance address');
-  const etcd = await EtcdTestCluster.start({
-    nodes: group.instances.map((i) => ({ name: i.instanceId, ip: i.privateIp })),
-    workDir: path.join(workDir, 'etcd'),
-    processes,
-    token: `sandbox-${Date.now()}`,
-  });
-
-  step('running the node agent (discover) on every instance');
-  const views = [];
-  for (const instance of group.instances) {
-    const imds = await startImds(instance);
-    imdsServers.push(imds);
-    const { stdout } = await run(process.execPath, [values.agent, 'discover'], {
-      env: { ...process.env, AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint },
-      timeout: 60_000,
-    });
-    const view = JSON.parse(stdout) as { cluster: { live: boolean; clusterId?: string; members?: Array<{ isLearner: boolean }> } };
-    views.push({ instanceId: instance.instanceId, privateIp: instance.privateIp, imds: imds.endpoint, ...view.cluster });
-  }
-  const clusterIds = new Set(views.map((v) => v.clusterId));
-  const ok = views.every((v) => v.live && v.members?.length === size && v.members.every((m) => !m.isLearner)) && clusterIds.size === 1;
+  step(`starting the node agent on every instance (logs in ${path.relative(process.cwd(), workDir)})`);
+  fleet = new AgentFleet({ processes, workDir: path.join(workDir, 'agents'), bundle: values.agent, bucket, awsEndpoint: moto.endpoint });
+  const agents = fleet;
+  await Promise.all(group.instances.map((i) => agents.start(i)));
+  const clientEndpoints = group.instances.map((i) => `http://${i.privateIp}:2379`);
+  step('waiting for every member to be voting and healthy');
+  const cluster = await waitForVotingMembers(
+    clientEndpoints,
+    group.instances.map((i) => i.instanceId),
+    120_000,
+  );
+  const clusterIds = new Set(cluster.clusterIds);
+  const ok = clusterIds.size === 1 && cluster.members.length === size;
+  step(`converged: ${size} voting members`);
 
   const summary = {
     ok,
     emulator: moto.endpoint,
     group: group.groupName,
     bucket,
-    clientEndpoints: etcd.clientUrls(),
-    clusterIds: [...clusterIds],
-    instances: views.map((v) => ({ instanceId: v.instanceId, privateIp: v.privateIp, imds: v.imds, sawLiveCluster: v.live })),
-    pids: { emulator: moto.process.pid, etcd: etcd.nodes.map((n) => n.process?.pid) },
+    clientEndpoints,
+    clusterIds: [...clusterIds].map((id) => BigInt(id).toString(16)),
+    members: cluster.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
+    instances: group.instances.map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: agents.node(i.instanceId).logFile })),
+    pids: {
+      emulator: moto.process.pid,
+      agents: group.instances.map((i) => agents.node(i.instanceId).process?.pid),
+    },
     logs: workDir,
   };
 
   say('');
-  say(`cluster ${[...clusterIds].join(', ')}: ${ok ? 'every agent sees one healthy cluster' : 'NOT converged'}`);
-  say(`client endpoints: ${etcd.clientUrls().join(',')}`);
-  say(`try:  etcdctl --endpoints ${etcd.clientUrls().join(',')} member list -w table`);
+  say(`cluster ${summary.clusterIds.join(', ')}: ${ok ? `${size} voting members, one cluster` : 'NOT converged'}`);
+  say(`client endpoints: ${clientEndpoints.join(',')}`);
+  say(`try:  etcdctl --endpoints ${clientEndpoints.join(',')} member list -w table`);
   say(`AWS emulator: ${moto.endpoint} (bucket ${bucket})`);
   say(`try:  AWS_ENDPOINT_URL=${moto.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws autoscaling describe-auto-scaling-groups`);
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);

@@ -2,6 +2,7 @@ import {
   AutoScalingClient,
   CreateAutoScalingGroupCommand,
   DescribeAutoScalingGroupsCommand,
+  TerminateInstanceInAutoScalingGroupCommand,
 } from '@aws-sdk/client-auto-scaling';
 import {
   CreateLaunchTemplateCommand,
@@ -86,4 +87,36 @@ export async function createSimulatedGroup(options: {
       return { instanceId, privateIp, region, availabilityZone: i.AvailabilityZone ?? '' };
     }),
   };
+}
+
+/** The group's current instances with their private IPs, read straight from the emulator. */
+export async function describeGroupInstances(groupName: string): Promise<InstanceIdentity[]> {
+  const region = process.env.AWS_REGION ?? 'us-east-1';
+  const autoScaling = new AutoScalingClient({ region });
+  const ec2 = new EC2Client({ region });
+  const described = await autoScaling.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [groupName] }));
+  const members = (described.AutoScalingGroups?.[0]?.Instances ?? []).filter((i) => i.LifecycleState === 'InService' || i.LifecycleState?.startsWith('Pending'));
+  if (members.length === 0) return [];
+  const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: members.map((i) => i.InstanceId as string) }));
+  const ipOf = new Map((out.Reservations ?? []).flatMap((r) => (r.Instances ?? []).map((i) => [i.InstanceId as string, i.PrivateIpAddress ?? ''])));
+  return members.map((i) => ({
+    instanceId: i.InstanceId as string,
+    privateIp: ipOf.get(i.InstanceId as string) ?? '',
+    region,
+    availabilityZone: i.AvailabilityZone ?? '',
+  }));
+}
+
+/**
+ * Terminates an instance the way a failed health check does (the group keeps its desired capacity) and
+ * returns the replacement the group launched, if any.
+ */
+export async function terminateInGroup(groupName: string, instanceId: string, replace: boolean): Promise<InstanceIdentity | undefined> {
+  const before = new Set((await describeGroupInstances(groupName)).map((i) => i.instanceId));
+  const autoScaling = new AutoScalingClient({ region: process.env.AWS_REGION ?? 'us-east-1' });
+  await autoScaling.send(
+    new TerminateInstanceInAutoScalingGroupCommand({ InstanceId: instanceId, ShouldDecrementDesiredCapacity: !replace }),
+  );
+  const after = await describeGroupInstances(groupName);
+  return after.find((i) => !before.has(i.instanceId));
 }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, readFileSync, readdirSync } from 'node:fs';
 
 export interface ManagedProcess {
   readonly name: string;
@@ -14,6 +14,9 @@ export interface SpawnOptions {
   readonly logFile: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly cwd?: string;
+  /** Run as another user (root only), e.g. to test permission errors that root would not see. */
+  readonly uid?: number;
+  readonly gid?: number;
 }
 
 const owned = new Set<ChildProcess>();
@@ -52,6 +55,8 @@ export class ProcessGroup {
         stdio: ['ignore', fd, fd],
         env: options.env ?? process.env,
         cwd: options.cwd,
+        uid: options.uid,
+        gid: options.gid,
       });
     } finally {
       closeSync(fd);
@@ -79,23 +84,32 @@ export class ProcessGroup {
     return managed;
   }
 
-  /** SIGTERM, then SIGKILL if the process has not exited within `graceMs` (etcd without quorum may not exit). */
+  /**
+   * SIGTERM, then SIGKILL if the process has not exited within `graceMs` (etcd without quorum may not
+   * exit). Its descendants (an agent's etcd) get SIGKILL once it is gone, if they outlived it.
+   */
   async stop(target: ManagedProcess, graceMs = 5000): Promise<void> {
     if (!target.running()) return;
+    const descendants = descendantsOf(target.pid);
     signal(target.pid, 'SIGTERM');
-    const timer = setTimeout(() => signal(target.pid, 'SIGKILL'), graceMs);
+    const timer = setTimeout(() => {
+      for (const pid of [target.pid, ...descendantsOf(target.pid), ...descendants]) signal(pid, 'SIGKILL');
+    }, graceMs);
     try {
       await target.exited.catch(() => undefined);
     } finally {
       clearTimeout(timer);
     }
+    await killAndReap(descendants);
   }
 
-  /** SIGKILL: a crash, no chance to clean up. */
+  /** SIGKILL to the process and every descendant: a crash of the whole instance, no chance to clean up. */
   async kill(target: ManagedProcess): Promise<void> {
     if (!target.running()) return;
+    const descendants = descendantsOf(target.pid);
     signal(target.pid, 'SIGKILL');
     await target.exited.catch(() => undefined);
+    await killAndReap(descendants);
   }
 
   async stopAll(graceMs = 5000): Promise<void> {
@@ -113,4 +127,48 @@ function signal(pid: number, name: NodeJS.Signals): void {
   } catch {
     // exited between the check and the signal
   }
+}
+
+/** PIDs of every descendant of `pid`, from /proc (Linux). */
+export function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  const visit = (p: number) => {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const task of tasks) {
+      let children = '';
+      try {
+        children = readFileSync(`/proc/${p}/task/${task}/children`, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const child of children.split(' ').filter(Boolean).map(Number)) {
+        out.push(child);
+        visit(child);
+      }
+    }
+  };
+  visit(pid);
+  return out;
+}
+
+/** Alive and not a zombie waiting to be reaped. */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILL orphans left by a killed parent and wait (bounded) until they are gone. */
+async function killAndReap(pids: readonly number[]): Promise<void> {
+  for (const pid of pids) signal(pid, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (pids.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
 }

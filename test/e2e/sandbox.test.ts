@@ -29,7 +29,7 @@ function alive(pid: number): boolean {
 }
 
 describe('npm run sandbox -- --once', () => {
-  it('brings up a 3-node cluster that every instance agent sees, then leaves no process behind', async () => {
+  it('the agents build a 3-node cluster of voting members, and nothing is left running afterwards', async () => {
     // Act: the sandbox is its own process, with its own emulator, as a user would start it
     const { stdout } = await run(
       process.execPath,
@@ -40,19 +40,21 @@ describe('npm run sandbox -- --once', () => {
       ok: boolean;
       clientEndpoints: string[];
       clusterIds: string[];
-      instances: Array<{ privateIp: string; sawLiveCluster: boolean }>;
-      pids: { emulator: number; etcd: number[] };
+      members: Array<{ name: string; voting: boolean }>;
+      instances: Array<{ instanceId: string; privateIp: string }>;
+      pids: { emulator: number; agents: number[] };
     };
 
     // Assess
     expect(summary.ok).toBe(true);
     expect(summary.clusterIds).toHaveLength(1);
     expect(summary.instances).toHaveLength(3);
-    for (const i of summary.instances) {
-      expect(i.sawLiveCluster).toBe(true);
-      expect(i.privateIp).toMatch(/^127\./);
-    }
+    expect(summary.members.map((m) => m.name).sort()).toEqual(summary.instances.map((i) => i.instanceId).sort());
+    expect(summary.members.every((m) => m.voting)).toBe(true);
+    for (const i of summary.instances) expect(i.privateIp).toMatch(/^127\./);
     expect(summary.clientEndpoints.every((u) => /^http:\/\/127\.\d+\.\d+\.\d+:2379$/.test(u))).toBe(true);
-    for (const pid of [summary.pids.emulator, ...summary.pids.etcd]) expect(alive(pid)).toBe(false);
+    for (const pid of [summary.pids.emulator, ...summary.pids.agents]) expect(alive(pid)).toBe(false);
+    // The agents' etcd children are gone too: nothing listens on the members' client URLs any more.
+    for (const url of summary.clientEndpoints) await expect(fetch(`${url}/health`)).rejects.toThrow();
   });
 });

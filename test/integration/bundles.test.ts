@@ -1,4 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -27,6 +28,7 @@ function baseEnv(): NodeJS.ProcessEnv {
   return {
     ...Object.fromEntries(keep.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]])),
     ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
+    BACKUP_BUCKET: 'etcd-aws-bundles-test',
     ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
     ETCD_AWS_CALL_TIMEOUT_MS: '2000',
   };
@@ -99,6 +101,37 @@ describe('node-agent bundle', () => {
     expect(out.code).toBe(1);
     expect(out.stderr).toContain('cannot read the instance identity from IMDSv2');
     expect(out.stderr).toContain('AWS_EC2_METADATA_SERVICE_ENDPOINT');
+  });
+
+  it('plan prints the decision, its reason and the etcd settings, and changes nothing', async () => {
+    // Prepare: this instance's etcd runs, but the agent's data dir is empty (as after a lost disk)
+    const self = group.instances[2]!;
+    const imds = await imdsFor(self);
+    const before = execFileSync(etcdctlBin(), ['--endpoints', etcd.clientUrls().join(','), 'member', 'list'], { encoding: 'utf8' });
+
+    // Act
+    const out = await agent(['plan'], {
+      ...baseEnv(),
+      AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+      ETCD_DATA_DIR: path.join(bed.workDir, 'plan-data'),
+    });
+
+    // Assess
+    expect(out.code).toBe(0);
+    const plan = JSON.parse(out.stdout) as {
+      decision: { kind: string; reason: string; removeFirst: Array<{ member: { name: string }; reason: string }> };
+      etcdEnvironment: Record<string, string>;
+    };
+    expect(plan.decision).toMatchObject({ kind: 'join', reason: 'no-local-data' });
+    expect(plan.decision.removeFirst).toEqual([expect.objectContaining({ reason: 'named-after-this-instance', member: expect.objectContaining({ name: self.instanceId }) as unknown })]);
+    expect(plan.etcdEnvironment).toMatchObject({
+      ETCD_NAME: self.instanceId,
+      ETCD_INITIAL_CLUSTER_STATE: 'existing',
+      ETCD_LISTEN_PEER_URLS: `http://${self.privateIp}:2380`,
+    });
+    const after = execFileSync(etcdctlBin(), ['--endpoints', etcd.clientUrls().join(','), 'member', 'list'], { encoding: 'utf8' });
+    expect(after).toBe(before);
+    expect(existsSync(path.join(bed.workDir, 'plan-data'))).toBe(false);
   });
 
   it('rejects an unknown command with usage and exit code 2', async () => {

@@ -28,7 +28,9 @@ export function openBed(label: string): Bed {
     async dispose() {
       await processes.stopAll(3000);
       network.release();
-      rmSync(workDir, { recursive: true, force: true });
+      // KEEP_TESTBED=1 keeps data dirs and process logs for a post-mortem.
+      if (process.env.KEEP_TESTBED === '1') process.stderr.write(`test bed kept in ${workDir}\n`);
+      else rmSync(workDir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,184 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { InstanceIdentity } from '../core/ports.js';
+import { startImds, type ImdsServer } from './imds.js';
+import { emulatorEnv } from './moto.js';
+import type { ManagedProcess, ProcessGroup } from './processes.js';
+import { etcdctlBin } from './tools.js';
+import { waitFor } from './wait.js';
+
+const run = promisify(execFile);
+
+export interface AgentNode {
+  readonly instance: InstanceIdentity;
+  readonly dataDir: string;
+  readonly logFile: string;
+  readonly clientUrl: string;
+  process: ManagedProcess | undefined;
+}
+
+/** Timing for tests: short polls and leases so elections and waits take seconds, not minutes. */
+export const FAST_TIMING: Record<string, string> = {
+  ETCD_AWS_POLL_MS: '250',
+  ETCD_AWS_SEED_LEASE_MS: '4000',
+  ETCD_AWS_REGISTRATION_FRESH_MS: '4000',
+  ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
+  ETCD_AWS_CALL_TIMEOUT_MS: '2000',
+};
+
+/**
+ * Node agents (the built bundle, `run`) for simulated instances, each with its own IMDSv2 server and data
+ * dir; the agent starts etcd itself. Every agent and its etcd belong to the given ProcessGroup.
+ */
+export class AgentFleet {
+  private readonly nodes = new Map<string, AgentNode>();
+  private readonly imds = new Map<string, ImdsServer>();
+
+  constructor(
+    private readonly options: {
+      processes: ProcessGroup;
+      workDir: string;
+      bundle: string;
+      bucket: string;
+      awsEndpoint: string;
+      env?: Record<string, string>;
+    },
+  ) {
+    mkdirSync(options.workDir, { recursive: true });
+  }
+
+  node(instanceId: string): AgentNode {
+    const node = this.nodes.get(instanceId);
+    if (!node) throw new Error(`no agent for ${instanceId}`);
+    return node;
+  }
+
+  /** Starts (or restarts) the agent of an instance, with its data dir as it is now. */
+  async start(
+    instance: InstanceIdentity,
+    env: Record<string, string> = {},
+    as?: { uid: number; gid: number; bundle: string },
+  ): Promise<AgentNode> {
+    let imds = this.imds.get(instance.instanceId);
+    if (!imds) {
+      imds = await startImds(instance);
+      this.imds.set(instance.instanceId, imds);
+    }
+    const existing = this.nodes.get(instance.instanceId);
+    if (existing?.process?.running()) throw new Error(`agent of ${instance.instanceId} is already running`);
+    const node: AgentNode = existing ?? {
+      instance,
+      dataDir: path.join(this.options.workDir, `${instance.instanceId}.etcd`),
+      logFile: path.join(this.options.workDir, `${instance.instanceId}.agent.log`),
+      clientUrl: `http://${instance.privateIp}:2379`,
+      process: undefined,
+    };
+    node.process = this.options.processes.spawn(`agent ${instance.instanceId}`, process.execPath, [as?.bundle ?? this.options.bundle, 'run'], {
+      logFile: node.logFile,
+      uid: as?.uid,
+      gid: as?.gid,
+      env: {
+        PATH: process.env.PATH,
+        HOME: process.env.HOME,
+        ...emulatorEnv(this.options.awsEndpoint),
+        AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+        ETCD_DATA_DIR: node.dataDir,
+        BACKUP_BUCKET: this.options.bucket,
+        POWERTOOLS_LOG_LEVEL: 'DEBUG',
+        ...FAST_TIMING,
+        ...this.options.env,
+        ...env,
+      },
+    });
+    this.nodes.set(instance.instanceId, node);
+    return node;
+  }
+
+  /** SIGTERM to the agent, which forwards it to etcd and exits with it. */
+  async stop(instanceId: string): Promise<void> {
+    const p = this.node(instanceId).process;
+    if (p) await this.options.processes.stop(p, 8000);
+  }
+
+  /** SIGKILL to the agent and its etcd: the instance dies. */
+  async kill(instanceId: string): Promise<void> {
+    const p = this.node(instanceId).process;
+    if (p) await this.options.processes.kill(p);
+  }
+
+  /** Deletes a stopped instance's data dir (a lost disk). */
+  wipe(instanceId: string): void {
+    const node = this.node(instanceId);
+    if (node.process?.running()) throw new Error(`stop the agent of ${instanceId} before wiping its data`);
+    rmSync(node.dataDir, { recursive: true, force: true });
+  }
+
+  async closeAll(): Promise<void> {
+    const running = [...this.nodes.values()].flatMap((n) => (n.process ? [n.process] : []));
+    await Promise.all(running.map((p) => this.options.processes.stop(p, 5000)));
+    await Promise.all([...this.imds.values()].map((s) => s.close()));
+  }
+}
+
+export interface ClusterSnapshot {
+  readonly clusterIds: readonly string[];
+  /** Endpoints that answered Status. */
+  readonly answered: number;
+  readonly members: ReadonlyArray<{ id: string; name: string; isLearner: boolean }>;
+}
+
+/** The cluster as etcd's own tool reports it: member list plus the cluster ID each endpoint answers with. */
+export async function inspectCluster(endpoints: readonly string[]): Promise<ClusterSnapshot> {
+  const { stdout: list } = await run(etcdctlBin(), ['--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', '-w', 'json']);
+  // IDs are uint64: read them as strings from the JSON text, never through a double.
+  const parsed = JSON.parse(list) as { members?: Array<{ name?: string; isLearner?: boolean }> };
+  const ids = [...list.matchAll(/"ID":(\d+)/g)].map((m) => m[1] as string);
+  const members = (parsed.members ?? []).map((m, i) => ({ id: ids[i] ?? '?', name: m.name ?? '', isLearner: m.isLearner === true }));
+  const clusterIds = new Set<string>();
+  let answered = 0;
+  for (const endpoint of endpoints) {
+    try {
+      const { stdout } = await run(etcdctlBin(), ['--endpoints', endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']);
+      const id = /"cluster_id":(\d+)/.exec(stdout)?.[1];
+      if (id) clusterIds.add(id);
+      answered += 1;
+    } catch {
+      // not answering: not counted
+    }
+  }
+  return { clusterIds: [...clusterIds], answered, members };
+}
+
+/**
+ * Waits until the cluster's members are exactly `names`, all voting, every endpoint answers, all with one
+ * cluster ID, and `also` (when given) holds.
+ */
+export async function waitForVotingMembers(
+  endpoints: readonly string[],
+  names: readonly string[],
+  timeoutMs = 60_000,
+  also: (snapshot: ClusterSnapshot) => boolean = () => true,
+): Promise<ClusterSnapshot> {
+  let last: ClusterSnapshot | undefined;
+  try {
+    return await waitFor(
+      `members ${[...names].sort().join(', ')} all voting in one cluster`,
+      async () => {
+        last = await inspectCluster(endpoints);
+        const got = last.members.map((m) => m.name).sort();
+        const ok =
+          got.join() === [...names].sort().join() &&
+          last.members.every((m) => !m.isLearner) &&
+          last.clusterIds.length === 1 &&
+          last.answered === endpoints.length &&
+          also(last);
+        return ok ? last : undefined;
+      },
+      { timeoutMs, intervalMs: 250 },
+    );
+  } catch (error) {
+    throw new Error(`${(error as Error).message}; last seen: ${JSON.stringify(last)}`);
+  }
+}
