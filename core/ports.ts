@@ -1,6 +1,7 @@
 import type { Probe } from './domain/bootstrap.js';
 import type { AgentRegistration, SeedLease } from './domain/election.js';
 import type { GroupInstance } from './domain/instances.js';
+import type { TerminationNotice } from './domain/lifecycle-events.js';
 import type { Member } from './domain/members.js';
 
 /** Who this EC2 instance is, from the instance metadata service (IMDSv2). */
@@ -65,4 +66,12 @@ export interface SeedCoordinator {
    * undefined: only if there is none). Returns the new lease, or undefined when another agent won the race.
    */
   writeLease(holder: string, expiresAt: number, expected: string | undefined): Promise<SeedLease | undefined>;
+}
+
+/** The lifecycle hook's side of Auto Scaling: release or extend an instance held in Terminating:Wait. */
+export interface LifecycleActions {
+  /** CONTINUE the termination. "No active lifecycle action" means it was completed before: done. */
+  complete(notice: TerminationNotice): Promise<'completed' | 'already-completed'>;
+  /** Restart the hook's heartbeat timeout, so the instance waits while a removal is retried. */
+  heartbeat(notice: TerminationNotice): Promise<void>;
 }

@@ -1,0 +1,90 @@
+import { activePeers, clientUrls } from '../domain/instances.js';
+import type { TerminationNotice } from '../domain/lifecycle-events.js';
+import { hexMemberId } from '../domain/members.js';
+import { planTermination, type TerminationPlan } from '../domain/termination.js';
+import { EtcdUnavailableError, describeError } from '../errors.js';
+import type { Log } from '../logger.js';
+import type { EtcdCluster, EtcdMembership, InstanceInventory, LifecycleActions } from '../ports.js';
+
+export interface RemovalDeps {
+  readonly groupName: string;
+  readonly inventory: InstanceInventory;
+  readonly openCluster: (endpoints: readonly string[]) => EtcdCluster & EtcdMembership;
+  readonly lifecycle: LifecycleActions;
+  readonly clientPort: number;
+  /** Explicit etcd client URLs (ETCD_ENDPOINTS); otherwise the group's active instances. */
+  readonly endpoints: readonly string[] | undefined;
+  /** Takes a backup before the last voting member goes; absent until the backup use case is wired. */
+  readonly finalBackup: (() => Promise<unknown>) | undefined;
+  readonly log: Log;
+}
+
+export type RemovalOutcome =
+  | { readonly kind: 'ignored'; readonly reason: 'other-group' }
+  | {
+      readonly kind: 'completed';
+      readonly plan: TerminationPlan;
+      readonly removal: 'removed' | 'not-found' | 'none';
+      readonly lifecycle: 'completed' | 'already-completed';
+    };
+
+/**
+ * Removes a terminating instance's etcd member, then lets the termination proceed. Safe to repeat: a
+ * member already gone is "not-found", a lifecycle action already completed is "already-completed".
+ *
+ * 1. describe the group (the terminating instance's IP; the endpoints of the others) 2. list members through
+ * a member other than the terminating one 3. decide 4. remove (or, for the last voter, back up) 5. complete
+ * the lifecycle action. On failure: record a heartbeat so the instance keeps waiting, then throw a retryable
+ * error so the message is redelivered.
+ */
+export async function removeTerminatingMember(notice: TerminationNotice, deps: RemovalDeps): Promise<RemovalOutcome> {
+  if (notice.groupName !== deps.groupName) return { kind: 'ignored', reason: 'other-group' };
+  const fields = { instanceId: notice.instanceId, groupName: notice.groupName };
+  let plan: TerminationPlan;
+  let removal: 'removed' | 'not-found' | 'none' = 'none';
+  try {
+    const instances = await deps.inventory.instancesOf(deps.groupName);
+    const privateIp = instances.find((i) => i.instanceId === notice.instanceId)?.privateIp;
+    const own = privateIp === undefined ? undefined : `http://${privateIp}:${deps.clientPort}`;
+    const all = deps.endpoints ?? clientUrls(activePeers(instances), deps.clientPort);
+    const others = all.filter((e) => e !== own);
+    // Only the terminating member itself may be left (scale-in to zero): then ask it.
+    const etcd = deps.openCluster(others.length > 0 ? others : own ? [own] : all);
+    try {
+      const { members } = await etcd.listMembers();
+      plan = planTermination(notice, members, privateIp);
+      deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
+      if (plan.kind === 'remove') {
+        removal = await etcd.remove(plan.memberId);
+        deps.log.info('removed member', { ...fields, memberId: hexMemberId(plan.memberId), result: removal });
+      } else if (plan.kind === 'keep-last-voter' && deps.finalBackup) {
+        await deps.finalBackup();
+        deps.log.info('took the final backup before the last member goes', fields);
+      }
+    } finally {
+      etcd.close();
+    }
+  } catch (error) {
+    deps.log.warn('removal failed; extending the lifecycle hook and retrying', { ...fields, error: describeError(error) });
+    try {
+      await deps.lifecycle.heartbeat(notice);
+    } catch (heartbeatError) {
+      deps.log.warn('lifecycle heartbeat failed', { ...fields, error: describeError(heartbeatError) });
+    }
+    throw new EtcdUnavailableError(`removing the member of ${notice.instanceId} failed: ${describeError(error)}`, { cause: error });
+  }
+  const lifecycle = await deps.lifecycle.complete(notice);
+  deps.log.info('lifecycle action completed', { ...fields, result: lifecycle });
+  return { kind: 'completed', plan, removal, lifecycle };
+}
+
+function planFields(plan: TerminationPlan): Record<string, unknown> {
+  switch (plan.kind) {
+    case 'remove':
+      return { memberId: hexMemberId(plan.memberId), memberName: plan.memberName, matchedBy: plan.matchedBy };
+    case 'keep-last-voter':
+      return { memberId: hexMemberId(plan.memberId), reason: plan.reason };
+    default:
+      return { reason: plan.reason };
+  }
+}
