@@ -1,0 +1,82 @@
+/**
+ * Lifecycle hook → etcd member removal. Triggered by the SQS queue the termination hook notifies (batches,
+ * ReportBatchItemFailures) and by an EventBridge rule for `EC2 Instance-terminate Lifecycle Action`.
+ * Records are processed one at a time: membership changes are serialized.
+ */
+import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
+import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
+import { EC2Client } from '@aws-sdk/client-ec2';
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { AwsInstanceInventory } from '../core/aws/inventory.js';
+import { AwsLifecycleActions } from '../core/aws/lifecycle-actions.js';
+import { loadConfig } from '../core/config.js';
+import { classifyLifecycleMessage, parseLifecycleBody, type LifecycleMessage } from '../core/domain/lifecycle-events.js';
+import { Etcd3Cluster } from '../core/etcd/cluster.js';
+import { removeTerminatingMember, type RemovalDeps } from '../core/use-cases/remove-terminating.js';
+
+const config = loadConfig(process.env, 'function');
+const logger = new Logger({ serviceName: 'etcd-aws-lifecycle' });
+const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'lifecycle', defaultDimensions: { AutoScalingGroup: config.asgName } });
+const autoScaling = new AutoScalingClient({});
+const deps: RemovalDeps = {
+  groupName: config.asgName,
+  inventory: new AwsInstanceInventory(autoScaling, new EC2Client({})),
+  openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+  lifecycle: new AwsLifecycleActions(autoScaling),
+  clientPort: config.clientPort,
+  endpoints: config.endpoints,
+  finalBackup: undefined,
+  log: logger,
+};
+const processor = new BatchProcessor(EventType.SQS);
+
+/** Acknowledges what no retry can fix (with a log line and a metric); rethrows what a retry can. */
+async function handleMessage(message: LifecycleMessage): Promise<void> {
+  if (message.kind !== 'termination') {
+    logger.info('ignoring message', { ...message });
+    metrics.addMetric('IgnoredMessages', MetricUnit.Count, 1);
+    return;
+  }
+  const started = Date.now();
+  try {
+    const outcome = await removeTerminatingMember(message.notice, deps);
+    if (outcome.kind === 'ignored') {
+      logger.info('ignoring termination of another group', { instanceId: message.notice.instanceId, groupName: message.notice.groupName });
+      metrics.addMetric('IgnoredMessages', MetricUnit.Count, 1);
+      return;
+    }
+    if (outcome.removal === 'removed') metrics.addMetric('MembersRemoved', MetricUnit.Count, 1);
+    const sent = message.notice.time ? Date.parse(message.notice.time) : NaN;
+    metrics.addMetric('RemovalLatency', MetricUnit.Milliseconds, Number.isNaN(sent) ? Date.now() - started : Date.now() - sent);
+  } catch (error) {
+    metrics.addMetric('RemovalFailures', MetricUnit.Count, 1);
+    throw error;
+  }
+}
+
+const recordHandler = async (record: SQSRecord): Promise<void> => handleMessage(parseLifecycleBody(record.body));
+
+function isSqsEvent(event: unknown): event is SQSEvent {
+  return typeof event === 'object' && event !== null && Array.isArray((event as { Records?: unknown }).Records);
+}
+
+export const handler = async (event: unknown, context: Context): Promise<SQSBatchResponse | undefined> => {
+  logger.addContext(context);
+  try {
+    if (isSqsEvent(event)) {
+      // A fully failed batch is reported like a partial one: SQS redelivers exactly the failed records.
+      return await processPartialResponse(event, recordHandler, processor, {
+        context,
+        processInParallel: false,
+        throwOnFullBatchFailure: false,
+      });
+    }
+    // EventBridge invokes asynchronously: a thrown error is retried by Lambda, then goes to its DLQ.
+    await handleMessage(classifyLifecycleMessage(event));
+    return undefined;
+  } finally {
+    metrics.publishStoredMetrics();
+  }
+};
