@@ -182,3 +182,18 @@ export async function waitForVotingMembers(
     throw new Error(`${(error as Error).message}; last seen: ${JSON.stringify(last)}`);
   }
 }
+
+/** The client URL of the member that the answering endpoints call their leader, by etcd's own tool. */
+export async function leaderUrl(endpoints: readonly string[]): Promise<string | undefined> {
+  for (const endpoint of endpoints) {
+    try {
+      const { stdout } = await run(etcdctlBin(), ['--endpoints', endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']);
+      const member = /"member_id":(\d+)/.exec(stdout)?.[1];
+      const leader = /"leader":(\d+)/.exec(stdout)?.[1];
+      if (member !== undefined && member === leader) return endpoint;
+    } catch {
+      // not answering
+    }
+  }
+  return undefined;
+}

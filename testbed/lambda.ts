@@ -1,0 +1,92 @@
+import { execFile } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface Invocation<T> {
+  readonly result: T;
+  /** Everything the handler printed: Powertools log lines and EMF metric documents. */
+  readonly lines: ReadonlyArray<Record<string, unknown>>;
+}
+
+/**
+ * Invokes a built Lambda bundle's `handler` in a fresh node process (a cold start, as in Lambda), with
+ * exactly the given environment, and returns its result plus its JSON output lines.
+ */
+export async function invokeBundle<T>(bundle: string, event: unknown, env: NodeJS.ProcessEnv): Promise<Invocation<T>> {
+  // A thrown error is printed as one ERROR line: node would otherwise print the minified source line.
+  const script = `
+    try {
+      const m = await import(${JSON.stringify(pathToFileURL(bundle).href)});
+      const context = { functionName: 'test', awsRequestId: 'req-1', getRemainingTimeInMillis: () => 60000 };
+      const result = await m.handler(JSON.parse(process.env.TEST_EVENT), context);
+      process.stdout.write('\\nRESULT ' + JSON.stringify(result ?? null) + '\\n');
+    } catch (error) {
+      process.stdout.write('\\nERROR ' + JSON.stringify(String(error?.message ?? error)) + '\\n');
+    }`;
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...env, TEST_EVENT: JSON.stringify(event) },
+    timeout: 120_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const lines = stdout.split('\n');
+  const errorLine = lines.find((l) => l.startsWith('ERROR '));
+  if (errorLine) throw new Error(`the handler threw: ${JSON.parse(errorLine.slice(6)) as string}`);
+  const resultLine = lines.find((l) => l.startsWith('RESULT '));
+  if (!resultLine) throw new Error(`the handler printed no result:\n${stdout}`);
+  const json = lines.flatMap((l) => {
+    if (!l.startsWith('{')) return [];
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+  return { result: JSON.parse(resultLine.slice(7)) as T, lines: json };
+}
+
+/** An SQS event carrying the given bodies, as Lambda's event source mapping delivers it. */
+export function sqsEvent(bodies: readonly string[]): { Records: Array<Record<string, unknown>> } {
+  return {
+    Records: bodies.map((body, i) => ({
+      messageId: `msg-${i + 1}`,
+      receiptHandle: `rh-${i + 1}`,
+      body,
+      attributes: { ApproximateReceiveCount: '1', SentTimestamp: String(Date.now()), SenderId: 'AROA', ApproximateFirstReceiveTimestamp: String(Date.now()) },
+      messageAttributes: {},
+      md5OfBody: '',
+      eventSource: 'aws:sqs',
+      eventSourceARN: 'arn:aws:sqs:us-east-1:123456789012:etcd-lifecycle',
+      awsRegion: 'us-east-1',
+    })),
+  };
+}
+
+/**
+ * Delivers an SQS batch the way the event source mapping does: failed records come back after the
+ * visibility timeout (here `retryMs`) until the handler acknowledges them, within a bounded deadline.
+ * Returns every invocation, so tests can see the failures on the way.
+ */
+export async function deliverUntilAcknowledged(
+  bundle: string,
+  bodies: readonly string[],
+  env: NodeJS.ProcessEnv,
+  { retryMs = 1000, timeoutMs = 60_000 } = {},
+): Promise<Array<Invocation<{ batchItemFailures: Array<{ itemIdentifier: string }> }>>> {
+  const deadline = Date.now() + timeoutMs;
+  const invocations: Array<Invocation<{ batchItemFailures: Array<{ itemIdentifier: string }> }>> = [];
+  let pending = sqsEvent(bodies).Records;
+  for (;;) {
+    const invocation = await invokeBundle<{ batchItemFailures: Array<{ itemIdentifier: string }> }>(bundle, { Records: pending }, env);
+    invocations.push(invocation);
+    const failed = new Set(invocation.result.batchItemFailures.map((f) => f.itemIdentifier));
+    pending = pending.filter((r) => failed.has(r.messageId as string));
+    if (pending.length === 0) return invocations;
+    if (Date.now() > deadline) {
+      const errors = invocation.lines.filter((l) => l.level === 'WARN' || l.level === 'ERROR').map((l) => l.error ?? l.message);
+      throw new Error(`SQS records ${[...failed].join(', ')} were still failing after ${timeoutMs / 1000}s: ${JSON.stringify(errors)}`);
+    }
+    await new Promise((r) => setTimeout(r, retryMs));
+  }
+}
