@@ -44,6 +44,14 @@ describe('serverless package', () => {
     };
     const fn = template.Resources.ReconcileLambdaFunction;
     expect(fn?.Properties).toMatchObject({ Runtime: 'nodejs22.x', Handler: 'dist/functions/reconcile/index.handler' });
+    expect(template.Resources.LifecycleLambdaFunction?.Properties).toMatchObject({ Runtime: 'nodejs22.x', Handler: 'dist/functions/lifecycle/index.handler' });
+    const mappings = Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::EventSourceMapping');
+    expect(mappings.map((m) => m.Properties)).toEqual([
+      expect.objectContaining({ FunctionResponseTypes: ['ReportBatchItemFailures'], ScalingConfig: { MaximumConcurrency: 2 } }),
+    ]);
+    expect(template.Resources.LifecycleQueue?.Properties).toMatchObject({
+      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': ['LifecycleDeadLetterQueue', 'Arn'] }, maxReceiveCount: 5 },
+    });
     const { stdout: listing } = await run(path.join(REPO_ROOT, '.venv', 'bin', 'python'), ['-m', 'zipfile', '-l', path.join(out, 'reconcile.zip')]);
     expect(listing).toContain('dist/functions/reconcile/index.mjs');
     expect(listing).not.toContain('node_modules/');
