@@ -2,6 +2,7 @@ import type { Probe } from './domain/bootstrap.js';
 import type { AgentRegistration, SeedLease } from './domain/election.js';
 import type { GroupInstance } from './domain/instances.js';
 import type { TerminationNotice } from './domain/lifecycle-events.js';
+import type { InstanceFact } from './domain/reconcile.js';
 import type { Member } from './domain/members.js';
 
 /** Who this EC2 instance is, from the instance metadata service (IMDSv2). */
@@ -22,6 +23,8 @@ export interface InstanceInventory {
   groupOf(instanceId: string): Promise<string | undefined>;
   /** Every instance of the group with its lifecycle state and private IP. Throws when the group does not exist. */
   instancesOf(groupName: string): Promise<GroupInstance[]>;
+  /** EC2's state of each instance it still knows (terminated ones stay visible for about an hour). */
+  instanceFacts(instanceIds: readonly string[]): Promise<Map<string, InstanceFact>>;
 }
 
 /** Status of one member, from the Maintenance Status RPC. */

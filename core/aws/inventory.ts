@@ -5,6 +5,7 @@ import {
 } from '@aws-sdk/client-auto-scaling';
 import { EC2Client, paginateDescribeInstances } from '@aws-sdk/client-ec2';
 import type { GroupInstance } from '../domain/instances.js';
+import { parseTransitionTime, type InstanceFact } from '../domain/reconcile.js';
 import { DiscoveryError } from '../errors.js';
 import type { InstanceInventory } from '../ports.js';
 
@@ -40,6 +41,25 @@ export class AwsInstanceInventory implements InstanceInventory {
         availabilityZone: i.AvailabilityZone ?? '',
         privateIp: ips.get(i.InstanceId as string),
       }));
+  }
+
+  async instanceFacts(instanceIds: readonly string[]): Promise<Map<string, InstanceFact>> {
+    const facts = new Map<string, InstanceFact>();
+    const ids = instanceIds.filter((id) => /^i-[0-9a-f]+$/.test(id));
+    if (ids.length === 0) return facts;
+    const pages = paginateDescribeInstances({ client: this.ec2, pageSize: 100 }, { Filters: [{ Name: 'instance-id', Values: ids }] });
+    for await (const page of pages) {
+      for (const reservation of page.Reservations ?? []) {
+        for (const instance of reservation.Instances ?? []) {
+          if (!instance.InstanceId) continue;
+          facts.set(instance.InstanceId, {
+            state: instance.State?.Name ?? 'unknown',
+            since: parseTransitionTime(instance.StateTransitionReason),
+          });
+        }
+      }
+    }
+    return facts;
   }
 
   /** Private IPv4 of each instance that EC2 still describes; DescribeInstances is paginated. */

@@ -65,4 +65,23 @@ describe('AwsInstanceInventory', () => {
     await expect(inventory().groupOf('i-1')).resolves.toBe('etcd');
     await expect(inventory().groupOf('i-9')).resolves.toBeUndefined();
   });
+
+  it('reports EC2 state and the time of the last transition for instances it still knows', async () => {
+    ec2.on(DescribeInstancesCommand).resolves({
+      Reservations: [
+        {
+          Instances: [
+            { InstanceId: 'i-1', State: { Name: 'terminated' }, StateTransitionReason: 'User initiated (2026-11-26 11:00:00 GMT)' },
+            { InstanceId: 'i-2', State: { Name: 'running' }, StateTransitionReason: '' },
+          ],
+        },
+      ],
+    });
+    const facts = await inventory().instanceFacts(['i-1', 'i-2', 'not-an-instance-id']);
+    expect([...facts.entries()]).toEqual([
+      ['i-1', { state: 'terminated', since: Date.parse('2026-11-26T11:00:00Z') }],
+      ['i-2', { state: 'running', since: undefined }],
+    ]);
+    expect(ec2.commandCalls(DescribeInstancesCommand)[0]?.args[0].input).toMatchObject({ Filters: [{ Name: 'instance-id', Values: ['i-1', 'i-2'] }] });
+  });
 });
