@@ -14,6 +14,7 @@ const SETTINGS = {
   ETCD_AWS_BIN_DIR: 'the directory holding the etcd, etcdctl (and etcdutl) binaries',
   ETCD_AWS_DIAL_TIMEOUT_MS: 'how long to wait for an etcd member to accept a connection',
   ETCD_AWS_CALL_TIMEOUT_MS: 'how long to wait for one etcd RPC',
+  ETCD_AWS_ORPHAN_GRACE_MS: "how long a member's instance must have been gone before reconcile removes the member",
   BACKUP_BUCKET: 'the S3 bucket of the backups and of the bootstrap lease',
   BACKUP_PREFIX: 'key prefix inside BACKUP_BUCKET, e.g. "etcd/"',
   ETCD_AWS_SEED_LEASE_MS: 'how long a won seed lease stays valid without renewal',
@@ -40,7 +41,11 @@ const common = {
 };
 
 const schemas = {
-  function: z.object({ ...common, ETCD_ASG_NAME: name }),
+  function: z.object({
+    ...common,
+    ETCD_ASG_NAME: name,
+    ETCD_AWS_ORPHAN_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(600_000),
+  }),
   agent: z.object({
     ...common,
     ETCD_ASG_NAME: name.optional(),
@@ -67,6 +72,7 @@ interface CommonConfig {
 
 export interface FunctionConfig extends CommonConfig {
   readonly asgName: string;
+  readonly orphanGraceMs: number;
 }
 
 export interface AgentConfig extends CommonConfig {
@@ -117,7 +123,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: 'agent
 export function loadConfig(env: Record<string, string | undefined>, role: Role): FunctionConfig | AgentConfig {
   if (role === 'function') {
     const c = parse('function', env);
-    return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME });
+    return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME, orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS });
   }
   const c = parse('agent', env);
   return Object.freeze({

@@ -1,7 +1,7 @@
 /**
- * Scheduled safety net. Today it observes: it compares the etcd members with the group's instances and
- * publishes the numbers as metrics (members, voting, learners, healthy, orphans) so alarms see a sick
- * cluster. Removing orphans and promoting stranded learners land with the lifecycle issue.
+ * Scheduled safety net for missed lifecycle events and crashed agents: removes at most one member whose
+ * instance has been gone longer than the grace period (only while quorum stays safe), promotes caught-up
+ * learners of active instances, and publishes members, voting, learners, healthy and orphans as metrics.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -10,20 +10,22 @@ import { EC2Client } from '@aws-sdk/client-ec2';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { loadConfig } from '../core/config.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
-import { observeCluster, type HealthReport } from '../core/use-cases/observe.js';
+import { reconcileCluster, type ReconcileDeps, type ReconcileResult } from '../core/use-cases/reconcile.js';
 
 const config = loadConfig(process.env, 'function');
 const logger = new Logger({ serviceName: 'etcd-aws-reconcile' });
 const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'reconcile' });
-const deps = {
+const deps: ReconcileDeps = {
   inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
-  openCluster: (endpoints: readonly string[]) => new Etcd3Cluster(endpoints, config),
+  openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
   clientPort: config.clientPort,
   log: logger,
+  now: () => Date.now(),
+  graceMs: config.orphanGraceMs,
 };
 
-export const handler = async (): Promise<HealthReport> => {
-  const report = await observeCluster(config.asgName, deps, config.endpoints);
+export const handler = async (): Promise<ReconcileResult> => {
+  const report = await reconcileCluster(config.asgName, deps, config.endpoints);
   metrics.addDimension('AutoScalingGroup', config.asgName);
   metrics.addMetric('ClusterReachable', MetricUnit.Count, report.reachable ? 1 : 0);
   metrics.addMetric('Members', MetricUnit.Count, report.members);
@@ -32,7 +34,8 @@ export const handler = async (): Promise<HealthReport> => {
   metrics.addMetric('HealthyMembers', MetricUnit.Count, report.healthyMembers);
   metrics.addMetric('Orphans', MetricUnit.Count, report.orphans.length);
   metrics.addMetric('InstancesWithoutMember', MetricUnit.Count, report.instancesWithoutMember.length);
+  metrics.addMetric('OrphansRemoved', MetricUnit.Count, report.removed?.result === 'removed' ? 1 : 0);
   metrics.publishStoredMetrics();
-  logger.info('observed cluster', { ...report });
+  logger.info('reconciled cluster', { ...report });
   return report;
 };

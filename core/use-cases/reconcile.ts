@@ -1,5 +1,8 @@
 import { isActive } from '../domain/instances.js';
-import type { EtcdCluster } from '../ports.js';
+import { hexMemberId } from '../domain/members.js';
+import { planReconcile } from '../domain/reconcile.js';
+import { describeError } from '../errors.js';
+import type { EtcdCluster, EtcdMembership } from '../ports.js';
 import { discoverCluster, type ClusterView, type DiscoveryDeps } from './discover.js';
 
 /** Cluster health in numbers: what reconcile publishes as metrics so alarms can see a sick cluster. */
@@ -49,19 +52,35 @@ export function healthReport(view: ClusterView, healthyMemberIds: ReadonlySet<st
   };
 }
 
+export interface ReconcileDeps extends DiscoveryDeps {
+  readonly openCluster: (endpoints: readonly string[]) => EtcdCluster & EtcdMembership;
+  readonly now: () => number;
+  /** How long a member's instance must have been gone before the member is removed. */
+  readonly graceMs: number;
+}
+
+export interface ReconcileResult extends HealthReport {
+  readonly removed: { readonly memberId: string; readonly name: string; readonly reason: string; readonly result: string } | undefined;
+  readonly promoted: ReadonlyArray<{ readonly memberId: string; readonly result: string }>;
+  readonly kept: ReadonlyArray<{ readonly memberId: string; readonly name: string; readonly reason: string }>;
+}
+
 /**
- * Observes the cluster without changing it. 1. discover the group and the live cluster 2. ask each member
- * for Status through its own client URL 3. report the numbers.
+ * The safety net for missed lifecycle events and crashed agents. 1. discover the group and the live cluster
+ * 2. ask each member for Status through its own client URL 3. look up the instances of orphan members in EC2
+ * 4. decide (planReconcile) 5. remove at most one orphan, promote caught-up learners 6. report the numbers.
  */
-export async function observeCluster(
+export async function reconcileCluster(
   groupName: string,
-  deps: DiscoveryDeps & { readonly openCluster: (endpoints: readonly string[]) => EtcdCluster },
+  deps: ReconcileDeps,
   explicitEndpoints?: readonly string[],
-): Promise<HealthReport> {
+): Promise<ReconcileResult> {
   const view = await discoverCluster(groupName, deps, explicitEndpoints);
   const healthy = new Set<string>();
-  if (view.cluster.live) {
-    const probes = view.cluster.members
+  if (!view.cluster.live) return { ...healthReport(view, healthy), removed: undefined, promoted: [], kept: [] };
+  const { members, membership } = view.cluster;
+  await Promise.all(
+    members
       .filter((m) => m.clientUrls.length > 0)
       .map(async (m) => {
         const etcd = deps.openCluster(m.clientUrls);
@@ -73,8 +92,33 @@ export async function observeCluster(
         } finally {
           etcd.close();
         }
-      });
-    await Promise.all(probes);
+      }),
+  );
+  const orphanNames = membership.orphans.map((m) => m.name).filter((n) => n !== '');
+  const facts = await deps.inventory.instanceFacts(orphanNames);
+  const plan = planReconcile({ members, instances: view.instances, healthyMemberIds: healthy, facts, now: deps.now(), graceMs: deps.graceMs });
+
+  const through = members.filter((m) => healthy.has(m.id) && m.id !== plan.remove?.member.id).flatMap((m) => m.clientUrls);
+  let removed: ReconcileResult['removed'];
+  const promoted: Array<{ memberId: string; result: string }> = [];
+  if ((plan.remove || plan.promote.length > 0) && through.length > 0) {
+    const etcd = deps.openCluster(through);
+    try {
+      if (plan.remove) {
+        const result = await etcd.remove(plan.remove.member.id);
+        removed = { memberId: hexMemberId(plan.remove.member.id), name: plan.remove.member.name, reason: plan.remove.reason, result };
+        deps.log.info('removed orphan member', removed);
+      }
+      for (const learner of plan.promote) {
+        const result = await etcd.promote(learner.id).catch((error: unknown) => `failed: ${describeError(error)}`);
+        promoted.push({ memberId: hexMemberId(learner.id), result });
+        deps.log.info('promoting stranded learner', { memberId: hexMemberId(learner.id), name: learner.name, result });
+      }
+    } finally {
+      etcd.close();
+    }
   }
-  return healthReport(view, healthy);
+  const kept = plan.kept.map((k) => ({ memberId: hexMemberId(k.member.id), name: k.member.name, reason: k.reason }));
+  if (kept.length > 0) deps.log.info('kept orphan members', { kept });
+  return { ...healthReport(view, healthy), removed, promoted, kept };
 }

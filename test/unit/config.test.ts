@@ -12,6 +12,7 @@ describe('loadConfig', () => {
       peerPort: 2380,
       dialTimeoutMs: 2000,
       callTimeoutMs: 5000,
+      orphanGraceMs: 600_000,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });
