@@ -9,6 +9,8 @@ import {
   CreateSubnetCommand,
   CreateVpcCommand,
   DescribeInstancesCommand,
+  DescribeSubnetsCommand,
+  DescribeVpcsCommand,
   EC2Client,
 } from '@aws-sdk/client-ec2';
 import type { InstanceIdentity } from '../core/ports.js';
@@ -25,6 +27,29 @@ export interface SimulatedGroup {
 const AZS = ['a', 'b', 'c'];
 
 /**
+ * The VPC of a claimed loopback network, created once and then reused: every group created in it gets
+ * fresh addresses from the same subnets, so a second group never collides with the first one's etcd.
+ */
+async function networkVpc(ec2: EC2Client, network: LoopbackNetwork, region: string): Promise<{ vpcId: string; subnetIds: string[] }> {
+  const existing = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'cidr-block', Values: [network.vpcCidr] }] }));
+  const found = existing.Vpcs?.[0]?.VpcId;
+  if (found) {
+    const subnets = await ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: 'vpc-id', Values: [found] }] }));
+    const byCidr = new Map((subnets.Subnets ?? []).map((s) => [s.CidrBlock, s.SubnetId as string]));
+    const ids = network.subnetCidrs.map((c) => byCidr.get(c));
+    if (ids.every((id) => id !== undefined)) return { vpcId: found, subnetIds: ids };
+  }
+  const vpc = await ec2.send(new CreateVpcCommand({ CidrBlock: network.vpcCidr }));
+  const vpcId = vpc.Vpc?.VpcId as string;
+  const subnetIds: string[] = [];
+  for (const [i, cidr] of network.subnetCidrs.entries()) {
+    const subnet = await ec2.send(new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: cidr, AvailabilityZone: `${region}${AZS[i] ?? 'a'}` }));
+    subnetIds.push(subnet.Subnet?.SubnetId as string);
+  }
+  return { vpcId, subnetIds };
+}
+
+/**
  * Creates, in the emulator, what the stack creates in AWS: a VPC whose CIDR is the claimed loopback /16,
  * three subnets, a launch template and an Auto Scaling group. The emulator hands the group's instances
  * private IPs from those subnets, i.e. addresses in 127.N.0.0/16 that etcd can listen on, so discovery runs
@@ -39,15 +64,7 @@ export async function createSimulatedGroup(options: {
   const region = options.region ?? process.env.AWS_REGION ?? 'us-east-1';
   const ec2 = new EC2Client({ region });
   const autoScaling = new AutoScalingClient({ region });
-  const vpc = await ec2.send(new CreateVpcCommand({ CidrBlock: options.network.vpcCidr }));
-  const vpcId = vpc.Vpc?.VpcId as string;
-  const subnetIds: string[] = [];
-  for (const [i, cidr] of options.network.subnetCidrs.entries()) {
-    const subnet = await ec2.send(
-      new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: cidr, AvailabilityZone: `${region}${AZS[i]}` }),
-    );
-    subnetIds.push(subnet.Subnet?.SubnetId as string);
-  }
+  const { vpcId, subnetIds } = await networkVpc(ec2, options.network, region);
   const templateName = `${options.groupName}-lt`;
   await ec2.send(
     new CreateLaunchTemplateCommand({

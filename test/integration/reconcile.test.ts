@@ -1,0 +1,77 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { build } from '../../scripts/build.mjs';
+import { inspectCluster } from '../../testbed/agents.js';
+import { terminateInGroup } from '../../testbed/aws-world.js';
+import { invokeBundle } from '../../testbed/lambda.js';
+import { emulatorEnv } from '../../testbed/moto.js';
+import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
+
+// The built reconcile handler against real etcd clusters on the emulated group's instances.
+let bed: Bed;
+let bundle: string;
+
+type Result = {
+  reachable: boolean;
+  members: number;
+  healthyMembers: number;
+  removed?: { name: string; reason: string; result: string };
+  kept: Array<{ name: string; reason: string }>;
+};
+
+const invoke = (groupName: string, extra: Record<string, string> = {}) =>
+  invokeBundle<Result>(bundle, {}, {
+    PATH: process.env.PATH,
+    ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
+    ETCD_ASG_NAME: groupName,
+    ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
+    ETCD_AWS_CALL_TIMEOUT_MS: '2000',
+    ...extra,
+  });
+
+beforeAll(async () => {
+  bed = openBed('reconcile');
+  bundle = (await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true })).functions.reconcile ?? '';
+});
+
+afterAll(async () => {
+  await bed.dispose();
+});
+
+describe('reconcile handler (built bundle)', () => {
+  it('removes the member of an instance that left the group without a lifecycle hook, once the grace period is over', async () => {
+    // Prepare: an instance dies and is terminated; no hook ran, so its member stays
+    const { group, etcd } = await groupWithCluster(bed, 3);
+    const dead = group.instances[2]!;
+    await etcd.kill(dead.instanceId);
+    await terminateInGroup(group.groupName, dead.instanceId, false);
+
+    // Act + Assess: within the grace period nothing changes
+    const early = await invoke(group.groupName, { ETCD_AWS_ORPHAN_GRACE_MS: '600000' });
+    expect(early.result.removed).toBeUndefined();
+    expect(early.result.kept).toEqual([expect.objectContaining({ name: dead.instanceId, reason: 'within-grace-period' })]);
+    expect(early.lines.some((l) => '_aws' in l && l.Orphans === 1)).toBe(true);
+
+    // Act + Assess: after it, the member is removed
+    const later = await invoke(group.groupName, { ETCD_AWS_ORPHAN_GRACE_MS: '0' });
+    expect(later.result.removed).toMatchObject({ name: dead.instanceId, reason: 'instance-gone', result: 'removed' });
+    const after = await inspectCluster(group.instances.slice(0, 2).map((i) => `http://${i.privateIp}:2379`));
+    expect(after.members.map((m) => m.name).sort()).toEqual(group.instances.slice(0, 2).map((i) => i.instanceId).sort());
+  });
+
+  it('refuses to remove an orphan when the healthy members would lose quorum without it', async () => {
+    // Prepare: b's etcd is down (its instance stays in the group); c left the group but its etcd still serves
+    const { group, etcd } = await groupWithCluster(bed, 3);
+    const [, b, c] = group.instances;
+    await etcd.kill(b!.instanceId);
+    await terminateInGroup(group.groupName, c!.instanceId, false);
+
+    const { result } = await invoke(group.groupName, { ETCD_AWS_ORPHAN_GRACE_MS: '0' });
+
+    expect(result.reachable).toBe(true);
+    expect(result.removed).toBeUndefined();
+    expect(result.kept).toEqual([expect.objectContaining({ name: c!.instanceId, reason: 'removal-would-break-quorum' })]);
+    const after = await inspectCluster([etcd.node(group.instances[0]!.instanceId).clientUrl]);
+    expect(after.members).toHaveLength(3);
+  });
+});
