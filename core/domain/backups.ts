@@ -1,0 +1,139 @@
+import { z } from 'zod';
+
+/** The metadata object written last, next to each snapshot: without it a snapshot is not a valid backup. */
+export const BackupMetadataSchema = z.object({
+  format: z.literal('etcd-aws/backup-v1'),
+  bucket: z.string(),
+  key: z.string(),
+  groupName: z.string(),
+  clusterId: z.string(),
+  etcdVersion: z.string(),
+  revision: z.object({
+    /** Cluster revision from Status just before the snapshot started. */
+    before: z.string(),
+    /** Cluster revision from Status just after the snapshot ended. */
+    after: z.string(),
+    /** Revision in the snapshot stream's header, where etcd sends one (3.5+); null on 3.4. */
+    header: z.string().nullable(),
+    /** True when the snapshot's revision is known exactly (header present, or before == after). */
+    exact: z.boolean(),
+  }),
+  size: z.number().int().positive(),
+  /** SHA-256 of the whole object, hex: what a download is checked against. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: z.string(),
+  durationMs: z.number(),
+  sourceMember: z.object({ id: z.string(), name: z.string(), endpoint: z.string() }),
+  members: z.array(z.object({ id: z.string(), name: z.string(), isLearner: z.boolean() })),
+});
+export type BackupMetadata = z.infer<typeof BackupMetadataSchema>;
+
+/** A backup as its keys describe it: enough to sort, pick and prune without reading every object. */
+export interface BackupRef {
+  readonly snapshotKey: string;
+  readonly metadataKey: string;
+  /** Epoch ms of creation, from the key. */
+  readonly createdAt: number;
+  /** Revision before the snapshot, from the key. */
+  readonly revision: bigint;
+}
+
+const SNAPSHOT = /(\d{8}T\d{6}\d{3}Z)-r(\d{20})\.db$/;
+
+/** Folder of a group's backups: `<prefix><group>/snapshots/`. */
+export function snapshotFolder(prefix: string, groupName: string): string {
+  return `${prefix}${groupName}/snapshots/`;
+}
+
+/**
+ * Key of a new snapshot: time first, then the zero-padded revision, so keys sort by time and revision even
+ * as strings (`20261126T120000123Z-r00000000000000012345.db`); the metadata key adds `.meta.json`.
+ */
+export function backupKeys(prefix: string, groupName: string, createdAt: Date, revision: string): { snapshotKey: string; metadataKey: string } {
+  const stamp = createdAt.toISOString().replace(/[-:]/g, '').replace('.', '');
+  const snapshotKey = `${snapshotFolder(prefix, groupName)}${stamp}-r${BigInt(revision).toString().padStart(20, '0')}.db`;
+  return { snapshotKey, metadataKey: `${snapshotKey}.meta.json` };
+}
+
+function parseStamp(stamp: string): number {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/.exec(stamp);
+  if (!m) return Number.NaN;
+  return Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]), Number(m[7]));
+}
+
+/**
+ * Pairs snapshot and metadata keys from a listing. Valid backups have both; snapshots without metadata are
+ * orphans (an interrupted run); anything else is ignored. Sorted newest first by parsed time, then revision,
+ * never as strings. Pure.
+ */
+export function pairBackups(objects: ReadonlyArray<{ key: string; lastModified: number }>): {
+  backups: BackupRef[];
+  orphans: Array<{ key: string; lastModified: number }>;
+} {
+  const keys = new Set(objects.map((o) => o.key));
+  const backups: BackupRef[] = [];
+  const orphans: Array<{ key: string; lastModified: number }> = [];
+  for (const o of objects) {
+    const m = SNAPSHOT.exec(o.key);
+    if (!m) continue;
+    const createdAt = parseStamp(m[1] ?? '');
+    if (Number.isNaN(createdAt)) continue;
+    const metadataKey = `${o.key}.meta.json`;
+    if (keys.has(metadataKey)) backups.push({ snapshotKey: o.key, metadataKey, createdAt, revision: BigInt(m[2] ?? '0') });
+    else orphans.push(o);
+  }
+  backups.sort((a, b) => b.createdAt - a.createdAt || (b.revision > a.revision ? 1 : b.revision < a.revision ? -1 : 0));
+  return { backups, orphans };
+}
+
+export interface RetentionPolicy {
+  /** Always keep this many newest valid backups. */
+  readonly keepLast: number;
+  /** Keep the newest backup of each hour for this long. */
+  readonly hourlyForMs: number;
+  /** Keep the newest backup of each day for this long. */
+  readonly dailyForMs: number;
+  /** Snapshots without metadata older than this are deleted (a run that died mid-way). */
+  readonly orphanAfterMs: number;
+}
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+/**
+ * Which objects retention deletes: every valid backup that is not among the newest `keepLast`, not the
+ * newest of its hour within `hourlyForMs`, and not the newest of its day within `dailyForMs`; plus old
+ * orphans. `backups` must be newest first (pairBackups). The caller only runs it right after a fresh backup
+ * succeeded. Pure.
+ */
+export function selectForDeletion(
+  backups: readonly BackupRef[],
+  orphans: ReadonlyArray<{ key: string; lastModified: number }>,
+  now: number,
+  policy: RetentionPolicy,
+): { keep: BackupRef[]; delete: string[] } {
+  const keep = new Set<BackupRef>(backups.slice(0, policy.keepLast));
+  const hours = new Set<number>();
+  const days = new Set<number>();
+  for (const b of backups) {
+    const age = now - b.createdAt;
+    const hour = Math.floor(b.createdAt / HOUR);
+    const day = Math.floor(b.createdAt / DAY);
+    if (age <= policy.hourlyForMs && !hours.has(hour)) {
+      hours.add(hour);
+      keep.add(b);
+    }
+    if (age <= policy.dailyForMs && !days.has(day)) {
+      days.add(day);
+      keep.add(b);
+    }
+  }
+  const doomed = backups.filter((b) => !keep.has(b)).flatMap((b) => [b.metadataKey, b.snapshotKey]);
+  const staleOrphans = orphans.filter((o) => now - o.lastModified > policy.orphanAfterMs).map((o) => o.key);
+  return { keep: backups.filter((b) => keep.has(b)), delete: [...doomed, ...staleOrphans] };
+}
+
+/** Skip a backup when the cluster has not changed since the newest valid one. Pure. */
+export function unchangedSince(latest: BackupMetadata | undefined, clusterId: string, revision: string): boolean {
+  return latest !== undefined && latest.clusterId === clusterId && BigInt(latest.revision.after) === BigInt(revision);
+}
