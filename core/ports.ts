@@ -1,3 +1,5 @@
+import type { Readable } from 'node:stream';
+import type { BackupMetadata } from './domain/backups.js';
 import type { Probe } from './domain/bootstrap.js';
 import type { AgentRegistration, SeedLease } from './domain/election.js';
 import type { GroupInstance } from './domain/instances.js';
@@ -77,4 +79,30 @@ export interface LifecycleActions {
   complete(notice: TerminationNotice): Promise<'completed' | 'already-completed'>;
   /** Restart the hook's heartbeat timeout, so the instance waits while a removal is retried. */
   heartbeat(notice: TerminationNotice): Promise<void>;
+}
+
+/** A snapshot being read from one member: the bytes, and the revision in the stream's header if etcd sent one. */
+export interface SnapshotStream {
+  readonly stream: Readable;
+  /** Known once the first message arrived; undefined on etcd 3.4, which sends no header. */
+  headerRevision(): string | undefined;
+}
+
+export interface EtcdSnapshots {
+  /** Maintenance.Snapshot from the member at `endpoint`, with a deadline long enough for the whole stream. */
+  snapshot(endpoint: string, timeoutMs: number): Promise<SnapshotStream>;
+}
+
+/** Where backups live (S3): objects under a folder, snapshots uploaded in parts, metadata written last. */
+export interface SnapshotStore {
+  readonly bucket: string;
+  /** Every object under `folder`, following every page of the listing. */
+  list(folder: string): Promise<Array<{ key: string; lastModified: number }>>;
+  readMetadata(key: string): Promise<BackupMetadata>;
+  /** Multipart upload of a stream of unknown length; on any error the upload is aborted, then the error rethrown. */
+  upload(key: string, body: Readable): Promise<void>;
+  writeMetadata(key: string, metadata: BackupMetadata): Promise<void>;
+  /** Deletes the keys (in batches of 1000); returns how many were deleted. */
+  delete(keys: readonly string[]): Promise<number>;
+  download(key: string): Promise<Readable>;
 }

@@ -1,0 +1,104 @@
+import type { Readable } from 'node:stream';
+import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand, S3Client, paginateListObjectsV2 } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { BackupMetadataSchema, type BackupMetadata } from '../domain/backups.js';
+import { SnapshotIntegrityError } from '../errors.js';
+import type { SnapshotStore } from '../ports.js';
+
+export interface S3StoreOptions {
+  /** SSE-KMS key (ID or ARN); when absent objects use the bucket's default encryption. */
+  readonly kmsKeyId: string | undefined;
+  /** Part size of multipart uploads; peak memory is about partSize × queueSize. */
+  readonly partSize: number;
+  readonly queueSize: number;
+}
+
+/** Backups in S3: multipart uploads through @aws-sdk/lib-storage, listings that follow every page. */
+export class S3SnapshotStore implements SnapshotStore {
+  constructor(
+    private readonly s3: S3Client,
+    readonly bucket: string,
+    private readonly options: S3StoreOptions = { kmsKeyId: undefined, partSize: 8 * 1024 * 1024, queueSize: 2 },
+  ) {}
+
+  private encryption() {
+    return this.options.kmsKeyId ? { ServerSideEncryption: 'aws:kms' as const, SSEKMSKeyId: this.options.kmsKeyId } : {};
+  }
+
+  async list(folder: string): Promise<Array<{ key: string; lastModified: number }>> {
+    const out: Array<{ key: string; lastModified: number }> = [];
+    for await (const page of paginateListObjectsV2({ client: this.s3, pageSize: 1000 }, { Bucket: this.bucket, Prefix: folder })) {
+      for (const o of page.Contents ?? []) {
+        if (o.Key) out.push({ key: o.Key, lastModified: o.LastModified?.getTime() ?? 0 });
+      }
+    }
+    return out;
+  }
+
+  async readMetadata(key: string): Promise<BackupMetadata> {
+    const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    const text = (await out.Body?.transformToString()) ?? '';
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      throw new SnapshotIntegrityError(`backup metadata s3://${this.bucket}/${key} is not JSON`, { cause: error });
+    }
+    const parsed = BackupMetadataSchema.safeParse(value);
+    if (!parsed.success) {
+      throw new SnapshotIntegrityError(`backup metadata s3://${this.bucket}/${key} is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
+    }
+    return parsed.data;
+  }
+
+  async upload(key: string, body: Readable): Promise<void> {
+    const upload = new Upload({
+      client: this.s3,
+      params: { Bucket: this.bucket, Key: key, Body: body, ContentType: 'application/octet-stream', ...this.encryption() },
+      partSize: this.options.partSize,
+      queueSize: this.options.queueSize,
+      // On any failure lib-storage aborts the multipart upload: no partial object is ever left.
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+    } catch (error) {
+      // A stream error can surface before lib-storage started a multipart upload; abort is then a no-op.
+      await upload.abort().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async writeMetadata(key: string, metadata: BackupMetadata): Promise<void> {
+    await this.s3.send(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Body: JSON.stringify(metadata, null, 2),
+        ContentType: 'application/json',
+        ...this.encryption(),
+      }),
+    );
+  }
+
+  async delete(keys: readonly string[]): Promise<number> {
+    let deleted = 0;
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      const out = await this.s3.send(
+        new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+      );
+      if (out.Errors && out.Errors.length > 0) {
+        throw new Error(`could not delete ${out.Errors.length} objects, e.g. ${out.Errors[0]?.Key ?? '?'}: ${out.Errors[0]?.Message ?? ''}`);
+      }
+      deleted += batch.length;
+    }
+    return deleted;
+  }
+
+  async download(key: string): Promise<Readable> {
+    const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    if (!out.Body) throw new Error(`s3://${this.bucket}/${key} has no body`);
+    return out.Body as Readable;
+  }
+}
