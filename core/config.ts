@@ -15,6 +15,11 @@ const SETTINGS = {
   ETCD_AWS_DIAL_TIMEOUT_MS: 'how long to wait for an etcd member to accept a connection',
   ETCD_AWS_CALL_TIMEOUT_MS: 'how long to wait for one etcd RPC',
   ETCD_AWS_ORPHAN_GRACE_MS: "how long a member's instance must have been gone before reconcile removes the member",
+  BACKUP_KMS_KEY_ID: 'the KMS key (ID or ARN) that encrypts snapshots with SSE-KMS',
+  BACKUP_KEEP_LAST: 'how many newest backups retention always keeps',
+  BACKUP_KEEP_HOURLY_HOURS: 'for how many hours retention keeps one backup per hour',
+  BACKUP_KEEP_DAILY_DAYS: 'for how many days retention keeps one backup per day',
+  ETCD_AWS_SNAPSHOT_TIMEOUT_MS: 'how long one snapshot stream may take',
   BACKUP_BUCKET: 'the S3 bucket of the backups and of the bootstrap lease',
   BACKUP_PREFIX: 'key prefix inside BACKUP_BUCKET, e.g. "etcd/"',
   ETCD_AWS_SEED_LEASE_MS: 'how long a won seed lease stays valid without renewal',
@@ -40,12 +45,22 @@ const common = {
   ETCD_AWS_CALL_TIMEOUT_MS: millis.default(5000),
 };
 
+const functionSettings = {
+  ...common,
+  ETCD_ASG_NAME: name,
+  ETCD_AWS_ORPHAN_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(600_000),
+  BACKUP_BUCKET: name.optional(),
+  BACKUP_PREFIX: z.string().default(''),
+  BACKUP_KMS_KEY_ID: name.optional(),
+  BACKUP_KEEP_LAST: z.coerce.number().int().min(1).max(10_000).default(10),
+  BACKUP_KEEP_HOURLY_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(24),
+  BACKUP_KEEP_DAILY_DAYS: z.coerce.number().int().min(0).max(3650).default(7),
+  ETCD_AWS_SNAPSHOT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(900_000).default(600_000),
+};
+
 const schemas = {
-  function: z.object({
-    ...common,
-    ETCD_ASG_NAME: name,
-    ETCD_AWS_ORPHAN_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(600_000),
-  }),
+  function: z.object(functionSettings),
+  backup: z.object({ ...functionSettings, BACKUP_BUCKET: name }),
   agent: z.object({
     ...common,
     ETCD_ASG_NAME: name.optional(),
@@ -70,9 +85,23 @@ interface CommonConfig {
   readonly callTimeoutMs: number;
 }
 
+export interface BackupSettings {
+  readonly bucket: string;
+  readonly prefix: string;
+  readonly kmsKeyId: string | undefined;
+  readonly retention: { readonly keepLast: number; readonly hourlyForMs: number; readonly dailyForMs: number; readonly orphanAfterMs: number };
+  readonly snapshotTimeoutMs: number;
+}
+
 export interface FunctionConfig extends CommonConfig {
   readonly asgName: string;
   readonly orphanGraceMs: number;
+  /** Set when BACKUP_BUCKET is (lifecycle uses it for the final backup of a cluster scaled in to zero). */
+  readonly backup: BackupSettings | undefined;
+}
+
+export interface BackupConfig extends FunctionConfig {
+  readonly backup: BackupSettings;
 }
 
 export interface AgentConfig extends CommonConfig {
@@ -103,7 +132,7 @@ function parse<R extends Role>(role: R, env: Record<string, string | undefined>)
   return result.data as z.infer<(typeof schemas)[R]>;
 }
 
-function commonOf(c: z.infer<(typeof schemas)['function' | 'agent']>): CommonConfig {
+function commonOf(c: z.infer<(typeof schemas)[Role]>): CommonConfig {
   return {
     endpoints: c.ETCD_ENDPOINTS,
     clientPort: c.ETCD_CLIENT_PORT,
@@ -119,11 +148,27 @@ function commonOf(c: z.infer<(typeof schemas)['function' | 'agent']>): CommonCon
  * Tests pass a plain object instead of mutating `process.env`.
  */
 export function loadConfig(env: Record<string, string | undefined>, role: 'function'): FunctionConfig;
+export function loadConfig(env: Record<string, string | undefined>, role: 'backup'): BackupConfig;
 export function loadConfig(env: Record<string, string | undefined>, role: 'agent'): AgentConfig;
-export function loadConfig(env: Record<string, string | undefined>, role: Role): FunctionConfig | AgentConfig {
-  if (role === 'function') {
-    const c = parse('function', env);
-    return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME, orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS });
+export function loadConfig(env: Record<string, string | undefined>, role: Role): FunctionConfig | BackupConfig | AgentConfig {
+  if (role === 'function' || role === 'backup') {
+    const c = parse(role, env);
+    const backup: BackupSettings | undefined =
+      c.BACKUP_BUCKET === undefined
+        ? undefined
+        : Object.freeze({
+            bucket: c.BACKUP_BUCKET,
+            prefix: c.BACKUP_PREFIX,
+            kmsKeyId: c.BACKUP_KMS_KEY_ID,
+            retention: Object.freeze({
+              keepLast: c.BACKUP_KEEP_LAST,
+              hourlyForMs: c.BACKUP_KEEP_HOURLY_HOURS * 3_600_000,
+              dailyForMs: c.BACKUP_KEEP_DAILY_DAYS * 86_400_000,
+              orphanAfterMs: 86_400_000,
+            }),
+            snapshotTimeoutMs: c.ETCD_AWS_SNAPSHOT_TIMEOUT_MS,
+          });
+    return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME, orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS, backup });
   }
   const c = parse('agent', env);
   return Object.freeze({

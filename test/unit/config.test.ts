@@ -13,6 +13,7 @@ describe('loadConfig', () => {
       dialTimeoutMs: 2000,
       callTimeoutMs: 5000,
       orphanGraceMs: 600_000,
+      backup: undefined,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });
@@ -37,6 +38,17 @@ describe('loadConfig', () => {
     expect(attempt).toThrow('ETCD_ASG_NAME is required');
     expect(attempt).toThrow('ETCD_PEER_PORT="x" is invalid');
     expect(attempt).toThrow('ETCD_AWS_CALL_TIMEOUT_MS="1" is invalid');
+  });
+
+  it('requires a bucket for the backup function and reads retention in hours and days', () => {
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g' }, 'backup')).toThrow('BACKUP_BUCKET is required (the S3 bucket of the backups and of the bootstrap lease)');
+    expect(loadConfig({ ETCD_ASG_NAME: 'g', BACKUP_BUCKET: 'b', BACKUP_KEEP_LAST: '3', BACKUP_KEEP_DAILY_DAYS: '2' }, 'backup').backup).toEqual({
+      bucket: 'b',
+      prefix: '',
+      kmsKeyId: undefined,
+      retention: { keepLast: 3, hourlyForMs: 24 * 3_600_000, dailyForMs: 2 * 86_400_000, orphanAfterMs: 86_400_000 },
+      snapshotTimeoutMs: 600_000,
+    });
   });
 
   it('gives the agent an optional group override and a default data dir', () => {
