@@ -1,0 +1,24 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { etcdctlBin } from './tools.js';
+
+const run = promisify(execFile);
+
+/** etcd's own offline restore of a snapshot file into a new data dir for a one-member cluster. */
+export async function etcdctlRestore(snapshotFile: string, dataDir: string, name: string, ip: string): Promise<void> {
+  await run(
+    etcdctlBin(),
+    [
+      'snapshot',
+      'restore',
+      snapshotFile,
+      `--data-dir=${dataDir}`,
+      `--name=${name}`,
+      `--initial-cluster=${name}=http://${ip}:2380`,
+      `--initial-advertise-peer-urls=http://${ip}:2380`,
+      `--initial-cluster-token=restored-${path.basename(dataDir)}`,
+    ],
+    { env: { PATH: process.env.PATH, ETCDCTL_API: '3' } },
+  );
+}
