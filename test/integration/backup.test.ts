@@ -233,7 +233,7 @@ function corrupting(mode: 'flip' | 'truncate') {
         },
       });
       const stream = mode === 'truncate' ? Readable.from(dropLast(original.stream, 700)) : original.stream.pipe(damage);
-      return { stream, headerRevision: original.headerRevision };
+      return { stream, headerRevision: () => original.headerRevision() };
     };
     return real;
   };
