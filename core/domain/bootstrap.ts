@@ -64,7 +64,9 @@ export function staleMembers(
   const removed = new Set(remove.map((r) => r.member.id));
   let voting = members.filter((m) => !m.isLearner && !removed.has(m.id));
   const healthy = (set: readonly Member[]) => set.filter((v) => healthyMemberIds.has(v.id)).length;
-  const selfRemovalBreaksQuorum = voting.length > 0 && healthy(voting) < quorumOf(voting.length);
+  // Only removing one of this instance's own voting members changes the quorum; adding a learner does not.
+  const removesVoter = remove.some((r) => !r.member.isLearner);
+  const selfRemovalBreaksQuorum = removesVoter && voting.length > 0 && healthy(voting) < quorumOf(voting.length);
 
   const others = activePeers(instances).filter((i) => i.instanceId !== self.instanceId);
   const owned = new Set(others.map((i) => memberOfInstance(members, i)?.member.id));

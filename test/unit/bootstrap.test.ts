@@ -61,6 +61,15 @@ describe('decideBootstrap', () => {
     });
   });
 
+  it('joins as a learner even while a voter is unhealthy: a learner does not change the quorum', () => {
+    expect(decideBootstrap({ self, local: none, probe: live([a, b], ['11']), instances: group })).toMatchObject({ kind: 'join', removeFirst: [] });
+  });
+
+  it('waits rather than remove its own dead voting member when the healthy rest would lose quorum', () => {
+    const plan = decideBootstrap({ self, local: none, probe: live([member('10', 'i-self', '10.0.1.10'), a, b], ['11']), instances: group });
+    expect(plan).toEqual({ kind: 'wait', reason: 'removal-would-break-quorum' });
+  });
+
   it('data of a member the cluster removed: set it aside and join', () => {
     expect(decideBootstrap({ self, local: mine('99'), probe: live([a, b]), instances: group })).toMatchObject({
       kind: 'join',
