@@ -20,6 +20,8 @@ const SETTINGS = {
   BACKUP_KEEP_HOURLY_HOURS: 'for how many hours retention keeps one backup per hour',
   BACKUP_KEEP_DAILY_DAYS: 'for how many days retention keeps one backup per day',
   ETCD_AWS_SNAPSHOT_TIMEOUT_MS: 'how long one snapshot stream may take',
+  ETCD_AWS_ALLOW_EMPTY_START: 'operator override: "true" starts an empty cluster when backups exist but none restores',
+  ETCD_AWS_BUMP_REVISION: 'etcd >= 3.5: on restore, bump the revision by this much and mark it compacted (for watchers)',
   BACKUP_BUCKET: 'the S3 bucket of the backups and of the bootstrap lease',
   BACKUP_PREFIX: 'key prefix inside BACKUP_BUCKET, e.g. "etcd/"',
   ETCD_AWS_SEED_LEASE_MS: 'how long a won seed lease stays valid without renewal',
@@ -71,6 +73,8 @@ const schemas = {
     ETCD_AWS_SEED_LEASE_MS: millis.default(30_000),
     ETCD_AWS_POLL_MS: millis.default(2000),
     ETCD_AWS_REGISTRATION_FRESH_MS: millis.default(30_000),
+    ETCD_AWS_ALLOW_EMPTY_START: z.enum(['true', 'false']).default('false'),
+    ETCD_AWS_BUMP_REVISION: z.coerce.number().int().min(1).optional(),
   }),
 };
 
@@ -113,6 +117,8 @@ export interface AgentConfig extends CommonConfig {
   readonly bucket: string;
   readonly prefix: string;
   readonly timing: { readonly leaseMs: number; readonly pollMs: number; readonly freshMs: number };
+  readonly allowEmptyStart: boolean;
+  readonly bumpRevision: number | undefined;
 }
 
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
@@ -179,5 +185,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     bucket: c.BACKUP_BUCKET,
     prefix: c.BACKUP_PREFIX,
     timing: Object.freeze({ leaseMs: c.ETCD_AWS_SEED_LEASE_MS, pollMs: c.ETCD_AWS_POLL_MS, freshMs: c.ETCD_AWS_REGISTRATION_FRESH_MS }),
+    allowEmptyStart: c.ETCD_AWS_ALLOW_EMPTY_START === 'true',
+    bumpRevision: c.ETCD_AWS_BUMP_REVISION,
   });
 }

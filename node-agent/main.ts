@@ -6,6 +6,7 @@
  *   plan      print the decision, its reason and the etcd settings it would use; start and change nothing
  *   discover  print identity, group, instances and the live cluster as JSON
  */
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
@@ -14,27 +15,36 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { ImdsIdentitySource } from '../core/aws/identity.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
+import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import { loadConfig, type AgentConfig } from '../core/config.js';
+import { pairBackups, snapshotFolder } from '../core/domain/backups.js';
 import { etcdEnvironment, type Self } from '../core/domain/bootstrap.js';
 import type { SeedLease } from '../core/domain/election.js';
 import { activePeers, clientUrls } from '../core/domain/instances.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
+import { EtcdRestoreTool } from '../core/etcd/restore-tool.js';
 import { readLocalMember } from '../core/etcd/wal.js';
-import { EtcdAwsError, describeError } from '../core/errors.js';
+import { ConfigError, EtcdAwsError, describeError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
 import type { InstanceIdentity } from '../core/ports.js';
 import { bootstrap, observe, previewLaunch, promoteWhenReady, type BootstrapDeps } from '../core/use-cases/bootstrap.js';
+import { restoreBackup, seedFromBackups } from '../core/use-cases/restore.js';
 import { discoverCluster, resolveGroup } from '../core/use-cases/discover.js';
 import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
 import { findEtcdBinary, startEtcd } from './etcd-process.js';
 import { stderrJsonLog } from './log.js';
 
-const USAGE = `usage: node-agent <command>
+const USAGE = `usage: node-agent <command> [options]
 
 commands:
   run        bootstrap this instance's etcd member, then start etcd and supervise it (the systemd command)
   plan       print what run would do and the etcd settings it would use; starts and changes nothing
   discover   print this instance's identity, its group, the group's instances and the live cluster (JSON)
+  backups    list the group's valid backups, newest first (JSON)
+  restore    restore one backup into an empty ETCD_DATA_DIR for a deliberate full-cluster restore:
+               --key <snapshot key>   that backup
+               --at <ISO time>        the newest backup taken at or before that time
+             then start the agent (run) on this node first; the others join it
 
 Settings come from the environment; see the README's configuration table.`;
 
@@ -62,9 +72,26 @@ async function context(config: AgentConfig): Promise<Context> {
   };
 }
 
-function bootstrapDeps(ctx: Context, log: Log): BootstrapDeps {
+function snapshotStore(ctx: Context): S3SnapshotStore {
+  return new S3SnapshotStore(ctx.s3, ctx.config.bucket);
+}
+
+function bootstrapDeps(ctx: Context, log: Log, restorer?: EtcdRestoreTool): BootstrapDeps {
   const { config } = ctx;
   return {
+    seedData: (target) => {
+      if (!restorer) throw new ConfigError('no restore tool available');
+      return seedFromBackups(target, {
+        store: snapshotStore(ctx),
+        prefix: config.prefix,
+        groupName: ctx.groupName,
+        restorer,
+        dataDir: config.dataDir,
+        allowEmptyStart: config.allowEmptyStart,
+        bumpRevision: config.bumpRevision,
+        log,
+      });
+    },
     inventory: ctx.inventory,
     openMembership: (endpoints) => new Etcd3Cluster(endpoints, config),
     seeds: new S3SeedCoordinator(ctx.s3, config.bucket, config.prefix, ctx.groupName),
@@ -106,11 +133,13 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
 async function run(config: AgentConfig, log: Log): Promise<number> {
   // Preflight: fail before touching anything.
   const binary = await findEtcdBinary(config.binDir);
+  const restorer = await EtcdRestoreTool.find(config.binDir);
   await assertDataDirWritable(config.dataDir);
   const ctx = await context(config);
   log.info('starting', { instanceId: ctx.self.instanceId, privateIp: ctx.self.privateIp, groupName: ctx.groupName });
-  const deps = bootstrapDeps(ctx, log);
+  const deps = bootstrapDeps(ctx, log, restorer);
   const outcome = await bootstrap(ctx.self, ctx.groupName, deps);
+  if (outcome.seeded) log.info('seeded the new cluster', { ...outcome.seeded });
   const env = etcdEnvironment({
     self: ctx.self,
     dataDir: config.dataDir,
@@ -158,18 +187,66 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
   return etcd.exited;
 }
 
+async function listBackups(config: AgentConfig): Promise<number> {
+  const ctx = await context(config);
+  const { backups } = pairBackups(await snapshotStore(ctx).list(snapshotFolder(config.prefix, ctx.groupName)));
+  const rows = backups.map((b) => ({ key: b.snapshotKey, createdAt: new Date(b.createdAt).toISOString(), revision: b.revision.toString() }));
+  process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+  return 0;
+}
+
+async function restore(config: AgentConfig, log: Log, options: { key?: string; at?: string }): Promise<number> {
+  if ((options.key === undefined) === (options.at === undefined)) {
+    throw new ConfigError('restore needs exactly one of --key <snapshot key> or --at <ISO time>');
+  }
+  const at = options.at === undefined ? undefined : Date.parse(options.at);
+  if (at !== undefined && Number.isNaN(at)) throw new ConfigError(`--at ${options.at ?? ''} is not a time; use ISO 8601, e.g. 2026-11-26T12:00:00Z`);
+  const local = await readLocalMember(config.dataDir);
+  if (local.kind !== 'none') {
+    throw new ConfigError(`ETCD_DATA_DIR ${config.dataDir} already holds etcd data; stop the agent and move the dir away first (nothing was changed)`);
+  }
+  const restorer = await EtcdRestoreTool.find(config.binDir);
+  await assertDataDirWritable(config.dataDir);
+  const ctx = await context(config);
+  const { backups } = pairBackups(await snapshotStore(ctx).list(snapshotFolder(config.prefix, ctx.groupName)));
+  const chosen = options.key !== undefined ? backups.find((b) => b.snapshotKey === options.key) : backups.find((b) => b.createdAt <= (at ?? 0));
+  if (!chosen) {
+    throw new ConfigError(
+      options.key !== undefined
+        ? `no valid backup with key ${options.key}; list them with: node-agent backups`
+        : `no valid backup taken at or before ${options.at ?? ''}; list them with: node-agent backups`,
+    );
+  }
+  const peerUrl = `http://${ctx.self.privateIp}:${config.peerPort}`;
+  const { revision } = await restoreBackup(chosen, { name: ctx.self.instanceId, peerUrl, token: `${ctx.groupName}-${randomUUID()}` }, {
+    store: snapshotStore(ctx),
+    restorer,
+    dataDir: config.dataDir,
+    bumpRevision: config.bumpRevision,
+  });
+  log.info('restored backup by hand', { key: chosen.snapshotKey, revision, dataDir: config.dataDir });
+  process.stdout.write(`${JSON.stringify({ restored: chosen.snapshotKey, revision, dataDir: config.dataDir })}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' } },
+    options: { help: { type: 'boolean', short: 'h' }, key: { type: 'string' }, at: { type: 'string' } },
   });
   const command = positionals[0];
   if (values.help || command === undefined) {
     process.stdout.write(`${USAGE}\n`);
     return values.help ? 0 : 2;
   }
-  const commands: Record<string, (config: AgentConfig, log: Log) => Promise<number>> = { run, plan, discover };
+  const commands: Record<string, (config: AgentConfig, log: Log) => Promise<number>> = {
+    run,
+    plan,
+    discover,
+    backups: (config) => listBackups(config),
+    restore: (config, log) => restore(config, log, { key: values.key, at: values.at }),
+  };
   const handler = commands[command];
   if (!handler) {
     process.stderr.write(`node-agent: unknown command "${command}"\n${USAGE}\n`);

@@ -14,6 +14,7 @@ import { hexMemberId } from '../domain/members.js';
 import { EtcdAwsError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { EtcdMembership, InstanceInventory, SeedCoordinator } from '../ports.js';
+import type { SeedData } from './restore.js';
 
 /** The local data dir could not be trusted; the agent stops rather than risk the data. */
 export class BootstrapRefusedError extends EtcdAwsError {}
@@ -40,6 +41,8 @@ export interface BootstrapDeps {
   readonly clientPort: number;
   readonly peerPort: number;
   readonly timing: BootstrapTiming;
+  /** Fills the empty data dir of a founder: the newest valid backup, or nothing when none ever existed. */
+  readonly seedData: (target: { name: string; peerUrl: string; token: string }) => Promise<SeedData>;
 }
 
 export interface Observation {
@@ -57,6 +60,8 @@ export interface BootstrapOutcome {
   readonly learnerId: string | undefined;
   /** Set when this agent founded the cluster: the lease to keep until etcd is up. */
   readonly lease: SeedLease | undefined;
+  /** Set when this agent founded the cluster: restored from which backup, or empty and why. */
+  readonly seeded: SeedData | undefined;
 }
 
 const peerUrlOf = (self: Self, peerPort: number) => `http://${self.privateIp}:${peerPort}`;
@@ -132,7 +137,7 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
         await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
         const local = observation.local;
         const learnerId = plan.isLearner && local.kind === 'member' ? local.memberId : undefined;
-        return { plan, launch: previewLaunch(self, groupName, observation, deps.peerPort) as EtcdLaunch, learnerId, lease: undefined };
+        return { plan, launch: previewLaunch(self, groupName, observation, deps.peerPort) as EtcdLaunch, learnerId, lease: undefined, seeded: undefined };
       }
 
       case 'wait':
@@ -175,6 +180,7 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
             launch: { state: 'existing', initialCluster: joinInitialCluster(self, added.members, peerUrl), token: `${groupName}-existing` },
             learnerId: added.memberId,
             lease: undefined,
+            seeded: undefined,
           };
         } finally {
           etcd.close();
@@ -213,13 +219,32 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
         // Won. Probe once more: a cluster founded by a previous holder must be joined, not duplicated.
         const again = await observe(self, groupName, deps);
         if (again.plan.kind !== 'seed') continue;
+        // Registered as holding data before the restore writes any: no one founds beside this instance.
         await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
         deps.log.info('founding a new cluster', { reason: plan.reason });
+        const token = `${groupName}-${randomUUID()}`;
+        let held = lease;
+        // A large restore outlasts the lease: keep renewing it meanwhile.
+        const renewal = setInterval(() => {
+          void deps.seeds.writeLease(self.instanceId, deps.now() + deps.timing.leaseMs, held.etag).then(
+            (renewed) => {
+              if (renewed) held = renewed;
+            },
+            () => undefined,
+          );
+        }, Math.max(deps.timing.leaseMs / 3, 100));
+        let seeded: SeedData;
+        try {
+          seeded = await deps.seedData({ name: self.instanceId, peerUrl, token });
+        } finally {
+          clearInterval(renewal);
+        }
         return {
           plan,
-          launch: { state: 'new', initialCluster: [`${self.instanceId}=${peerUrl}`], token: `${groupName}-${randomUUID()}` },
+          launch: { state: 'new', initialCluster: [`${self.instanceId}=${peerUrl}`], token },
           learnerId: undefined,
-          lease,
+          lease: held,
+          seeded,
         };
       }
     }
