@@ -1,59 +1,197 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { REPO_ROOT } from '../../testbed/tools.js';
 
+// `serverless package` exactly as an air-gapped CI runs it (no credentials, no profile, no emulator), then
+// cfn-lint and assertions on the template that `serverless deploy` would create.
 const run = promisify(execFile);
 const out = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-package-'));
 
+type Resource = { Type: string; Properties: Record<string, unknown>; Condition?: string };
+let template: { Resources: Record<string, Resource>; Outputs: Record<string, unknown>; Parameters: Record<string, { Default?: unknown; AllowedValues?: unknown }> };
+const byType = (type: string) => Object.entries(template.Resources).filter(([, r]) => r.Type === type);
+const resource = (id: string): Resource => {
+  const r = template.Resources[id];
+  if (!r) throw new Error(`no resource ${id} in the template`);
+  return r;
+};
+type Statement = { Effect: string; Action: string | string[]; Resource: unknown };
+function statements(roleId: string): Statement[] {
+  const policies = (resource(roleId).Properties.Policies ?? []) as Array<{ PolicyDocument: { Statement: unknown[] } }>;
+  return policies.flatMap((p) =>
+    p.PolicyDocument.Statement.flatMap((s) => {
+      // A conditional statement (KMS): take the statement branch of the Fn::If.
+      const branch = (s as { 'Fn::If'?: unknown[] })['Fn::If'];
+      return (branch ? [branch[1]] : [s]) as Statement[];
+    }),
+  );
+}
+const actions = (roleId: string) => new Set(statements(roleId).flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action])));
+
+beforeAll(async () => {
+  await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', out], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH, HOME: out, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off', CI: 'true' },
+    timeout: 170_000,
+  });
+  template = JSON.parse(readFileSync(path.join(out, 'cloudformation-template-update-stack.json'), 'utf8')) as typeof template;
+});
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
-describe('serverless package', () => {
-  it('packages offline with no AWS credentials into a template that cfn-lint accepts', async () => {
-    // Prepare: no credentials, no profile, no emulator: exactly what an air-gapped CI has.
-    const env = {
-      PATH: process.env.PATH,
-      HOME: out,
-      SLS_TELEMETRY_DISABLED: '1',
-      SLS_NOTIFICATIONS_MODE: 'off',
-      CI: 'true',
-    };
-
-    // Act
-    await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', out], {
-      cwd: REPO_ROOT,
-      env,
-      timeout: 120_000,
-    });
-    const lint = await run(path.join(REPO_ROOT, '.venv', 'bin', 'cfn-lint'), [path.join(out, 'cloudformation-template-update-stack.json')]).then(
+describe('serverless package (offline) and the stack it describes', () => {
+  it('passes cfn-lint with zero errors (kept warnings are listed and explained in .cfnlintrc.yaml)', async () => {
+    const lint = await run(path.join(REPO_ROOT, '.venv', 'bin', 'cfn-lint'), [path.join(out, 'cloudformation-template-update-stack.json')], { cwd: REPO_ROOT }).then(
       (r) => ({ code: 0, output: r.stdout + r.stderr }),
       (error: unknown) => {
         const e = error as { code: number; stdout: string; stderr: string };
         return { code: e.code, output: e.stdout + e.stderr };
       },
     );
-
-    // Assess
     expect(lint.output).toBe('');
     expect(lint.code).toBe(0);
-    const template = JSON.parse(readFileSync(path.join(out, 'cloudformation-template-update-stack.json'), 'utf8')) as {
-      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
-    };
-    const fn = template.Resources.ReconcileLambdaFunction;
-    expect(fn?.Properties).toMatchObject({ Runtime: 'nodejs22.x', Handler: 'dist/functions/reconcile/index.handler' });
-    expect(template.Resources.LifecycleLambdaFunction?.Properties).toMatchObject({ Runtime: 'nodejs22.x', Handler: 'dist/functions/lifecycle/index.handler' });
-    const mappings = Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::EventSourceMapping');
-    expect(mappings.map((m) => m.Properties)).toEqual([
-      expect.objectContaining({ FunctionResponseTypes: ['ReportBatchItemFailures'], ScalingConfig: { MaximumConcurrency: 2 } }),
-    ]);
-    expect(template.Resources.LifecycleQueue?.Properties).toMatchObject({
-      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': ['LifecycleDeadLetterQueue', 'Arn'] }, maxReceiveCount: 5 },
+  });
+
+  it('packages each function with its own bundle only, on nodejs22.x', async () => {
+    for (const [name, id] of [['lifecycle', 'LifecycleLambdaFunction'], ['backup', 'BackupLambdaFunction'], ['reconcile', 'ReconcileLambdaFunction']] as const) {
+      expect(resource(id).Properties).toMatchObject({ Runtime: 'nodejs22.x', Handler: `dist/functions/${name}/index.handler` });
+      const { stdout } = await run(path.join(REPO_ROOT, '.venv', 'bin', 'python'), ['-m', 'zipfile', '-l', path.join(out, `${name}.zip`)]);
+      expect(stdout).toContain(`dist/functions/${name}/index.mjs`);
+      expect(stdout).not.toContain('node_modules/');
+      expect(stdout).not.toContain('node-agent.mjs');
+    }
+    const { stdout } = await run(path.join(REPO_ROOT, '.venv', 'bin', 'python'), ['-m', 'zipfile', '-l', path.join(out, 'nodeAgent.zip')]);
+    expect(stdout).toContain('dist/node-agent/node-agent.mjs');
+    expect(resource('BackupLambdaFunction').Properties.ReservedConcurrentExecutions).toBe(1);
+  });
+
+  it('grants no IAM action "*", and each role exactly the calls its code makes', () => {
+    for (const [id] of byType('AWS::IAM::Role')) {
+      for (const s of statements(id)) {
+        for (const a of Array.isArray(s.Action) ? s.Action : [s.Action]) expect(a).not.toMatch(/^\*$|:\*$/);
+      }
+    }
+    const describe = ['autoscaling:DescribeAutoScalingGroups', 'ec2:DescribeInstances'];
+    const backupObjects = ['s3:ListBucket', 's3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 'kms:GenerateDataKey', 'kms:Decrypt'];
+    expect(actions('ReconcileRole')).toEqual(new Set(describe));
+    expect(actions('BackupRole')).toEqual(new Set([...describe, ...backupObjects]));
+    expect(actions('LifecycleRole')).toEqual(
+      new Set([
+        ...describe,
+        'autoscaling:CompleteLifecycleAction',
+        'autoscaling:RecordLifecycleActionHeartbeat',
+        'sqs:ReceiveMessage',
+        'sqs:DeleteMessage',
+        'sqs:GetQueueAttributes',
+        'sqs:ChangeMessageVisibility',
+        ...backupObjects,
+      ]),
+    );
+    expect(actions('NodeRole')).toEqual(
+      new Set(['autoscaling:DescribeAutoScalingInstances', ...describe, 's3:ListBucket', 's3:GetObject', 's3:PutObject', 'lambda:GetFunction', 'kms:GenerateDataKey', 'kms:Decrypt']),
+    );
+    // Only Describe* (which has no resource-level permissions) may use "*" as resource.
+    for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole']) {
+      for (const s of statements(id).filter((x) => x.Resource === '*')) {
+        for (const a of Array.isArray(s.Action) ? s.Action : [s.Action]) expect(a).toMatch(/:Describe/);
+      }
+    }
+    const lifecycleHook = statements('LifecycleRole').find((s) => JSON.stringify(s.Action).includes('CompleteLifecycleAction'));
+    expect(JSON.stringify(lifecycleHook?.Resource)).toContain('autoScalingGroupName/etcd-aws-dev');
+  });
+
+  it('keeps the backup bucket private, encrypted, versioned, TLS-only, tidy and retained', () => {
+    const bucket = template.Resources.BackupBucket as Resource & { DeletionPolicy?: string; UpdateReplacePolicy?: string };
+    expect(bucket.DeletionPolicy).toBe('Retain');
+    expect(bucket.UpdateReplacePolicy).toBe('Retain');
+    expect(bucket.Properties).toMatchObject({
+      VersioningConfiguration: { Status: 'Enabled' },
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
     });
-    const { stdout: listing } = await run(path.join(REPO_ROOT, '.venv', 'bin', 'python'), ['-m', 'zipfile', '-l', path.join(out, 'reconcile.zip')]);
-    expect(listing).toContain('dist/functions/reconcile/index.mjs');
-    expect(listing).not.toContain('node_modules/');
+    expect(JSON.stringify(bucket.Properties.BucketEncryption)).toMatch(/aws:kms.*AES256/);
+    const rules = (bucket.Properties.LifecycleConfiguration as { Rules: Array<Record<string, unknown>> }).Rules;
+    expect(rules).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } }),
+        expect.objectContaining({ NoncurrentVersionExpiration: { NoncurrentDays: 30 } }),
+      ]),
+    );
+    const policy = JSON.stringify(resource('BackupBucketPolicy').Properties.PolicyDocument);
+    expect(policy).toContain('"aws:SecureTransport":"false"');
+    expect(policy).toContain('"Effect":"Deny"');
+  });
+
+  it('defines the termination lifecycle hook inline on the group, which runs the cluster size behind an NLB health check', () => {
+    const group = resource('NodeGroup').Properties;
+    expect(group.LifecycleHookSpecificationList).toEqual([
+      expect.objectContaining({
+        LifecycleTransition: 'autoscaling:EC2_INSTANCE_TERMINATING',
+        NotificationTargetARN: { 'Fn::GetAtt': ['LifecycleQueue', 'Arn'] },
+        RoleARN: { 'Fn::GetAtt': ['LifecycleHookRole', 'Arn'] },
+      }),
+    ]);
+    expect(group).toMatchObject({ HealthCheckType: 'ELB', DesiredCapacity: { Ref: 'ClusterSize' }, MaxSize: '7' });
+    expect(byType('AWS::AutoScaling::LifecycleHook')).toEqual([]);
+    expect(template.Parameters.ClusterSize).toMatchObject({ AllowedValues: [1, 3, 5, 7], Default: 3 });
+    expect(resource('ClientTargetGroup').Properties).toMatchObject({ Port: 2379, HealthCheckPath: '/health', HealthCheckProtocol: 'HTTP' });
+    expect(resource('ClientLoadBalancer').Properties).toMatchObject({ Scheme: 'internal', Type: 'network' });
+  });
+
+  it('requires IMDSv2 on the nodes and encrypts their volumes', () => {
+    const data = resource('NodeLaunchTemplate').Properties.LaunchTemplateData as Record<string, unknown>;
+    expect(data.MetadataOptions).toMatchObject({ HttpTokens: 'required', HttpEndpoint: 'enabled', HttpPutResponseHopLimit: 1 });
+    for (const d of data.BlockDeviceMappings as Array<{ Ebs: { Encrypted: boolean } }>) expect(d.Ebs.Encrypted).toBe(true);
+    expect(String(data.ImageId)).toContain('/aws/service/ami-amazon-linux-latest/al2023-ami');
+  });
+
+  it('opens 2379 only to the functions, the load balancer and the nodes, 2380 only between nodes, and no SSH', () => {
+    const rules = byType('AWS::EC2::SecurityGroupIngress').map(([, r]) => r.Properties);
+    const nodeRules = rules.filter((r) => JSON.stringify(r.GroupId) === JSON.stringify({ Ref: 'NodeSecurityGroup' }));
+    expect(nodeRules.map((r) => [r.FromPort, JSON.stringify(r.SourceSecurityGroupId)]).sort()).toEqual(
+      [
+        [2379, JSON.stringify({ Ref: 'FunctionSecurityGroup' })],
+        [2379, JSON.stringify({ Ref: 'LoadBalancerSecurityGroup' })],
+        [2379, JSON.stringify({ Ref: 'NodeSecurityGroup' })],
+        [2380, JSON.stringify({ Ref: 'NodeSecurityGroup' })],
+      ].sort(),
+    );
+    for (const r of rules) {
+      expect(r.CidrIp).toBeUndefined();
+      expect(r.FromPort).not.toBe(22);
+    }
+    for (const [, sg] of byType('AWS::EC2::SecurityGroup')) expect(sg.Properties.SecurityGroupIngress).toBeUndefined();
+  });
+
+  it('alarms on backup age (missing data breaches), the DLQ, healthy members, lifecycle failures and orphans', () => {
+    const alarms = Object.fromEntries(byType('AWS::CloudWatch::Alarm').map(([, r]) => [r.Properties.MetricName as string, r.Properties]));
+    expect(Object.keys(alarms).sort()).toEqual(['ApproximateNumberOfMessagesVisible', 'BackupAgeSeconds', 'HealthyMembers', 'Orphans', 'RemovalFailures']);
+    expect(alarms.BackupAgeSeconds).toMatchObject({ TreatMissingData: 'breaching', Namespace: 'EtcdAws' });
+    expect(alarms.HealthyMembers).toMatchObject({ TreatMissingData: 'breaching', Threshold: { Ref: 'ClusterSize' } });
+    expect(Object.keys(template.Outputs)).toEqual(expect.arrayContaining(['ClientEndpoint', 'BackupBucketName', 'AutoScalingGroupName', 'LifecycleQueueUrl']));
+  });
+
+  it('renders user data whose install script passes bash -n and pins the agent it downloads to its SHA-256', async () => {
+    const sub = (resource('NodeLaunchTemplate').Properties.LaunchTemplateData as { UserData: { 'Fn::Base64': { 'Fn::Sub': [string, Record<string, unknown>] } } })
+      .UserData['Fn::Base64']['Fn::Sub'];
+    const [text, variables] = sub;
+    expect(variables.AgentSha256).toMatch(/^[0-9a-f]{64}$/);
+    const rendered = text.replace(/\$\{([A-Za-z0-9:]+)\}/g, (_, name: string) => {
+      const value = variables[name];
+      return typeof value === 'string' ? value : `value-of-${name}`;
+    });
+    expect(rendered.startsWith('#cloud-config\n')).toBe(true);
+    const config = parse(rendered) as { write_files: Array<{ path: string; content: string }>; runcmd: unknown[] };
+    const script = config.write_files.find((f) => f.path === '/usr/local/sbin/etcd-aws-install.sh');
+    if (!script) throw new Error('no install script in the user data');
+    const file = path.join(out, 'install.sh');
+    writeFileSync(file, script.content);
+    await run('bash', ['-n', file]);
+    expect(script.content).toMatch(/sha256sum -c -/);
+    expect(config.runcmd).toEqual([['/usr/local/sbin/etcd-aws-install.sh']]);
+    expect(rendered).not.toMatch(/(SECRET|PASSWORD|TOKEN)[A-Z_]*=|aws_secret_access_key/i);
   });
 });
