@@ -1,4 +1,4 @@
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { S3SeedCoordinator } from '../../core/aws/seed-coordinator.js';
 import { build } from '../../scripts/build.mjs';
 import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
 import { createSimulatedGroup, terminateInGroup, type SimulatedGroup } from '../../testbed/aws-world.js';
+import { etcdctlBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 
@@ -115,6 +116,7 @@ describe('node agent bootstrap', () => {
     const hangDir = path.join(bed.workDir, uniqueName('hanging-etcd'));
     mkdirSync(hangDir, { recursive: true });
     writeFileSync(path.join(hangDir, 'etcd'), '#!/bin/sh\nexec sleep 600\n', { mode: 0o755 });
+    symlinkSync(etcdctlBin(), path.join(hangDir, 'etcdctl')); // the restore tool it also needs
     const seeds = new S3SeedCoordinator(new S3Client({ forcePathStyle: true }), bucket, '', group.groupName);
     for (const peer of [b, c]) await seeds.register({ instanceId: peer.instanceId, hasData: false, at: Date.now() });
     const agents = newFleet('dead-seeder');
