@@ -18,6 +18,7 @@ import type { SnapshotStream } from '../../core/ports.js';
 import { applyRetention, takeBackup, type BackupDeps, type BackupSummary } from '../../core/use-cases/backup.js';
 import { build } from '../../scripts/build.mjs';
 import type { SimulatedGroup } from '../../testbed/aws-world.js';
+import { clusterContents } from '../../testbed/data.js';
 import { EtcdTestCluster } from '../../testbed/etcd.js';
 import { invokeBundle } from '../../testbed/lambda.js';
 import { emulatorEnv } from '../../testbed/moto.js';
@@ -61,22 +62,6 @@ function deps(overrides: Partial<BackupDeps> = {}): BackupDeps {
   };
 }
 
-/** Every key and value of a cluster, hashed, plus the lease of each leased key. */
-async function contents(endpoints: string[]): Promise<{ count: number; digest: string; leases: Map<string, string> }> {
-  const client = new Etcd3({ hosts: endpoints, grpcOptions: { 'grpc.max_receive_message_length': -1 } });
-  try {
-    const all = await client.getAll().prefix('data/').exec();
-    const hash = createHash('sha256');
-    const leases = new Map<string, string>();
-    for (const kv of all.kvs) {
-      hash.update(kv.key).update('\0').update(kv.value).update('\n');
-      if (kv.lease !== '0') leases.set(kv.key.toString(), kv.lease);
-    }
-    return { count: all.kvs.length, digest: hash.digest('hex'), leases };
-  } finally {
-    client.close();
-  }
-}
 
 beforeAll(async () => {
   bed = openBed('backup');
@@ -138,8 +123,8 @@ describe('backup', () => {
     await etcdctlRestore(file, path.join(runDir, 'restored.etcd'), 'restored', ip);
     const restored = await EtcdTestCluster.start({ nodes: [{ name: 'restored', ip }], workDir: runDir, processes: bed.processes });
     try {
-      const original = await contents(etcd.clientUrls());
-      const back = await contents([restored.node('restored').clientUrl]);
+      const original = await clusterContents(etcd.clientUrls(), 'data');
+      const back = await clusterContents([restored.node('restored').clientUrl], 'data');
       expect(back.count).toBe(KEYS);
       expect(back.digest).toBe(original.digest);
       expect(back.leases).toEqual(leased);

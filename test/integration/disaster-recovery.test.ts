@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
@@ -16,6 +15,7 @@ import { takeBackup } from '../../core/use-cases/backup.js';
 import { build } from '../../scripts/build.mjs';
 import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
 import { createSimulatedGroup, terminateInGroup } from '../../testbed/aws-world.js';
+import { clusterContents } from '../../testbed/data.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 let bed: Bed;
@@ -90,21 +90,6 @@ async function write(endpoints: string[], prefix: string, count: number, leasedE
   return leased;
 }
 
-async function contents(endpoints: string[], prefix: string) {
-  const client = new Etcd3({ hosts: endpoints, grpcOptions: { 'grpc.max_receive_message_length': -1 } });
-  try {
-    const all = await client.getAll().prefix(`${prefix}/`).exec();
-    const hash = createHash('sha256');
-    const leases = new Map<string, string>();
-    for (const kv of all.kvs) {
-      hash.update(kv.key).update('\0').update(kv.value).update('\n');
-      if (kv.lease !== '0') leases.set(kv.key.toString(), kv.lease);
-    }
-    return { count: all.kvs.length, digest: hash.digest('hex'), leases };
-  } finally {
-    client.close();
-  }
-}
 
 /** Every instance and its disk lost at once; the group launches replacements. */
 async function loseEverything(agents: AgentFleet, groupName: string, instances: readonly InstanceIdentity[]): Promise<InstanceIdentity[]> {
@@ -136,7 +121,7 @@ describe('disaster recovery', () => {
     await Promise.all(group.instances.map((i) => first.start(i)));
     await waitForVotingMembers(urls(group.instances), names(group.instances));
     const leased = await write(urls(group.instances), 'data', 10_000, 100);
-    const backedUp = await contents(urls(group.instances), 'data');
+    const backedUp = await clusterContents(urls(group.instances), 'data');
     const key = await backup(group.groupName);
     await write(urls(group.instances), 'late', 50);
 
@@ -147,11 +132,11 @@ describe('disaster recovery', () => {
     await waitForVotingMembers(urls(replacements), names(replacements), 90_000);
 
     // Assess
-    const back = await contents(urls(replacements), 'data');
+    const back = await clusterContents(urls(replacements), 'data');
     expect(back.count).toBe(10_000);
     expect(back.digest).toBe(backedUp.digest);
     expect(back.leases).toEqual(leased);
-    expect((await contents(urls(replacements), 'late')).count).toBe(0); // written after the backup: the RPO
+    expect((await clusterContents(urls(replacements), 'late')).count).toBe(0); // written after the backup: the RPO
     const restorers = replacements.filter((i) => log(second, i).includes('"message":"restored backup"'));
     expect(restorers).toHaveLength(1);
     expect(log(second, restorers[0]!)).toContain(key);
@@ -174,8 +159,8 @@ describe('disaster recovery', () => {
     await Promise.all(replacements.map((i) => second.start(i)));
     await waitForVotingMembers(urls(replacements), names(replacements), 90_000);
 
-    expect((await contents(urls(replacements), 'one')).count).toBe(300);
-    expect((await contents(urls(replacements), 'two')).count).toBe(0);
+    expect((await clusterContents(urls(replacements), 'one')).count).toBe(300);
+    expect((await clusterContents(urls(replacements), 'two')).count).toBe(0);
     const restorer = replacements.find((i) => log(second, i).includes('"message":"restored backup"'))!;
     const lines = log(second, restorer);
     expect(lines).toMatch(new RegExp(`"message":"backup cannot be restored; trying the previous one".*"key":"${newest}".*SHA-256 mismatch`));
