@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick]`: performance figures of this machine, written to bench/RESULTS.md and
- * bench/results.json. Every figure is the median of several runs with min and max; comparisons with etcd's
+ * bench/results.json (a --quick run writes to .testbed/bench-quick/ instead). Every figure is the median of several runs with min and max; comparisons with etcd's
  * own tools alternate A and B in the same run and report the ratio of medians. Not part of the tests.
  */
 import { execFile } from 'node:child_process';
@@ -333,8 +333,11 @@ function report(): string {
 
 void main()
   .then(() => {
-    writeFileSync(path.join(REPO_ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
-    writeFileSync(path.join(REPO_ROOT, 'bench', 'RESULTS.md'), report());
+    // A quick run is a check, not the record: it leaves bench/RESULTS.md to the full run.
+    const outDir = quick ? path.join(REPO_ROOT, '.testbed', 'bench-quick') : path.join(REPO_ROOT, 'bench');
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+    writeFileSync(path.join(outDir, 'RESULTS.md'), report());
     say(report());
     return 0;
   })
