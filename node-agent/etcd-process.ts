@@ -1,22 +1,12 @@
 import { spawn } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
-import path from 'node:path';
+import { findExecutable } from '../core/etcd/binaries.js';
 import { ConfigError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
 
 /** The etcd binary: in ETCD_AWS_BIN_DIR when set, else on PATH. A missing one is a clear ConfigError. */
 export async function findEtcdBinary(binDir: string | undefined): Promise<string> {
-  const dirs = binDir ? [binDir] : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean);
-  for (const dir of dirs) {
-    const candidate = path.join(dir, 'etcd');
-    try {
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // next
-    }
-  }
+  const found = await findExecutable('etcd', binDir);
+  if (found) return found;
   throw new ConfigError(
     binDir
       ? `no executable etcd in ETCD_AWS_BIN_DIR=${binDir}; install etcd there or fix the setting`

@@ -1,9 +1,7 @@
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import { ConfigError, EtcdAwsError } from '../errors.js';
+import { findExecutable } from './binaries.js';
 
 const run = promisify(execFile);
 
@@ -19,15 +17,6 @@ export interface RestoreTarget {
 /** A snapshot file could not be restored by etcd's own tool. */
 export class RestoreFailedError extends EtcdAwsError {}
 
-async function executable(file: string): Promise<boolean> {
-  try {
-    await access(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Offline restore with etcd's own tool: `etcdutl snapshot restore` where it exists (etcd >= 3.5),
  * `etcdctl snapshot restore` on 3.4. Never passes --skip-hash-check: the snapshot's own SHA-256 trailer is
@@ -40,12 +29,9 @@ export class EtcdRestoreTool {
   ) {}
 
   static async find(binDir: string | undefined): Promise<EtcdRestoreTool> {
-    const dirs = binDir ? [binDir] : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean);
     for (const tool of ['etcdutl', 'etcdctl'] as const) {
-      for (const dir of dirs) {
-        const candidate = path.join(dir, tool);
-        if (await executable(candidate)) return new EtcdRestoreTool(candidate, tool);
-      }
+      const found = await findExecutable(tool, binDir);
+      if (found) return new EtcdRestoreTool(found, tool);
     }
     throw new ConfigError(
       `neither etcdutl nor etcdctl found ${binDir ? `in ETCD_AWS_BIN_DIR=${binDir}` : 'on PATH'}; install etcd's tools to restore backups`,
