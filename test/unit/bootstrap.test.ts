@@ -9,22 +9,9 @@ import {
 } from '../../core/domain/bootstrap.js';
 import type { GroupInstance } from '../../core/domain/instances.js';
 import type { Member } from '../../core/domain/members.js';
+import { groupInstance as instance, member } from '../support/fixtures.js';
 
 const self = { instanceId: 'i-self', privateIp: '10.0.1.10' };
-const member = (id: string, name: string, ip: string, isLearner = false): Member => ({
-  id,
-  name,
-  peerUrls: [`http://${ip}:2380`],
-  clientUrls: name ? [`http://${ip}:2379`] : [],
-  isLearner,
-});
-const instance = (instanceId: string, privateIp: string, lifecycleState = 'InService'): GroupInstance => ({
-  instanceId,
-  privateIp,
-  lifecycleState,
-  healthStatus: 'Healthy',
-  availabilityZone: 'us-east-1a',
-});
 const a = member('11', 'i-a', '10.0.1.11');
 const b = member('12', 'i-b', '10.0.1.12');
 const c = member('13', 'i-c', '10.0.1.13');

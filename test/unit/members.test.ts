@@ -1,22 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { compareMembership } from '../../core/domain/membership.js';
-import { faultTolerance, hexMemberId, memberOfInstance, quorumOf, type Member } from '../../core/domain/members.js';
-import { activePeers, clientUrls, type GroupInstance } from '../../core/domain/instances.js';
+import { faultTolerance, hexMemberId, memberOfInstance, quorumOf } from '../../core/domain/members.js';
+import { activePeers, clientUrls } from '../../core/domain/instances.js';
+import { groupInstance as instance, member } from '../support/fixtures.js';
 
-const member = (id: string, name: string, ip: string, isLearner = false): Member => ({
-  id,
-  name,
-  peerUrls: [`http://${ip}:2380`],
-  clientUrls: name ? [`http://${ip}:2379`] : [],
-  isLearner,
-});
-const instance = (instanceId: string, privateIp: string | undefined, lifecycleState = 'InService'): GroupInstance => ({
-  instanceId,
-  privateIp,
-  lifecycleState,
-  healthStatus: 'Healthy',
-  availabilityZone: 'us-east-1a',
-});
 
 describe('quorum arithmetic', () => {
   it.each([
