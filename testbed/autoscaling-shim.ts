@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { AutoScalingClient, TerminateInstanceInAutoScalingGroupCommand } from '@aws-sdk/client-auto-scaling';
+import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 
 /** One lifecycle call the shim answered itself. */
 export interface LifecycleCall {
@@ -12,6 +14,14 @@ export interface AutoScalingShim {
   /** Value for AWS_ENDPOINT_URL_AUTO_SCALING. */
   readonly endpoint: string;
   readonly calls: readonly LifecycleCall[];
+  /**
+   * What TerminateInstanceInAutoScalingGroup does with a termination lifecycle hook: the instance enters
+   * Terminating:Wait (as every Describe through the shim reports it) and the hook's message goes to the
+   * queue. CompleteLifecycleAction then really terminates it; the group launches a replacement.
+   */
+  beginTermination(groupName: string, instanceId: string): Promise<string>;
+  /** Instances in Terminating:Wait. */
+  readonly waiting: ReadonlySet<string>;
   close(): Promise<void>;
 }
 
@@ -33,9 +43,16 @@ async function body(req: IncomingMessage): Promise<Buffer> {
 export async function startAutoScalingShim(options: {
   upstream: string;
   onComplete?: (params: Readonly<Record<string, string>>) => Promise<void> | void;
+  /** The queue the termination hook notifies (needed by beginTermination). */
+  lifecycleQueueUrl?: string;
+  hookName?: string;
 }): Promise<AutoScalingShim> {
   const calls: LifecycleCall[] = [];
   const completed = new Set<string>();
+  const waiting = new Map<string, { groupName: string; token: string }>();
+  const region = process.env.AWS_REGION ?? 'us-east-1';
+  const upstreamAutoScaling = new AutoScalingClient({ region, endpoint: options.upstream });
+  const sqs = new SQSClient({ region, endpoint: options.upstream });
   const server: Server = createServer((req, res) => {
     void (async () => {
       const raw = await body(req);
@@ -53,6 +70,12 @@ export async function startAutoScalingShim(options: {
         }
         if (action === 'CompleteLifecycleAction') {
           completed.add(token);
+          const instanceId = params.InstanceId ?? '';
+          const held = waiting.get(instanceId);
+          if (held && held.token === token) {
+            waiting.delete(instanceId);
+            await upstreamAutoScaling.send(new TerminateInstanceInAutoScalingGroupCommand({ InstanceId: instanceId, ShouldDecrementDesiredCapacity: false }));
+          }
           await options.onComplete?.(params);
         }
         res
@@ -69,7 +92,14 @@ export async function startAutoScalingShim(options: {
         body: raw.length > 0 ? raw : undefined,
       });
       const hopByHop = new Set(['content-encoding', 'transfer-encoding', 'content-length', 'connection', 'keep-alive']);
-      const answer = Buffer.from(await upstream.arrayBuffer());
+      let answer = Buffer.from(await upstream.arrayBuffer());
+      if (waiting.size > 0 && (action === 'DescribeAutoScalingGroups' || action === 'DescribeAutoScalingInstances')) {
+        let xml = answer.toString('utf8');
+        for (const id of waiting.keys()) {
+          xml = xml.replace(new RegExp(`(<InstanceId>${id}</InstanceId>[\\s\\S]*?<LifecycleState>)[^<]*(</LifecycleState>)`, 'g'), '$1Terminating:Wait$2');
+        }
+        answer = Buffer.from(xml, 'utf8');
+      }
       res
         .writeHead(upstream.status, Object.fromEntries([...upstream.headers.entries()].filter(([k]) => !hopByHop.has(k))))
         .end(answer);
@@ -82,6 +112,33 @@ export async function startAutoScalingShim(options: {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     calls,
+    get waiting(): ReadonlySet<string> {
+      return new Set(waiting.keys());
+    },
+    async beginTermination(groupName: string, instanceId: string): Promise<string> {
+      if (!options.lifecycleQueueUrl) throw new Error('the shim was started without a lifecycle queue');
+      const token = randomUUID();
+      waiting.set(instanceId, { groupName, token });
+      await sqs.send(
+        new SendMessageCommand({
+          QueueUrl: options.lifecycleQueueUrl,
+          MessageBody: JSON.stringify({
+            Origin: 'AutoScalingGroup',
+            Destination: 'EC2',
+            LifecycleHookName: options.hookName ?? 'etcd-terminate',
+            AccountId: '123456789012',
+            RequestId: randomUUID(),
+            LifecycleTransition: 'autoscaling:EC2_INSTANCE_TERMINATING',
+            AutoScalingGroupName: groupName,
+            Service: 'AWS Auto Scaling',
+            Time: new Date().toISOString(),
+            EC2InstanceId: instanceId,
+            LifecycleActionToken: token,
+          }),
+        }),
+      );
+      return token;
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
