@@ -4,37 +4,16 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
-import { EC2Client } from '@aws-sdk/client-ec2';
-import { S3Client } from '@aws-sdk/client-s3';
 import type { Context } from 'aws-lambda';
-import { AwsInstanceInventory } from '../core/aws/inventory.js';
-import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import { loadConfig } from '../core/config.js';
-import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import { describeError } from '../core/errors.js';
-import { takeBackup, type BackupDeps, type BackupSummary } from '../core/use-cases/backup.js';
+import { takeBackup, type BackupSummary } from '../core/use-cases/backup.js';
+import { createBackupDeps } from './wiring.js';
 
 const config = loadConfig(process.env, 'backup');
 const logger = new Logger({ serviceName: 'etcd-aws-backup' });
 const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'backup', defaultDimensions: { AutoScalingGroup: config.asgName } });
-const deps: BackupDeps = {
-  inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
-  openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
-  store: new S3SnapshotStore(new S3Client({}), config.backup.bucket, {
-    kmsKeyId: config.backup.kmsKeyId,
-    partSize: 8 * 1024 * 1024,
-    queueSize: 2,
-  }),
-  groupName: config.asgName,
-  prefix: config.backup.prefix,
-  endpoints: config.endpoints,
-  clientPort: config.clientPort,
-  retention: config.backup.retention,
-  snapshotTimeoutMs: config.backup.snapshotTimeoutMs,
-  now: () => Date.now(),
-  log: logger,
-};
+const deps = createBackupDeps(config, config.backup, logger);
 
 export const handler = async (event: unknown, context: Context): Promise<BackupSummary> => {
   logger.addContext(context);

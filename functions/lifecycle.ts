@@ -9,15 +9,14 @@ import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { S3Client } from '@aws-sdk/client-s3';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
-import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import { AwsLifecycleActions } from '../core/aws/lifecycle-actions.js';
 import { loadConfig } from '../core/config.js';
 import { classifyLifecycleMessage, parseLifecycleBody, type LifecycleMessage } from '../core/domain/lifecycle-events.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import { takeBackup } from '../core/use-cases/backup.js';
 import { removeTerminatingMember, type RemovalDeps } from '../core/use-cases/remove-terminating.js';
+import { createBackupDeps } from './wiring.js';
 
 const config = loadConfig(process.env, 'function');
 const logger = new Logger({ serviceName: 'etcd-aws-lifecycle' });
@@ -34,25 +33,7 @@ const deps: RemovalDeps = {
   clientPort: config.clientPort,
   endpoints: config.endpoints,
   // Scale-in to zero: the last voting member is backed up before its instance goes.
-  finalBackup: backup
-    ? () =>
-        takeBackup(
-          {
-            inventory,
-            openCluster,
-            store: new S3SnapshotStore(new S3Client({}), backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 8 * 1024 * 1024, queueSize: 2 }),
-            groupName: config.asgName,
-            prefix: backup.prefix,
-            endpoints: config.endpoints,
-            clientPort: config.clientPort,
-            retention: backup.retention,
-            snapshotTimeoutMs: backup.snapshotTimeoutMs,
-            now: () => Date.now(),
-            log: logger,
-          },
-          { force: true },
-        )
-    : undefined,
+  finalBackup: backup ? () => takeBackup(createBackupDeps(config, backup, logger, inventory), { force: true }) : undefined,
   log: logger,
 };
 const processor = new BatchProcessor(EventType.SQS);

@@ -1,0 +1,33 @@
+/** Adapter wiring shared by the handlers, built once per cold start. */
+import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
+import { EC2Client } from '@aws-sdk/client-ec2';
+import { S3Client } from '@aws-sdk/client-s3';
+import { AwsInstanceInventory } from '../core/aws/inventory.js';
+import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
+import type { BackupSettings, FunctionConfig } from '../core/config.js';
+import { Etcd3Cluster } from '../core/etcd/cluster.js';
+import type { Log } from '../core/logger.js';
+import type { BackupDeps } from '../core/use-cases/backup.js';
+
+/** What the backup use case needs: used by the backup handler and by lifecycle's final backup. */
+export function createBackupDeps(
+  config: FunctionConfig,
+  backup: BackupSettings,
+  log: Log,
+  inventory = new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
+): BackupDeps {
+  return {
+    inventory,
+    openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+    // 8 MiB parts, two in flight: peak memory stays flat whatever the database size.
+    store: new S3SnapshotStore(new S3Client({}), backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 8 * 1024 * 1024, queueSize: 2 }),
+    groupName: config.asgName,
+    prefix: backup.prefix,
+    endpoints: config.endpoints,
+    clientPort: config.clientPort,
+    retention: backup.retention,
+    snapshotTimeoutMs: backup.snapshotTimeoutMs,
+    now: () => Date.now(),
+    log,
+  };
+}
