@@ -1,8 +1,20 @@
 import { execFile } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { emulatorEnv } from './moto.js';
 
 const run = promisify(execFile);
+
+/** The environment a handler runs with in the test bed: the emulator, short etcd deadlines, then `extra`. */
+export function handlerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
+    ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
+    ETCD_AWS_CALL_TIMEOUT_MS: '2000',
+    ...extra,
+  };
+}
 
 export interface Invocation<T> {
   readonly result: T;

@@ -9,8 +9,7 @@ import { build } from '../../scripts/build.mjs';
 import { AgentFleet, inspectCluster, waitForVotingMembers } from '../../testbed/agents.js';
 import { startAutoScalingShim, type AutoScalingShim } from '../../testbed/autoscaling-shim.js';
 import { createSimulatedGroup, describeGroupInstances } from '../../testbed/aws-world.js';
-import { invokeBundle } from '../../testbed/lambda.js';
-import { emulatorEnv } from '../../testbed/moto.js';
+import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
 import { pollOnce } from '../../testbed/sqs-poller.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
@@ -60,14 +59,7 @@ describe('replace one node the way Auto Scaling does', () => {
       const token = await shim.beginTermination(group.groupName, victim!.instanceId);
       const seen = await new AwsInstanceInventory(new AutoScalingClient({ endpoint: shim.endpoint }), new EC2Client({})).instancesOf(group.groupName);
       expect(seen.find((i) => i.instanceId === victim!.instanceId)?.lifecycleState).toBe('Terminating:Wait');
-      const lifecycleEnv = {
-        PATH: process.env.PATH,
-        ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
-        AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint,
-        ETCD_ASG_NAME: group.groupName,
-        ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
-        ETCD_AWS_CALL_TIMEOUT_MS: '2000',
-      };
+      const lifecycleEnv = handlerEnv({ AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint, ETCD_ASG_NAME: group.groupName });
       await waitFor(
         `the lifecycle handler to release ${victim!.instanceId} from Terminating:Wait`,
         async () => {

@@ -20,8 +20,7 @@ import { build } from '../../scripts/build.mjs';
 import type { SimulatedGroup } from '../../testbed/aws-world.js';
 import { clusterContents } from '../../testbed/data.js';
 import { EtcdTestCluster } from '../../testbed/etcd.js';
-import { invokeBundle } from '../../testbed/lambda.js';
-import { emulatorEnv } from '../../testbed/moto.js';
+import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
 import { etcdctlRestore } from '../../testbed/restore.js';
 import { groupWithCluster, openBed, uniqueName, type Bed } from '../support/testbed.js';
 
@@ -35,15 +34,7 @@ const KEYS = 10_000;
 const leased = new Map<string, string>();
 
 const invoke = (event: unknown = {}, extra: Record<string, string> = {}) =>
-  invokeBundle<BackupSummary>(bundle, event, {
-    PATH: process.env.PATH,
-    ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
-    ETCD_ASG_NAME: group.groupName,
-    BACKUP_BUCKET: bucket,
-    ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
-    ETCD_AWS_CALL_TIMEOUT_MS: '3000',
-    ...extra,
-  });
+  invokeBundle<BackupSummary>(bundle, event, handlerEnv({ ETCD_ASG_NAME: group.groupName, BACKUP_BUCKET: bucket, ETCD_AWS_CALL_TIMEOUT_MS: '3000', ...extra }));
 
 function deps(overrides: Partial<BackupDeps> = {}): BackupDeps {
   return {

@@ -7,8 +7,7 @@ import { inspectCluster, leaderUrl } from '../../testbed/agents.js';
 import { startAutoScalingShim, type AutoScalingShim } from '../../testbed/autoscaling-shim.js';
 import type { SimulatedGroup } from '../../testbed/aws-world.js';
 import type { EtcdTestCluster } from '../../testbed/etcd.js';
-import { deliverUntilAcknowledged, invokeBundle, sqsEvent } from '../../testbed/lambda.js';
-import { emulatorEnv } from '../../testbed/moto.js';
+import { deliverUntilAcknowledged, handlerEnv, invokeBundle, sqsEvent } from '../../testbed/lambda.js';
 import { REPO_ROOT, etcdctlBin } from '../../testbed/tools.js';
 import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
 
@@ -40,16 +39,12 @@ const eventBridge = (instanceId: string, token: string) => {
 };
 
 function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH,
-    ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
+  return handlerEnv({
     AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint,
     ETCD_ASG_NAME: group.groupName,
-    ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
-    ETCD_AWS_CALL_TIMEOUT_MS: '2000',
     POWERTOOLS_SERVICE_NAME: 'lifecycle-test',
     ...extra,
-  };
+  });
 }
 
 const invoke = <T>(event: unknown, extra: Record<string, string> = {}) => invokeBundle<T>(bundle, event, env(extra));

@@ -3,8 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../scripts/build.mjs';
 import { inspectCluster } from '../../testbed/agents.js';
 import { terminateInGroup } from '../../testbed/aws-world.js';
-import { invokeBundle } from '../../testbed/lambda.js';
-import { emulatorEnv } from '../../testbed/moto.js';
+import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
 import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
 
 // The built reconcile handler against real etcd clusters on the emulated group's instances.
@@ -20,14 +19,7 @@ type Result = {
 };
 
 const invoke = (groupName: string, extra: Record<string, string> = {}) =>
-  invokeBundle<Result>(bundle, {}, {
-    PATH: process.env.PATH,
-    ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
-    ETCD_ASG_NAME: groupName,
-    ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
-    ETCD_AWS_CALL_TIMEOUT_MS: '2000',
-    ...extra,
-  });
+  invokeBundle<Result>(bundle, {}, handlerEnv({ ETCD_ASG_NAME: groupName, ...extra }));
 
 beforeAll(async () => {
   bed = openBed('reconcile');
