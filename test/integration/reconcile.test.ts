@@ -4,6 +4,7 @@ import { build } from '../../scripts/build.mjs';
 import { inspectCluster } from '../../testbed/agents.js';
 import { terminateInGroup } from '../../testbed/aws-world.js';
 import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
+import { waitFor } from '../../testbed/wait.js';
 import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
 
 // The built reconcile handler against real etcd clusters on the emulated group's instances.
@@ -18,8 +19,15 @@ type Result = {
   kept: Array<{ name: string; reason: string }>;
 };
 
+/**
+ * One scheduled run that found the cluster. Right after a node dies the others may still be electing a
+ * leader; the schedule simply runs again, so the test does too, within a bounded deadline.
+ */
 const invoke = (groupName: string, extra: Record<string, string> = {}) =>
-  invokeBundle<Result>(bundle, {}, handlerEnv({ ETCD_ASG_NAME: groupName, ...extra }));
+  waitFor('a reconcile run that reaches the cluster', async () => {
+    const out = await invokeBundle<Result>(bundle, {}, handlerEnv({ ETCD_ASG_NAME: groupName, ...extra }));
+    return out.result.reachable ? out : undefined;
+  }, { timeoutMs: 60_000, intervalMs: 500 });
 
 beforeAll(async () => {
   bed = openBed('reconcile');
