@@ -1,140 +1,275 @@
 /**
  * `npm run sandbox`: the control plane on one machine: the AWS emulator, an Auto Scaling group whose
- * instances' private IPs are loopback addresses, one IMDSv2 server per instance, and the node-agent bundle
- * (`run`) on each, which elects a founder, joins the others as learners, promotes them and supervises etcd.
- * Scenarios (replace, scale, total loss) land with the sandbox issue.
+ * instances' private IPs are loopback addresses, one IMDSv2 server + node agent + etcd per instance, the
+ * Auto Scaling shim (termination hook), and the Lambda handlers (lifecycle through SQS, backup and
+ * reconcile on schedules). See sandbox/world.ts.
  *
- *   npm run sandbox                 start, print the endpoints, run until Ctrl-C
- *   npm run sandbox -- --once       start, check, tear down, exit (0 when every agent saw one cluster)
- *   npm run sandbox -- --json       print only the JSON summary
+ *   npm run sandbox                       start a 3-node cluster, print the endpoints, take commands until Ctrl-C
+ *   npm run sandbox -- <scenario>         run one fault scenario; a timeline, then a JSON summary
+ *   npm run sandbox -- <scenario> --json  only the JSON summary
+ *   npm run sandbox -- --once             start, check, tear down, exit (0 when the cluster converged)
  */
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { createSimulatedGroup } from '../testbed/aws-world.js';
-import { AgentFleet, waitForVotingMembers } from '../testbed/agents.js';
-import { emulatorEnv, startMoto } from '../testbed/moto.js';
+import ora, { type Ora } from 'ora';
 import { claimLoopbackNetwork } from '../testbed/network.js';
 import { ProcessGroup } from '../testbed/processes.js';
 import { REPO_ROOT } from '../testbed/tools.js';
+import { runScenario, SCENARIOS, type ScenarioSummary } from './scenarios.js';
+import { Sandbox, type Bundles } from './world.js';
 
+const USAGE = `usage: npm run sandbox [-- [scenario] [options]]
 
-const { values } = parseArgs({
-  options: {
-    once: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-    size: { type: 'string', default: '3' },
-    agent: { type: 'string', default: path.join(REPO_ROOT, 'dist', 'node-agent', 'node-agent.mjs') },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
+  (no scenario)   start a cluster and keep it running; type commands (help lists them); Ctrl-C tears down
+  <scenario>      run one scenario on a fresh cluster and print its timeline and a JSON summary:
+${Object.entries(SCENARIOS)
+  .map(([name, s]) => `                    ${name.padEnd(22)} ${s.description}`)
+  .join('\n')}
+
+options:
+  --json          print only the JSON summary
+  --once          (no scenario) start, wait until the cluster converged, tear down, exit
+  --size N        (no scenario) instances in the group: 1, 3, 5 or 7 (default 3)
+  --dist DIR      the built bundles (default dist/, which npm run sandbox builds)
+  -h, --help      this text`;
+
+const COMMANDS = `commands:
+  status                     members, instances, leader
+  terminate <instance-id>    Auto Scaling terminates it: Terminating:Wait, hook, lifecycle handler, replacement
+  kill <instance-id>...      the instances die at once (no lifecycle hook); the group replaces them
+  backup                     run the backup function now
+  capacity <n>               set the group's desired capacity (a scale-in goes through the hook)
+  help                       this list
+  quit                       tear everything down (as Ctrl-C)`;
+
+function fail(message: string): never {
+  process.stderr.write(`sandbox: ${message}\n`);
+  process.exit(2);
+}
+
+const { values, positionals } = (() => {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        once: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        size: { type: 'string', default: '3' },
+        dist: { type: 'string', default: path.join(REPO_ROOT, 'dist') },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    return fail(`${(error as Error).message}\n${USAGE}`);
+  }
+})();
 
 if (values.help) {
-  process.stdout.write('usage: npm run sandbox [-- --once] [--json] [--size N] [--agent path/to/node-agent.mjs]\n');
+  process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-
+const scenario = positionals[0];
+if (positionals.length > 1) fail(`one scenario at a time (got ${positionals.join(' ')})`);
+if (scenario !== undefined && !(scenario in SCENARIOS)) fail(`no scenario "${scenario}"; choose one of: ${Object.keys(SCENARIOS).join(', ')}`);
 const size = Number(values.size);
-if (!Number.isInteger(size) || size < 1 || size > 7 || size % 2 === 0) {
-  process.stderr.write(`sandbox: --size must be an odd number from 1 to 7 (got ${values.size})\n`);
-  process.exit(2);
-}
-if (!existsSync(values.agent)) {
-  process.stderr.write(`sandbox: no node-agent bundle at ${values.agent}; run \`npm run build\` first\n`);
-  process.exit(2);
+if (!Number.isInteger(size) || size < 1 || size > 7 || size % 2 === 0) fail(`--size must be an odd number from 1 to 7 (got ${values.size})`);
+const bundles: Bundles = {
+  agent: path.join(values.dist, 'node-agent', 'node-agent.mjs'),
+  lifecycle: path.join(values.dist, 'functions', 'lifecycle', 'index.mjs'),
+  backup: path.join(values.dist, 'functions', 'backup', 'index.mjs'),
+  reconcile: path.join(values.dist, 'functions', 'reconcile', 'index.mjs'),
+};
+for (const [name, file] of Object.entries<string>({ ...bundles })) {
+  if (!existsSync(file)) fail(`no ${name} bundle at ${file}; run \`npm run build\` first (npm run sandbox does)`);
 }
 
-const say = (line: string) => {
-  if (!values.json) process.stdout.write(`${line}\n`);
-};
+const human = !values.json;
 const started = Date.now();
-const step = (what: string) => say(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${what}`);
+let spinner: Ora | undefined;
+const print = (line: string) => {
+  if (!human) return;
+  spinner?.clear();
+  process.stdout.write(`${line}\n`);
+  spinner?.render();
+};
+const event = (atMs: number, message: string) => print(`[${(atMs / 1000).toFixed(1).padStart(6)}s] ${message}`);
+const say = (message: string) => event(Date.now() - started, message);
+
+/** A spinner (or, without a terminal, nothing until the step ends) with the step's live status. */
+async function progress<T>(label: string, work: () => Promise<T>, status: () => string): Promise<T> {
+  if (!human) return work();
+  spinner = ora({ text: label, discardStdin: false }).start();
+  const t0 = Date.now();
+  const ticker = setInterval(() => {
+    if (spinner) spinner.text = `${label} (${((Date.now() - t0) / 1000).toFixed(0)}s) ${status()}`;
+  }, 500);
+  try {
+    return await work();
+  } finally {
+    clearInterval(ticker);
+    spinner.stop();
+    spinner = undefined;
+  }
+}
 
 const processes = new ProcessGroup();
 const network = claimLoopbackNetwork();
-const workDir = path.join(REPO_ROOT, '.testbed', `sandbox-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+const workDir = path.join(REPO_ROOT, '.testbed', `sandbox-${scenario ?? 'run'}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
 mkdirSync(workDir, { recursive: true });
-let fleet: AgentFleet | undefined;
+let sandbox: Sandbox | undefined;
 let tornDown = false;
 
 async function teardown(): Promise<void> {
   if (tornDown) return;
   tornDown = true;
-  await fleet?.closeAll();
+  await sandbox?.close();
   await processes.stopAll(5000);
   network.release();
 }
 
-async function main(): Promise<number> {
-  step(`starting the AWS emulator (logs in ${path.relative(process.cwd(), workDir)})`);
-  const moto = await startMoto(processes, workDir);
-  Object.assign(process.env, emulatorEnv(moto.endpoint));
-
-  step(`creating Auto Scaling group with ${size} instances in ${network.vpcCidr}`);
-  const group = await createSimulatedGroup({ network, groupName: 'etcd-sandbox', size });
-  const bucket = 'etcd-aws-sandbox-backups';
-  await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
-
-  step(`starting the node agent on every instance (logs in ${path.relative(process.cwd(), workDir)})`);
-  fleet = new AgentFleet({ processes, workDir: path.join(workDir, 'agents'), bundle: values.agent, bucket, awsEndpoint: moto.endpoint });
-  const agents = fleet;
-  await Promise.all(group.instances.map((i) => agents.start(i)));
-  const clientEndpoints = group.instances.map((i) => `http://${i.privateIp}:2379`);
-  step('waiting for every member to be voting and healthy');
-  const cluster = await waitForVotingMembers(
-    clientEndpoints,
-    group.instances.map((i) => i.instanceId),
-    120_000,
-  );
-  const clusterIds = new Set(cluster.clusterIds);
-  const ok = clusterIds.size === 1 && cluster.members.length === size;
-  step(`converged: ${size} voting members`);
-
-  const summary = {
-    ok,
-    emulator: moto.endpoint,
-    group: group.groupName,
-    bucket,
-    clientEndpoints,
-    clusterIds: [...clusterIds].map((id) => BigInt(id).toString(16)),
-    members: cluster.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
-    instances: group.instances.map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: agents.node(i.instanceId).logFile })),
-    pids: {
-      emulator: moto.process.pid,
-      agents: group.instances.map((i) => agents.node(i.instanceId).process?.pid),
-    },
-    logs: workDir,
-  };
-
-  say('');
-  say(`cluster ${summary.clusterIds.join(', ')}: ${ok ? `${size} voting members, one cluster` : 'NOT converged'}`);
-  say(`client endpoints: ${clientEndpoints.join(',')}`);
-  say(`try:  etcdctl --endpoints ${clientEndpoints.join(',')} member list -w table`);
-  say(`AWS emulator: ${moto.endpoint} (bucket ${bucket})`);
-  say(`try:  AWS_ENDPOINT_URL=${moto.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws autoscaling describe-auto-scaling-groups`);
+function printSummary(summary: unknown): void {
   if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-  else say(`\n${JSON.stringify(summary, null, 2)}`);
-
-  if (values.once) return ok ? 0 : 1;
-  say('\nrunning; press Ctrl-C to stop and remove every process');
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  return 0;
+  else process.stdout.write(`\n${JSON.stringify(summary, null, 2)}\n`);
 }
 
-void main()
+async function runOne(name: string): Promise<number> {
+  const summary: ScenarioSummary = await runScenario(name, {
+    workDir,
+    processes,
+    network,
+    bundles,
+    name: 'etcd-sandbox',
+    start: async (o) => (sandbox = await Sandbox.start(o)),
+    onEvent: event,
+    progress,
+  });
+  printSummary(summary);
+  if (!summary.ok) process.stderr.write(`sandbox: scenario ${name} failed: ${summary.violations.join('; ')}\nsandbox: process logs are in ${workDir}\n`);
+  return summary.ok ? 0 : 1;
+}
+
+async function status(box: Sandbox): Promise<Record<string, unknown>> {
+  const snapshot = await box.converge(5_000).catch(() => undefined);
+  return {
+    converged: snapshot !== undefined,
+    leader: await box.leader(),
+    clusterIds: snapshot?.clusterIds.map((id) => BigInt(id).toString(16)),
+    members: snapshot?.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
+    instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: box.fleet.node(i.instanceId).logFile })),
+    waiting: [...box.shim.waiting],
+  };
+}
+
+async function command(box: Sandbox, line: string): Promise<boolean> {
+  const [verb, ...args] = line.trim().split(/\s+/);
+  switch (verb) {
+    case undefined:
+    case '':
+      return true;
+    case 'help':
+      print(COMMANDS);
+      return true;
+    case 'quit':
+    case 'exit':
+      return false;
+    case 'status':
+      print(JSON.stringify(await status(box), null, 2));
+      return true;
+    case 'backup':
+      await box.backup();
+      return true;
+    case 'terminate':
+    case 'kill': {
+      const ids = args.filter((a) => a.length > 0);
+      const known = new Set(box.instances().map((i) => i.instanceId));
+      const unknown = ids.filter((id) => !known.has(id));
+      if (ids.length === 0 || unknown.length > 0 || (verb === 'terminate' && ids.length !== 1)) {
+        print(`${verb} needs ${verb === 'terminate' ? 'one instance ID' : 'instance IDs'} of the group: ${[...known].join(', ')}`);
+        return true;
+      }
+      if (verb === 'terminate') await box.terminate(ids[0]!);
+      else await box.kill(ids);
+      return true;
+    }
+    case 'capacity': {
+      const n = Number(args[0]);
+      if (!Number.isInteger(n) || n < 0 || n > 7) print('capacity needs a number from 0 to 7');
+      else await box.setCapacity(n);
+      return true;
+    }
+    default:
+      print(`unknown command "${verb}"\n${COMMANDS}`);
+      return true;
+  }
+}
+
+async function interactive(): Promise<number> {
+  const box = (sandbox = await Sandbox.start({ size, workDir, processes, network, bundles, name: 'etcd-sandbox', onEvent: say }));
+  const snapshot = await progress('waiting for every member to be voting and healthy', () => box.converge(180_000), () => '');
+  const endpoints = box.endpoints();
+  const summary = {
+    ok: snapshot.clusterIds.length === 1 && snapshot.members.length === size,
+    emulator: box.awsEndpoint,
+    group: box.groupName,
+    bucket: box.bucket,
+    lifecycleQueue: box.queueUrl,
+    autoScalingEndpoint: box.shim.endpoint,
+    clientEndpoints: endpoints,
+    clusterIds: snapshot.clusterIds.map((id) => BigInt(id).toString(16)),
+    members: snapshot.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
+    instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: box.fleet.node(i.instanceId).logFile })),
+    pids: { agents: box.instances().map((i) => box.fleet.node(i.instanceId).process?.pid) },
+    logs: workDir,
+  };
+  say(`converged: ${size} voting members, cluster ${summary.clusterIds.join(', ')}`);
+  print('');
+  print(`client endpoints: ${endpoints.join(',')}`);
+  print(`  etcdctl --endpoints ${endpoints.join(',')} member list -w table`);
+  print(`AWS emulator: ${box.awsEndpoint} (backups in s3://${box.bucket}); Auto Scaling with the hook: ${box.shim.endpoint}`);
+  print(`  AWS_ENDPOINT_URL=${box.awsEndpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 aws s3 ls s3://${box.bucket} --recursive`);
+  print(`scenarios: npm run sandbox -- <${Object.keys(SCENARIOS).join('|')}>`);
+  if (values.once) {
+    printSummary(summary);
+    return summary.ok ? 0 : 1;
+  }
+  if (values.json) printSummary(summary);
+  print(`\n${COMMANDS}\n`);
+  return new Promise<number>((resolve) => {
+    const rl = createInterface({ input: process.stdin, terminal: false });
+    const done = () => {
+      rl.close();
+      resolve(0);
+    };
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+    // One command at a time, in order.
+    let queue = Promise.resolve();
+    rl.on('line', (line) => {
+      queue = queue.then(async () => {
+        const more = await command(box, line).catch((error: unknown) => {
+          print(`error: ${error instanceof Error ? error.message : String(error)}`);
+          return true;
+        });
+        if (!more) done();
+      });
+    });
+    // Without a terminal (stdin closed), keep running until a signal.
+  });
+}
+
+void (scenario ? runOne(scenario) : interactive())
   .catch((error: unknown) => {
+    spinner?.fail();
     process.stderr.write(`sandbox: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.stderr.write(`sandbox: process logs are in ${workDir}\n`);
+    process.stderr.write(`sandbox: process logs are in ${workDir} (moto.log, agents/<instance>.agent.log)\n`);
     return 1;
   })
   .then(async (code) => {
-    step('tearing down');
+    say('tearing down');
     await teardown();
-    // A clean --once run leaves nothing behind; a failed one keeps its logs for the reader.
-    if (values.once && code === 0) rmSync(workDir, { recursive: true, force: true });
+    // A clean non-interactive run leaves nothing behind; a failed one keeps its logs for the reader.
+    if ((values.once || scenario) && code === 0) rmSync(workDir, { recursive: true, force: true });
     process.exit(code);
   });

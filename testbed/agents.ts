@@ -55,6 +55,11 @@ export class AgentFleet {
     return node;
   }
 
+  /** Every instance that has had an agent. */
+  list(): AgentNode[] {
+    return [...this.nodes.values()];
+  }
+
   /** Starts (or restarts) the agent of an instance, with its data dir as it is now. */
   async start(
     instance: InstanceIdentity,

@@ -106,10 +106,13 @@ export async function createSimulatedGroup(options: {
   };
 }
 
-/** The group's current instances with their private IPs, read straight from the emulator. */
-export async function describeGroupInstances(groupName: string): Promise<InstanceIdentity[]> {
+/**
+ * The group's instances that are in service or launching, with their private IPs, read from the emulator
+ * (or through the Auto Scaling shim, which reports instances held by the hook as Terminating:Wait).
+ */
+export async function describeGroupInstances(groupName: string, autoScalingEndpoint?: string): Promise<InstanceIdentity[]> {
   const region = process.env.AWS_REGION ?? 'us-east-1';
-  const autoScaling = new AutoScalingClient({ region });
+  const autoScaling = new AutoScalingClient({ region, endpoint: autoScalingEndpoint });
   const ec2 = new EC2Client({ region });
   const described = await autoScaling.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [groupName] }));
   const members = (described.AutoScalingGroups?.[0]?.Instances ?? []).filter((i) => i.LifecycleState === 'InService' || i.LifecycleState?.startsWith('Pending'));

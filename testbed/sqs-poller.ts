@@ -15,7 +15,9 @@ export async function pollOnce(
     new ReceiveMessageCommand({
       QueueUrl: queueUrl,
       MaxNumberOfMessages: 10,
-      WaitTimeSeconds: options.waitSeconds ?? 1,
+      // Short polls by default: the test bed's emulator serves one request at a time, so a long poll
+      // would hold up every other AWS call for its whole wait.
+      WaitTimeSeconds: options.waitSeconds ?? 0,
       VisibilityTimeout: options.visibilitySeconds ?? 2,
       MessageSystemAttributeNames: ['All'],
     }),

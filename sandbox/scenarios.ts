@@ -1,0 +1,353 @@
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import type { BackupSummary } from '../core/use-cases/backup.js';
+import type { ClusterSnapshot } from '../testbed/agents.js';
+import { waitFor } from '../testbed/wait.js';
+import { SequenceWriter, type AckedWrite } from './writer.js';
+import type { Sandbox, SandboxOptions } from './world.js';
+
+type Uploaded = Extract<BackupSummary, { status: 'uploaded' }>;
+
+/** What a scenario did, for the checks that follow it. */
+interface Act {
+  /** When the fault began: convergence and unavailability are measured from here. */
+  readonly faultAt: number;
+  /** A restore from backup is expected: the cluster is new, restored from this backup. */
+  readonly restoreFrom?: Uploaded;
+  /** A backup the restore must skip (corrupt-latest-backup). */
+  readonly mustSkip?: string;
+  /** Acknowledged writes newer than this may be lost (a majority lost at once; see kill-majority). */
+  readonly mayLoseAckedAfter?: number;
+}
+
+interface Context {
+  readonly sandbox: Sandbox;
+  readonly writer: SequenceWriter;
+  readonly say: (message: string) => void;
+  /** Runs a long step with progress output. */
+  readonly step: <T>(name: string, work: () => Promise<T>) => Promise<T>;
+}
+
+export interface Scenario {
+  readonly description: string;
+  /** Instances the group starts with. */
+  readonly size: number;
+  /** The backup schedule runs during the scenario (off where the scenario takes its backups itself). */
+  readonly schedule: boolean;
+  act(ctx: Context): Promise<Act>;
+}
+
+const CONVERGE_MS = 180_000;
+
+async function writesAcknowledged(writer: SequenceWriter, more: number, what: string): Promise<void> {
+  const target = writer.acknowledged.length + more;
+  await waitFor(`${more} more acknowledged writes ${what} (last error: ${writer.latestError || 'none'})`, () => writer.acknowledged.length >= target, {
+    timeoutMs: 60_000,
+    intervalMs: 50,
+  });
+}
+
+async function uploadedBackup(ctx: Context, label: string): Promise<Uploaded> {
+  const result = await ctx.step(`backup ${label}`, () => ctx.sandbox.backup());
+  if (result.status !== 'uploaded') throw new Error(`backup ${label} was skipped (${result.reason}); the writer should have changed the revision`);
+  return result;
+}
+
+/** Flips one byte in the middle of a stored snapshot: its trailer checksum no longer matches. */
+async function corruptSnapshot(bucket: string, key: string): Promise<void> {
+  const s3 = new S3Client({ forcePathStyle: true });
+  const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const bytes = Buffer.from(await object.Body!.transformToByteArray());
+  const at = Math.floor(bytes.length / 2);
+  bytes[at] = (bytes[at]! ^ 0xff) & 0xff;
+  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+}
+
+async function totalLoss(ctx: Context): Promise<number> {
+  const all = ctx.sandbox.instances().map((i) => i.instanceId);
+  const at = Date.now();
+  await ctx.sandbox.kill(all);
+  ctx.say(`every instance and its disk is gone; the group launches ${all.length} new, empty ones`);
+  return at;
+}
+
+export const SCENARIOS: Record<string, Scenario> = {
+  'cold-start': {
+    description: 'three empty instances elect a founder, which founds the cluster; the others join as learners and are promoted',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      await writesAcknowledged(ctx.writer, 20, 'on the new cluster');
+      return { faultAt: Date.now() };
+    },
+  },
+  'replace-one': {
+    description: 'Auto Scaling terminates one instance: the hook removes its member, the replacement joins',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const victim = ctx.sandbox.instances()[0]!.instanceId;
+      const at = Date.now();
+      await ctx.sandbox.terminate(victim);
+      return { faultAt: at };
+    },
+  },
+  'rolling-replace': {
+    description: 'every instance is replaced, one at a time, each after the cluster converged again (an instance refresh)',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const originals = ctx.sandbox.instances().map((i) => i.instanceId);
+      const at = Date.now();
+      for (const [n, victim] of originals.entries()) {
+        await ctx.sandbox.terminate(victim);
+        if (n < originals.length - 1) await ctx.step(`convergence after replacing ${victim}`, () => ctx.sandbox.converge(CONVERGE_MS));
+      }
+      return { faultAt: at };
+    },
+  },
+  'scale-out': {
+    description: 'the desired capacity goes from 3 to 5: two new instances join as learners and are promoted',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const at = Date.now();
+      await ctx.sandbox.setCapacity(5);
+      return { faultAt: at };
+    },
+  },
+  'scale-in': {
+    description: 'the desired capacity goes from 5 to 3: the hook removes two members before their instances go',
+    size: 5,
+    schedule: true,
+    act: async (ctx) => {
+      const at = Date.now();
+      await ctx.sandbox.setCapacity(3);
+      return { faultAt: at };
+    },
+  },
+  'kill-leader': {
+    description: "the leader's instance dies (no lifecycle hook): a new leader is elected, the replacement removes the dead member and joins",
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const leader = await waitFor('a leader', () => ctx.sandbox.leader(), { timeoutMs: 30_000, intervalMs: 250 });
+      ctx.say(`the leader is ${leader}`);
+      const at = Date.now();
+      await ctx.sandbox.kill([leader]);
+      return { faultAt: at };
+    },
+  },
+  'kill-majority': {
+    description:
+      'two of three instances die at once (no lifecycle hook): the survivor has no quorum; once EC2 confirms them terminated, it restarts as a one-member cluster with its data, and the replacements join',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const leader = await waitFor('a leader', () => ctx.sandbox.leader(), { timeoutMs: 30_000, intervalMs: 250 });
+      const other = ctx.sandbox.instances().find((i) => i.instanceId !== leader)!.instanceId;
+      const at = Date.now();
+      await ctx.sandbox.kill([leader, other]);
+      // The survivor may not yet have learned that the newest entries were committed when the majority died;
+      // etcd's forced recovery keeps only what it knows to be committed. A loss is within a heartbeat or so.
+      return { faultAt: at, mayLoseAckedAfter: at - 1000 };
+    },
+  },
+  'total-loss': {
+    description: 'every instance dies with its disk: the new instances elect one agent, which restores the newest backup; the others join',
+    size: 3,
+    schedule: false,
+    act: async (ctx) => {
+      const backup = await uploadedBackup(ctx, '(the scheduled one before the loss)');
+      await writesAcknowledged(ctx.writer, 20, 'after the backup (they are the RPO)');
+      return { faultAt: await totalLoss(ctx), restoreFrom: backup };
+    },
+  },
+  'corrupt-latest-backup': {
+    description: 'the newest backup is corrupt when every instance dies: the restore detects it and falls back to the previous one',
+    size: 3,
+    schedule: false,
+    act: async (ctx) => {
+      const previous = await uploadedBackup(ctx, 'A');
+      await writesAcknowledged(ctx.writer, 20, 'between the two backups');
+      const latest = await uploadedBackup(ctx, 'B');
+      await corruptSnapshot(ctx.sandbox.bucket, latest.key);
+      ctx.say(`corrupted ${latest.key} in S3 (one byte flipped; its metadata still says it is valid)`);
+      await writesAcknowledged(ctx.writer, 10, 'after backup B');
+      return { faultAt: await totalLoss(ctx), restoreFrom: previous, mustSkip: latest.key };
+    },
+  },
+};
+
+export interface ScenarioSummary {
+  readonly scenario: string;
+  readonly ok: boolean;
+  /** Each invariant that did not hold, in words. */
+  readonly violations: readonly string[];
+  readonly durationMs: number;
+  /** From the fault (or, for cold-start, from the first agent's start) until members == instances, all voting and healthy. */
+  readonly convergeMs: number;
+  readonly cluster: {
+    readonly before: string | undefined;
+    readonly after: string;
+    /** Set when the cluster after is a new one restored from a backup. */
+    readonly restoredFrom: string | undefined;
+    readonly skippedBackups: ReadonlyArray<{ key: string; reason: string }>;
+    readonly members: ReadonlyArray<{ name: string; voting: boolean }>;
+    readonly instances: readonly string[];
+  };
+  readonly writes: {
+    readonly acknowledged: number;
+    readonly lost: number;
+    readonly lostSeqs: readonly number[];
+    readonly longestUnavailableMs: number;
+    readonly failedAttempts: number;
+  };
+  /** total-loss and corrupt-latest-backup: what the restore could not bring back. */
+  readonly rpo?: {
+    readonly backupKey: string;
+    readonly backupRevision: string;
+    /** Acknowledged writes newer than the restored backup: lost by design, the measured RPO. */
+    readonly writesAfterBackup: number;
+    /** Time between the newest write the restore brought back and the newest acknowledged before the loss. */
+    readonly seconds: number;
+  };
+  readonly timeline: ReadonlyArray<{ readonly atMs: number; readonly event: string }>;
+  readonly logs: string;
+}
+
+function hex(id: string | undefined): string | undefined {
+  return id === undefined ? undefined : BigInt(id).toString(16);
+}
+
+/**
+ * Runs one scenario on a fresh sandbox: brings the cluster up, starts the sequence writer, injects the
+ * fault, waits for convergence, then checks the invariants against etcd itself. The sandbox is closed
+ * afterwards (its processes belong to `options.processes`).
+ */
+export async function runScenario(
+  name: string,
+  options: Omit<SandboxOptions, 'size' | 'onEvent' | 'backupEveryMs'> & {
+    onEvent?: (atMs: number, message: string) => void;
+    progress?: <T>(name: string, work: () => Promise<T>, status: () => string) => Promise<T>;
+    start: (options: SandboxOptions) => Promise<Sandbox>;
+  },
+): Promise<ScenarioSummary> {
+  const scenario = SCENARIOS[name];
+  if (!scenario) throw new Error(`no scenario "${name}"; choose one of: ${Object.keys(SCENARIOS).join(', ')}`);
+  const started = Date.now();
+  const timeline: Array<{ atMs: number; event: string }> = [];
+  const say = (event: string) => {
+    const atMs = Date.now() - started;
+    timeline.push({ atMs, event });
+    options.onEvent?.(atMs, event);
+  };
+  say(`scenario ${name}: ${scenario.description}`);
+  const sandbox = await options.start({ ...options, size: scenario.size, onEvent: say, backupEveryMs: scenario.schedule ? 20_000 : 0 });
+  let writer: SequenceWriter | undefined;
+  try {
+    let lastStatus = '';
+    const step = async <T>(label: string, work: () => Promise<T>): Promise<T> => {
+      const t0 = Date.now();
+      const status = () => `${writer ? `${writer.acknowledged.length} writes acknowledged` : ''}${lastStatus ? `; ${lastStatus}` : ''}`;
+      const out = options.progress ? await options.progress(label, work, status) : await work();
+      say(`${label}: done in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+      return out;
+    };
+    const ctx = (w: SequenceWriter): Context => ({ sandbox, writer: w, say, step });
+
+    const initial = await step(`cluster of ${scenario.size} converging`, () => sandbox.converge(CONVERGE_MS));
+    const coldStartMs = Date.now() - started;
+    const before = initial.clusterIds[0];
+    say(`cluster ${hex(before) ?? '?'}: ${initial.members.length} voting members`);
+    writer = new SequenceWriter(() => sandbox.endpoints());
+    writer.start();
+    await writesAcknowledged(writer, 10, 'before the fault');
+    const act = await scenario.act(ctx(writer));
+    const converged: ClusterSnapshot = await step('convergence', () => sandbox.converge(CONVERGE_MS));
+    const convergeMs = name === 'cold-start' ? coldStartMs : Date.now() - act.faultAt;
+    lastStatus = '';
+    await writesAcknowledged(writer, 10, 'after convergence');
+    await writer.stop();
+    const report = writer.report();
+    const endpoints = sandbox.endpoints();
+    const acked = writer.acknowledged;
+    const check = await writer.check(endpoints);
+    const after = converged.clusterIds[0] ?? '';
+    const restores = sandbox.restores();
+    const violations: string[] = [];
+
+    // Invariant: one cluster throughout, unless a restore was expected, which must be from the right backup.
+    let restoredFrom: string | undefined;
+    if (act.restoreFrom) {
+      restoredFrom = restores.restored.at(-1);
+      if (restoredFrom !== act.restoreFrom.key) violations.push(`expected a restore from ${act.restoreFrom.key}; the agents restored ${restoredFrom ?? 'nothing'}`);
+      if (act.mustSkip && !restores.skipped.some((s) => s.key === act.mustSkip)) violations.push(`the restore did not report skipping the corrupt ${act.mustSkip}`);
+      if (after === before) violations.push('the cluster ID did not change, yet the cluster was restored from a backup');
+    } else if (after !== before) {
+      violations.push(`the cluster ID changed from ${hex(before) ?? '?'} to ${hex(after) ?? '?'}`);
+    }
+    if (!act.restoreFrom && restores.restored.length > 0) violations.push(`unexpected restore from ${restores.restored.join(', ')}`);
+
+    // Invariant: no acknowledged write lost, except those the scenario's promise excludes.
+    let rpo: ScenarioSummary['rpo'];
+    const lostBeyond = (allowed: (w: AckedWrite) => boolean) => check.lost.filter((w) => !allowed(w));
+    if (act.restoreFrom) {
+      const backup = act.restoreFrom;
+      const inBackup = (w: AckedWrite) => w.revision <= BigInt(backup.revision.before);
+      // Writes before the fault that the backup could not hold are the RPO; every one it held must be back.
+      const unexpected = lostBeyond((w) => !inBackup(w) && w.ackedAt <= act.faultAt);
+      if (unexpected.length > 0) violations.push(`${unexpected.length} acknowledged writes the backup held were lost (first seq ${unexpected[0]!.seq})`);
+      const beforeFault = acked.filter((w) => w.ackedAt <= act.faultAt);
+      const lostSet = new Set(check.lost.map((w) => w.seq));
+      const newestBack = beforeFault.filter((w) => !lostSet.has(w.seq)).at(-1);
+      const newestAcked = beforeFault.at(-1);
+      rpo = {
+        backupKey: backup.key,
+        backupRevision: backup.revision.after,
+        writesAfterBackup: check.lost.length,
+        seconds: newestBack && newestAcked ? (newestAcked.ackedAt - newestBack.ackedAt) / 1000 : 0,
+      };
+      if (check.lost.length === 0) violations.push('no write was lost in a restore from backup: the RPO was not exercised (writes after the backup are expected)');
+    } else {
+      const unexpected = lostBeyond((w) => act.mayLoseAckedAfter !== undefined && w.ackedAt > act.mayLoseAckedAfter && w.ackedAt <= act.faultAt);
+      if (unexpected.length > 0) violations.push(`${unexpected.length} acknowledged writes were lost (first seq ${unexpected[0]!.seq})`);
+    }
+    // Invariant: after convergence, members == the group's instances, all voting (converge waited for it;
+    // this re-reads what it found, so the summary shows it).
+    const instances = sandbox.instances().map((i) => i.instanceId).sort();
+    const members = converged.members.map((m) => ({ name: m.name, voting: !m.isLearner }));
+    if (members.map((m) => m.name).sort().join() !== instances.join() || members.some((m) => !m.voting)) {
+      violations.push(`members ${JSON.stringify(members)} are not the group's instances ${instances.join(', ')}, all voting`);
+    }
+
+    say(violations.length === 0 ? `scenario ${name} passed` : `scenario ${name} FAILED: ${violations.join('; ')}`);
+    return {
+      scenario: name,
+      ok: violations.length === 0,
+      violations,
+      durationMs: Date.now() - started,
+      convergeMs,
+      cluster: {
+        before: hex(before),
+        after: hex(after) ?? '',
+        restoredFrom,
+        skippedBackups: restores.skipped,
+        members,
+        instances,
+      },
+      writes: {
+        acknowledged: report.acked,
+        lost: check.lost.length,
+        lostSeqs: check.lost.slice(0, 20).map((w) => w.seq),
+        longestUnavailableMs: report.longestUnavailableMs,
+        failedAttempts: report.failedAttempts,
+      },
+      rpo,
+      timeline,
+      logs: options.workDir,
+    };
+  } finally {
+    await writer?.stop();
+    await sandbox.close();
+  }
+}

@@ -1,0 +1,350 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  AutoScalingClient,
+  DescribeAutoScalingGroupsCommand,
+  SetDesiredCapacityCommand,
+  TerminateInstanceInAutoScalingGroupCommand,
+} from '@aws-sdk/client-auto-scaling';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
+import type { InstanceIdentity } from '../core/ports.js';
+import type { BackupSummary } from '../core/use-cases/backup.js';
+import type { ReconcileResult } from '../core/use-cases/reconcile.js';
+import { AgentFleet, inspectCluster, leaderUrl, type ClusterSnapshot } from '../testbed/agents.js';
+import { startAutoScalingShim, type AutoScalingShim } from '../testbed/autoscaling-shim.js';
+import { createSimulatedGroup, describeGroupInstances } from '../testbed/aws-world.js';
+import { handlerEnv, invokeBundle } from '../testbed/lambda.js';
+import { emulatorEnv, startMoto } from '../testbed/moto.js';
+import type { LoopbackNetwork } from '../testbed/network.js';
+import type { ProcessGroup } from '../testbed/processes.js';
+import { pollOnce } from '../testbed/sqs-poller.js';
+import { waitFor } from '../testbed/wait.js';
+
+export interface Bundles {
+  readonly agent: string;
+  readonly lifecycle: string;
+  readonly backup: string;
+  readonly reconcile: string;
+}
+
+export interface SandboxOptions {
+  readonly size: number;
+  readonly workDir: string;
+  readonly processes: ProcessGroup;
+  readonly network: LoopbackNetwork;
+  readonly bundles: Bundles;
+  /** An emulator already running (the tests share one); without it the sandbox starts its own. */
+  readonly awsEndpoint?: string;
+  readonly name?: string;
+  /** Scheduled backups (EventBridge's rate rule); 0 turns the schedule off. */
+  readonly backupEveryMs?: number;
+  /** Scheduled reconcile runs; 0 turns the schedule off. */
+  readonly reconcileEveryMs?: number;
+  /** Timeline output: one line per thing that happened. */
+  readonly onEvent?: (message: string) => void;
+}
+
+type LifecycleResult = { batchItemFailures: Array<{ itemIdentifier: string }> };
+
+/** The systemd unit's RestartSec, shortened: an agent that exited on a live instance is started again. */
+const RESTART_DELAY_MS = 1000;
+
+/**
+ * The whole system on one machine: the AWS emulator (EC2, Auto Scaling, S3, SQS), the Auto Scaling shim
+ * (termination hook, Terminating:Wait, lifecycle action completion), a node agent + etcd per instance, and
+ * the three Lambda handlers invoked as Lambda would: the lifecycle handler through an SQS event source
+ * mapping, backup and reconcile on their schedules. A control loop plays what AWS does around them:
+ * launching an agent on every new instance (cloud-init), restarting an agent that exited (systemd), and
+ * ending the processes of an instance that Auto Scaling terminated.
+ */
+export class Sandbox {
+  readonly groupName: string;
+  readonly bucket: string;
+  readonly fleet: AgentFleet;
+  private current: InstanceIdentity[] = [];
+  private readonly dead = new Set<string>();
+  private readonly exitedAt = new Map<string, number>();
+  private stopping = false;
+  private isStopping(): boolean {
+    return this.stopping;
+  }
+  private readonly loops: Array<Promise<void>> = [];
+  private readonly autoScaling: AutoScalingClient;
+  private readonly upstreamAutoScaling: AutoScalingClient;
+  readonly backups: BackupSummary[] = [];
+  readonly lifecycleInvocations: LifecycleResult[] = [];
+
+  private constructor(
+    private readonly options: SandboxOptions,
+    readonly awsEndpoint: string,
+    readonly shim: AutoScalingShim,
+    readonly queueUrl: string,
+    groupName: string,
+    bucket: string,
+    instances: InstanceIdentity[],
+  ) {
+    this.groupName = groupName;
+    this.bucket = bucket;
+    this.current = instances;
+    const region = process.env.AWS_REGION ?? 'us-east-1';
+    this.autoScaling = new AutoScalingClient({ region, endpoint: shim.endpoint });
+    this.upstreamAutoScaling = new AutoScalingClient({ region, endpoint: awsEndpoint });
+    this.fleet = new AgentFleet({
+      processes: options.processes,
+      workDir: path.join(options.workDir, 'agents'),
+      bundle: options.bundles.agent,
+      bucket,
+      awsEndpoint,
+      env: { AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint },
+    });
+  }
+
+  /** Starts the emulator (unless given), creates the group, bucket and queue, and starts every agent. */
+  static async start(options: SandboxOptions): Promise<Sandbox> {
+    const say = options.onEvent ?? (() => undefined);
+    let endpoint = options.awsEndpoint;
+    if (!endpoint) {
+      say(`starting the AWS emulator (log: ${path.join(options.workDir, 'moto.log')})`);
+      endpoint = (await startMoto(options.processes, options.workDir)).endpoint;
+    }
+    Object.assign(process.env, emulatorEnv(endpoint));
+    const name = options.name ?? 'etcd-sandbox';
+    const bucket = `${name}-backups`.toLowerCase();
+    await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
+    const queueUrl = (await new SQSClient({}).send(new CreateQueueCommand({ QueueName: `${name}-lifecycle` }))).QueueUrl ?? '';
+    const shim = await startAutoScalingShim({ upstream: endpoint, lifecycleQueueUrl: queueUrl });
+    say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
+    const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
+    const sandbox = new Sandbox(options, endpoint, shim, queueUrl, group.groupName, bucket, [...group.instances]);
+    sandbox.startLoops();
+    return sandbox;
+  }
+
+  private say(message: string): void {
+    this.options.onEvent?.(message);
+  }
+
+  /** The group's instances in service or launching (not those held in Terminating:Wait), as last seen. */
+  instances(): readonly InstanceIdentity[] {
+    return this.current;
+  }
+
+  endpoints(): string[] {
+    return this.current.map((i) => `http://${i.privateIp}:2379`);
+  }
+
+  private startLoops(): void {
+    this.loops.push(this.every(500, () => this.reconcileInstances()));
+    this.loops.push(this.every(250, () => this.pollLifecycleQueue()));
+    const backupEvery = this.options.backupEveryMs ?? 60_000;
+    if (backupEvery > 0) this.loops.push(this.every(backupEvery, () => this.backup().then(() => undefined), true));
+    const reconcileEvery = this.options.reconcileEveryMs ?? 20_000;
+    if (reconcileEvery > 0) this.loops.push(this.every(reconcileEvery, () => this.reconcile(), true));
+  }
+
+  private async every(ms: number, task: () => Promise<void>, waitFirst = false): Promise<void> {
+    if (waitFirst) await this.pause(ms);
+    while (!this.isStopping()) {
+      try {
+        await task();
+      } catch (error) {
+        if (!this.isStopping()) this.say(`warning: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      await this.pause(ms);
+    }
+  }
+
+  /** A sleep that ends early when the sandbox stops. */
+  private async pause(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!this.isStopping() && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
+  }
+
+  /** cloud-init and systemd: an agent on every instance in service, restarted when it exits. */
+  private async reconcileInstances(): Promise<void> {
+    const instances = await describeGroupInstances(this.groupName, this.shim.endpoint);
+    if (this.isStopping()) return;
+    this.current = instances.filter((i) => !this.dead.has(i.instanceId));
+    const known = new Set(this.fleet.list().map((n) => n.instance.instanceId));
+    for (const instance of this.current) {
+      const id = instance.instanceId;
+      if (!known.has(id)) {
+        this.say(`instance ${id} (${instance.privateIp}) launched; cloud-init starts its agent`);
+        this.watchExit(await this.fleet.start(instance));
+        continue;
+      }
+      const node = this.fleet.node(id);
+      const exited = this.exitedAt.get(id);
+      if (!node.process?.running() && exited !== undefined && Date.now() - exited >= RESTART_DELAY_MS) {
+        this.say(`agent on ${id} had exited; systemd starts it again`);
+        this.exitedAt.delete(id);
+        this.watchExit(await this.fleet.start(instance));
+      }
+    }
+    // Instances Auto Scaling terminated: their processes end with them.
+    const alive = new Set([...this.current.map((i) => i.instanceId), ...this.shim.waiting]);
+    for (const node of this.fleet.list()) {
+      const id = node.instance.instanceId;
+      if (!alive.has(id) && !this.dead.has(id)) {
+        this.dead.add(id);
+        this.say(`instance ${id} terminated`);
+        await this.fleet.kill(id);
+      }
+    }
+  }
+
+  private watchExit(node: { instance: InstanceIdentity; process: { exited: Promise<unknown> } | undefined }): void {
+    const id = node.instance.instanceId;
+    void node.process?.exited.then(() => {
+      if (!this.dead.has(id) && !this.isStopping()) this.exitedAt.set(id, Date.now());
+    });
+  }
+
+  /** Lambda's SQS event source mapping: batches go to the lifecycle handler; acknowledged records are deleted. */
+  private async pollLifecycleQueue(): Promise<void> {
+    await pollOnce(this.queueUrl, async (event) => {
+      const ids = event.Records.map((r) => JSON.parse(r.body as string) as { EC2InstanceId?: string }).map((b) => b.EC2InstanceId ?? 'test notification');
+      this.say(`lifecycle handler invoked for ${ids.join(', ')}`);
+      const { result } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv());
+      this.lifecycleInvocations.push(result);
+      if (result.batchItemFailures.length > 0) this.say(`lifecycle handler: ${result.batchItemFailures.length} record(s) failed; SQS redelivers them`);
+      return result;
+    });
+  }
+
+  private handlerEnv(): NodeJS.ProcessEnv {
+    return handlerEnv({
+      AWS_ENDPOINT_URL_AUTO_SCALING: this.shim.endpoint,
+      ETCD_ASG_NAME: this.groupName,
+      BACKUP_BUCKET: this.bucket,
+      ETCD_AWS_ORPHAN_GRACE_MS: '10000',
+      ETCD_AWS_CALL_TIMEOUT_MS: '3000',
+    });
+  }
+
+  /** The backup function, as its schedule or a manual invoke runs it. */
+  async backup(): Promise<BackupSummary> {
+    const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
+    const { result } = await invokeBundle<BackupSummary>(this.options.bundles.backup, event, this.handlerEnv());
+    this.backups.push(result);
+    if (result.status === 'uploaded') this.say(`backup uploaded: ${result.key} (revision ${result.revision.after}, ${result.size} bytes)`);
+    else this.say(`backup skipped: revision ${result.revision} unchanged since ${result.latestKey}`);
+    return result;
+  }
+
+  async reconcile(): Promise<void> {
+    const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
+    const { result } = await invokeBundle<ReconcileResult>(this.options.bundles.reconcile, event, this.handlerEnv());
+    if (result.removed) this.say(`reconcile removed member ${result.removed.name} (${result.removed.reason}): ${result.removed.result}`);
+    for (const p of result.promoted) this.say(`reconcile promoted learner ${p.memberId}: ${p.result}`);
+  }
+
+  /** Auto Scaling terminates the instance (as a scale-in, a rolling update or a console action does): the hook holds it. */
+  async terminate(instanceId: string, decrement = false): Promise<void> {
+    this.say(`terminating ${instanceId} through Auto Scaling; the hook holds it in Terminating:Wait`);
+    await this.autoScaling.send(new TerminateInstanceInAutoScalingGroupCommand({ InstanceId: instanceId, ShouldDecrementDesiredCapacity: decrement }));
+  }
+
+  /**
+   * The instance dies at once (hardware, kernel, an operator outside Auto Scaling): etcd and the agent are
+   * killed, EC2 terminates it, no lifecycle hook runs, and the group's health check replaces it.
+   */
+  async kill(instanceIds: readonly string[]): Promise<void> {
+    for (const id of instanceIds) this.dead.add(id);
+    await Promise.all(instanceIds.map((id) => this.fleet.kill(id)));
+    this.say(`killed ${instanceIds.join(', ')} (SIGKILL, no lifecycle hook)`);
+    for (const id of instanceIds) {
+      await this.upstreamAutoScaling.send(new TerminateInstanceInAutoScalingGroupCommand({ InstanceId: id, ShouldDecrementDesiredCapacity: false }));
+    }
+    this.current = this.current.filter((i) => !instanceIds.includes(i.instanceId));
+  }
+
+  /** Changes the group's desired capacity through Auto Scaling (a scale-in goes through the hook). */
+  async setCapacity(desired: number): Promise<void> {
+    this.say(`setting the group's desired capacity to ${desired}`);
+    await this.autoScaling.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: this.groupName, DesiredCapacity: desired }));
+  }
+
+  async desiredCapacity(): Promise<number> {
+    const out = await this.upstreamAutoScaling.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [this.groupName] }));
+    return out.AutoScalingGroups?.[0]?.DesiredCapacity ?? 0;
+  }
+
+  /** The instance whose etcd is the leader, by etcd's own tool. */
+  async leader(): Promise<string | undefined> {
+    const url = await leaderUrl(this.endpoints());
+    return this.current.find((i) => url === `http://${i.privateIp}:2379`)?.instanceId;
+  }
+
+  /**
+   * Waits until the system has converged: the group has its desired capacity, nothing waits in
+   * Terminating:Wait, and the members are exactly the group's instances, all voting, all answering, one
+   * cluster ID.
+   */
+  async converge(timeoutMs = 120_000): Promise<ClusterSnapshot> {
+    let last: ClusterSnapshot | undefined;
+    let why = '';
+    try {
+      return await waitFor(
+        'members == group instances, all voting and healthy',
+        async () => {
+          const desired = await this.desiredCapacity();
+          const instances = this.current;
+          if (instances.length !== desired) {
+            why = `${instances.length} instances in service, desired ${desired}`;
+            return undefined;
+          }
+          if (this.shim.waiting.size > 0) {
+            why = `${[...this.shim.waiting].join(', ')} in Terminating:Wait`;
+            return undefined;
+          }
+          const endpoints = instances.map((i) => `http://${i.privateIp}:2379`);
+          last = await inspectCluster(endpoints);
+          const names = instances.map((i) => i.instanceId).sort();
+          const got = last.members.map((m) => m.name).sort();
+          why = `members ${JSON.stringify(last.members)}, ${last.answered}/${endpoints.length} answered, cluster IDs ${last.clusterIds.join(',')}`;
+          const ok = got.join() === names.join() && last.members.every((m) => !m.isLearner) && last.answered === endpoints.length && last.clusterIds.length === 1;
+          return ok ? last : undefined;
+        },
+        { timeoutMs, intervalMs: 500 },
+      );
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; last seen: ${why}; agent logs in ${path.join(this.options.workDir, 'agents')}`);
+    }
+  }
+
+  /** What the agents logged about restoring: the backup each restore used and the ones it skipped. */
+  restores(): { restored: string[]; skipped: Array<{ key: string; reason: string }> } {
+    const restored: string[] = [];
+    const skipped: Array<{ key: string; reason: string }> = [];
+    for (const node of this.fleet.list()) {
+      let text = '';
+      try {
+        text = readFileSync(node.logFile, 'utf8');
+      } catch {
+        continue;
+      }
+      for (const line of text.split('\n')) {
+        if (!line.startsWith('{')) continue;
+        try {
+          const entry = JSON.parse(line) as { message?: string; key?: string; reason?: string };
+          if (entry.message === 'restored backup' && entry.key) restored.push(entry.key);
+          if (entry.message?.startsWith('backup cannot be restored') && entry.key) skipped.push({ key: entry.key, reason: entry.reason ?? '' });
+        } catch {
+          // etcd's own output shares the log
+        }
+      }
+    }
+    return { restored, skipped };
+  }
+
+  /** Stops every loop, agent and etcd, the shim and (when the sandbox started it) the emulator. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    await Promise.allSettled(this.loops);
+    await this.fleet.closeAll();
+    await this.shim.close();
+  }
+}
