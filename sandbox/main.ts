@@ -220,7 +220,7 @@ async function interactive(): Promise<number> {
     clusterIds: snapshot.clusterIds.map((id) => BigInt(id).toString(16)),
     members: snapshot.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
     instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: box.fleet.node(i.instanceId).logFile })),
-    pids: { agents: box.instances().map((i) => box.fleet.node(i.instanceId).process?.pid) },
+    pids: { emulator: box.emulatorPid, agents: box.instances().map((i) => box.fleet.node(i.instanceId).process?.pid) },
     logs: workDir,
   };
   say(`converged: ${size} voting members, cluster ${summary.clusterIds.join(', ')}`);

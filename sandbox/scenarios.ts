@@ -9,8 +9,13 @@ type Uploaded = Extract<BackupSummary, { status: 'uploaded' }>;
 
 /** What a scenario did, for the checks that follow it. */
 interface Act {
-  /** When the fault began: convergence and unavailability are measured from here. */
+  /** When the fault began: convergence is measured from here. */
   readonly faultAt: number;
+  /**
+   * When the fault was complete (every process killed): a write acknowledged before this was acknowledged
+   * by the old cluster. Defaults to faultAt.
+   */
+  readonly faultEndAt?: number;
   /** A restore from backup is expected: the cluster is new, restored from this backup. */
   readonly restoreFrom?: Uploaded;
   /** A backup the restore must skip (corrupt-latest-backup). */
@@ -62,12 +67,13 @@ async function corruptSnapshot(bucket: string, key: string): Promise<void> {
   await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
 }
 
-async function totalLoss(ctx: Context): Promise<number> {
+async function totalLoss(ctx: Context): Promise<{ faultAt: number; faultEndAt: number }> {
   const all = ctx.sandbox.instances().map((i) => i.instanceId);
-  const at = Date.now();
+  const faultAt = Date.now();
   await ctx.sandbox.kill(all);
+  const faultEndAt = Date.now();
   ctx.say(`every instance and its disk is gone; the group launches ${all.length} new, empty ones`);
-  return at;
+  return { faultAt, faultEndAt };
 }
 
 export const SCENARIOS: Record<string, Scenario> = {
@@ -149,7 +155,7 @@ export const SCENARIOS: Record<string, Scenario> = {
       await ctx.sandbox.kill([leader, other]);
       // The survivor may not yet have learned that the newest entries were committed when the majority died;
       // etcd's forced recovery keeps only what it knows to be committed. A loss is within a heartbeat or so.
-      return { faultAt: at, mayLoseAckedAfter: at - 1000 };
+      return { faultAt: at, faultEndAt: Date.now(), mayLoseAckedAfter: at - 1000 };
     },
   },
   'total-loss': {
@@ -159,7 +165,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     act: async (ctx) => {
       const backup = await uploadedBackup(ctx, '(the scheduled one before the loss)');
       await writesAcknowledged(ctx.writer, 20, 'after the backup (they are the RPO)');
-      return { faultAt: await totalLoss(ctx), restoreFrom: backup };
+      return { ...(await totalLoss(ctx)), restoreFrom: backup };
     },
   },
   'corrupt-latest-backup': {
@@ -173,7 +179,7 @@ export const SCENARIOS: Record<string, Scenario> = {
       await corruptSnapshot(ctx.sandbox.bucket, latest.key);
       ctx.say(`corrupted ${latest.key} in S3 (one byte flipped; its metadata still says it is valid)`);
       await writesAcknowledged(ctx.writer, 10, 'after backup B');
-      return { faultAt: await totalLoss(ctx), restoreFrom: previous, mustSkip: latest.key };
+      return { ...(await totalLoss(ctx)), restoreFrom: previous, mustSkip: latest.key };
     },
   },
 };
@@ -196,6 +202,8 @@ export interface ScenarioSummary {
     readonly instances: readonly string[];
   };
   readonly writes: {
+    /** The key prefix of the writes (etcdctl get PREFIX --prefix shows them). */
+    readonly prefix: string;
     readonly acknowledged: number;
     readonly lost: number;
     readonly lostSeqs: readonly number[];
@@ -230,6 +238,8 @@ export async function runScenario(
     onEvent?: (atMs: number, message: string) => void;
     progress?: <T>(name: string, work: () => Promise<T>, status: () => string) => Promise<T>;
     start: (options: SandboxOptions) => Promise<Sandbox>;
+    /** Runs after the checks, before the sandbox closes: tests look at the converged system themselves. */
+    inspect?: (sandbox: Sandbox, summary: ScenarioSummary) => Promise<void>;
   },
 ): Promise<ScenarioSummary> {
   const scenario = SCENARIOS[name];
@@ -275,6 +285,7 @@ export async function runScenario(
     const after = converged.clusterIds[0] ?? '';
     const restores = sandbox.restores();
     const violations: string[] = [];
+    const faultEndAt = act.faultEndAt ?? act.faultAt;
 
     // Invariant: one cluster throughout, unless a restore was expected, which must be from the right backup.
     let restoredFrom: string | undefined;
@@ -295,9 +306,9 @@ export async function runScenario(
       const backup = act.restoreFrom;
       const inBackup = (w: AckedWrite) => w.revision <= BigInt(backup.revision.before);
       // Writes before the fault that the backup could not hold are the RPO; every one it held must be back.
-      const unexpected = lostBeyond((w) => !inBackup(w) && w.ackedAt <= act.faultAt);
+      const unexpected = lostBeyond((w) => !inBackup(w) && w.ackedAt <= faultEndAt);
       if (unexpected.length > 0) violations.push(`${unexpected.length} acknowledged writes the backup held were lost (first seq ${unexpected[0]!.seq})`);
-      const beforeFault = acked.filter((w) => w.ackedAt <= act.faultAt);
+      const beforeFault = acked.filter((w) => w.ackedAt <= faultEndAt);
       const lostSet = new Set(check.lost.map((w) => w.seq));
       const newestBack = beforeFault.filter((w) => !lostSet.has(w.seq)).at(-1);
       const newestAcked = beforeFault.at(-1);
@@ -309,7 +320,7 @@ export async function runScenario(
       };
       if (check.lost.length === 0) violations.push('no write was lost in a restore from backup: the RPO was not exercised (writes after the backup are expected)');
     } else {
-      const unexpected = lostBeyond((w) => act.mayLoseAckedAfter !== undefined && w.ackedAt > act.mayLoseAckedAfter && w.ackedAt <= act.faultAt);
+      const unexpected = lostBeyond((w) => act.mayLoseAckedAfter !== undefined && w.ackedAt > act.mayLoseAckedAfter && w.ackedAt <= faultEndAt);
       if (unexpected.length > 0) violations.push(`${unexpected.length} acknowledged writes were lost (first seq ${unexpected[0]!.seq})`);
     }
     // Invariant: after convergence, members == the group's instances, all voting (converge waited for it;
@@ -321,7 +332,7 @@ export async function runScenario(
     }
 
     say(violations.length === 0 ? `scenario ${name} passed` : `scenario ${name} FAILED: ${violations.join('; ')}`);
-    return {
+    const summary: ScenarioSummary = {
       scenario: name,
       ok: violations.length === 0,
       violations,
@@ -336,6 +347,7 @@ export async function runScenario(
         instances,
       },
       writes: {
+        prefix: writer.prefix,
         acknowledged: report.acked,
         lost: check.lost.length,
         lostSeqs: check.lost.slice(0, 20).map((w) => w.seq),
@@ -346,6 +358,8 @@ export async function runScenario(
       timeline,
       logs: options.workDir,
     };
+    await options.inspect?.(sandbox, summary);
+    return summary;
   } finally {
     await writer?.stop();
     await sandbox.close();

@@ -74,6 +74,8 @@ export class Sandbox {
   private readonly autoScaling: AutoScalingClient;
   private readonly upstreamAutoScaling: AutoScalingClient;
   readonly backups: BackupSummary[] = [];
+  /** The emulator's PID when this sandbox started it. */
+  emulatorPid: number | undefined;
   readonly lifecycleInvocations: LifecycleResult[] = [];
 
   private constructor(
@@ -105,9 +107,12 @@ export class Sandbox {
   static async start(options: SandboxOptions): Promise<Sandbox> {
     const say = options.onEvent ?? (() => undefined);
     let endpoint = options.awsEndpoint;
+    let emulatorPid: number | undefined;
     if (!endpoint) {
       say(`starting the AWS emulator (log: ${path.join(options.workDir, 'moto.log')})`);
-      endpoint = (await startMoto(options.processes, options.workDir)).endpoint;
+      const moto = await startMoto(options.processes, options.workDir);
+      endpoint = moto.endpoint;
+      emulatorPid = moto.process.pid;
     }
     Object.assign(process.env, emulatorEnv(endpoint));
     const name = options.name ?? 'etcd-sandbox';
@@ -118,6 +123,7 @@ export class Sandbox {
     say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
     const sandbox = new Sandbox(options, endpoint, shim, queueUrl, group.groupName, bucket, [...group.instances]);
+    sandbox.emulatorPid = emulatorPid;
     sandbox.startLoops();
     return sandbox;
   }

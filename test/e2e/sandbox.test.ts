@@ -8,11 +8,12 @@ import { openBed, type Bed } from '../support/testbed.js';
 
 const run = promisify(execFile);
 let bed: Bed;
-let agentBundle: string;
+let dist: string;
 
 beforeAll(async () => {
   bed = openBed('sandbox-e2e');
-  ({ agent: agentBundle } = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true }));
+  dist = path.join(bed.workDir, 'dist');
+  await build({ outDir: dist, quiet: true });
 });
 
 afterAll(async () => {
@@ -33,7 +34,7 @@ describe('npm run sandbox -- --once', () => {
     // Act: the sandbox is its own process, with its own emulator, as a user would start it
     const { stdout } = await run(
       process.execPath,
-      ['--import', 'tsx', path.join(REPO_ROOT, 'sandbox', 'main.ts'), '--once', '--json', '--agent', agentBundle],
+      ['--import', 'tsx', path.join(REPO_ROOT, 'sandbox', 'main.ts'), '--once', '--json', '--dist', dist],
       { cwd: REPO_ROOT, timeout: 150_000, env: { ...process.env, AWS_ENDPOINT_URL: '' } },
     );
     const summary = JSON.parse(stdout.trim().split('\n').pop()!) as {
