@@ -27,6 +27,7 @@ const SETTINGS = {
   ETCD_AWS_SEED_LEASE_MS: 'how long a won seed lease stays valid without renewal',
   ETCD_AWS_POLL_MS: 'pause between bootstrap attempts while waiting',
   ETCD_AWS_REGISTRATION_FRESH_MS: 'how old a peer agent\'s "no data" registration may be and still count',
+  ETCD_AWS_QUORUM_LOSS_GRACE_MS: 'how long the local etcd must have had no quorum before the agent considers forcing a new cluster',
 } as const;
 
 type Setting = keyof typeof SETTINGS;
@@ -73,6 +74,7 @@ const schemas = {
     ETCD_AWS_SEED_LEASE_MS: millis.default(30_000),
     ETCD_AWS_POLL_MS: millis.default(2000),
     ETCD_AWS_REGISTRATION_FRESH_MS: millis.default(30_000),
+    ETCD_AWS_QUORUM_LOSS_GRACE_MS: z.coerce.number().int().min(500).max(3_600_000).default(60_000),
     ETCD_AWS_ALLOW_EMPTY_START: z.enum(['true', 'false']).default('false'),
     ETCD_AWS_BUMP_REVISION: z.coerce.number().int().min(1).optional(),
   }),
@@ -119,6 +121,8 @@ export interface AgentConfig extends CommonConfig {
   readonly timing: { readonly leaseMs: number; readonly pollMs: number; readonly freshMs: number };
   readonly allowEmptyStart: boolean;
   readonly bumpRevision: number | undefined;
+  /** How long the local etcd must have had no quorum before a forced single-member recovery is considered. */
+  readonly quorumLossGraceMs: number;
 }
 
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
@@ -187,5 +191,6 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     timing: Object.freeze({ leaseMs: c.ETCD_AWS_SEED_LEASE_MS, pollMs: c.ETCD_AWS_POLL_MS, freshMs: c.ETCD_AWS_REGISTRATION_FRESH_MS }),
     allowEmptyStart: c.ETCD_AWS_ALLOW_EMPTY_START === 'true',
     bumpRevision: c.ETCD_AWS_BUMP_REVISION,
+    quorumLossGraceMs: c.ETCD_AWS_QUORUM_LOSS_GRACE_MS,
   });
 }

@@ -52,6 +52,17 @@ export interface EtcdCluster {
   close(): void;
 }
 
+/**
+ * One member's own view, through its own client URL, that needs no quorum: what a lone survivor can still say.
+ * etcd 3.4 serves MemberList and Status from the answering member's local state.
+ */
+export interface EtcdLocalView {
+  /** Whether a linearizable read through the opened endpoints succeeds, i.e. the cluster has a quorum. */
+  hasQuorum(): Promise<boolean>;
+  /** MemberList as the member at `endpoint` knows it locally (serializable), with or without a quorum. */
+  localMembers(endpoint: string): Promise<{ clusterId: string; memberId: string; members: Member[] }>;
+}
+
 /** Membership changes, each safe to repeat: "already gone" and "already there" are answers, not errors. */
 export interface EtcdMembership {
   /** Live cluster (quorum) with its members and which of them answered Status; or why not. */

@@ -2,7 +2,8 @@
 /**
  * The node agent: a thin CLI that cloud-init starts (through systemd) on every etcd instance.
  *
- *   run       bootstrap (restart, join, or found through the seed election), then start and supervise etcd
+ *   run       bootstrap (restart, join, or found through the seed election), then start and supervise etcd;
+ *             after a permanent loss of quorum, the survivor with the newest data restarts it as a new cluster
  *   plan      print the decision, its reason and the etcd settings it would use; start and change nothing
  *   discover  print identity, group, instances and the live cluster as JSON
  */
@@ -18,7 +19,7 @@ import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
 import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import { loadConfig, type AgentConfig } from '../core/config.js';
 import { pairBackups, snapshotFolder } from '../core/domain/backups.js';
-import { etcdEnvironment, type Self } from '../core/domain/bootstrap.js';
+import { etcdEnvironment, forceNewClusterEnvironment, type Self } from '../core/domain/bootstrap.js';
 import type { SeedLease } from '../core/domain/election.js';
 import { activePeers, clientUrls } from '../core/domain/instances.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
@@ -28,10 +29,11 @@ import { ConfigError, EtcdAwsError, describeError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
 import type { InstanceIdentity } from '../core/ports.js';
 import { bootstrap, observe, previewLaunch, promoteWhenReady, type BootstrapDeps } from '../core/use-cases/bootstrap.js';
+import { recoverFromQuorumLoss } from '../core/use-cases/quorum-recovery.js';
 import { restoreBackup, seedFromBackups } from '../core/use-cases/restore.js';
 import { discoverCluster, resolveGroup } from '../core/use-cases/discover.js';
 import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
-import { findEtcdBinary, startEtcd } from './etcd-process.js';
+import { findEtcdBinary, superviseEtcd } from './etcd-process.js';
 import { stderrJsonLog } from './log.js';
 
 const USAGE = `usage: node-agent <command> [options]
@@ -47,6 +49,9 @@ commands:
              then start the agent (run) on this node first; the others join it
 
 Settings come from the environment; see the README's configuration table.`;
+
+/** How long etcd may take to stop before it is killed; without quorum it may never finish on its own. */
+const ETCD_STOP_TIMEOUT_MS = 10_000;
 
 interface Context {
   readonly config: AgentConfig;
@@ -149,11 +154,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     inherited: process.env,
   });
   log.info('starting etcd', { decision: outcome.plan.kind, reason: outcome.plan.reason, state: outcome.launch.state, initialCluster: env.ETCD_INITIAL_CLUSTER });
-  const etcd = startEtcd(binary, env, log);
-  const state = { stopped: false };
-  void etcd.exited.then(() => {
-    state.stopped = true;
-  });
+  const etcd = superviseEtcd(binary, env, log, { stopTimeoutMs: ETCD_STOP_TIMEOUT_MS });
   const selfUrl = `http://${ctx.self.privateIp}:${config.clientPort}`;
 
   const wonLease = outcome.lease;
@@ -161,7 +162,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     // Keep the seed lease until the new cluster serves, so no one takes it over while etcd starts.
     void (async () => {
       let lease: SeedLease = wonLease;
-      while (!state.stopped) {
+      while (!etcd.stopped()) {
         const local = new Etcd3Cluster([selfUrl], config);
         const serving = await local.status(selfUrl).then((s) => s.leaderId !== '0', () => false);
         local.close();
@@ -180,10 +181,23 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
       await promoteWhenReady(learnerId, () => new Etcd3Cluster(peers.length > 0 ? peers : [selfUrl], config), {
         sleep: (ms) => sleep(ms),
         log,
-        stopped: () => state.stopped,
+        stopped: () => etcd.stopped(),
       });
     })().catch((error: unknown) => log.error('promotion stopped', { error: describeError(error) }));
   }
+  void recoverFromQuorumLoss({
+    selfUrl,
+    openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+    inventory: ctx.inventory,
+    // The flag goes to this one process only: a later start (by this agent or after a restart) decides anew.
+    forceNewCluster: () => etcd.restart(forceNewClusterEnvironment(env)),
+    now: () => Date.now(),
+    sleep: (ms) => sleep(ms),
+    log,
+    graceMs: config.quorumLossGraceMs,
+    pollMs: config.timing.pollMs,
+    stopped: () => etcd.stopped(),
+  }).catch((error: unknown) => log.error('quorum loss watch stopped', { error: describeError(error) }));
   return etcd.exited;
 }
 

@@ -26,6 +26,8 @@ export const FAST_TIMING: Record<string, string> = {
   ETCD_AWS_REGISTRATION_FRESH_MS: '4000',
   ETCD_AWS_DIAL_TIMEOUT_MS: '1000',
   ETCD_AWS_CALL_TIMEOUT_MS: '2000',
+  // Several etcd election timeouts (1 s by default), so a leader change never looks like a permanent loss.
+  ETCD_AWS_QUORUM_LOSS_GRACE_MS: '3000',
 };
 
 /**

@@ -165,5 +165,16 @@ export function etcdEnvironment(options: {
   };
 }
 
-/** Variables the agent reads itself: not etcd flags, so never passed to etcd (it would warn about them). */
-const AGENT_OWN = new Set(['ETCD_ASG_NAME', 'ETCD_ENDPOINTS', 'ETCD_CLIENT_PORT', 'ETCD_PEER_PORT']);
+/**
+ * The environment of the one etcd process that recovers from a permanent loss of quorum: the same settings
+ * plus etcd's `--force-new-cluster`. Pure; only ever used for that process, never stored.
+ */
+export function forceNewClusterEnvironment(env: Record<string, string>): Record<string, string> {
+  return { ...env, ETCD_FORCE_NEW_CLUSTER: 'true' };
+}
+
+/**
+ * Variables the agent reads itself (not etcd flags, etcd would warn about them), and the force flag, which
+ * only the agent's quorum recovery may set: left in a unit file it would re-force on every restart.
+ */
+const AGENT_OWN = new Set(['ETCD_ASG_NAME', 'ETCD_ENDPOINTS', 'ETCD_CLIENT_PORT', 'ETCD_PEER_PORT', 'ETCD_FORCE_NEW_CLUSTER']);

@@ -3,7 +3,7 @@ import type { Member } from '../domain/members.js';
 import { EtcdUnavailableError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
 import { Readable } from 'node:stream';
-import type { EtcdCluster, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
+import type { EtcdCluster, EtcdLocalView, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
 
 export interface EtcdClientOptions {
   readonly dialTimeoutMs: number;
@@ -27,7 +27,7 @@ function toMember(m: IMember): Member {
 const QUORUM_PROBE_KEY = '\u0000etcd-aws/quorum-probe';
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
-export class Etcd3Cluster implements EtcdCluster, EtcdMembership, EtcdSnapshots {
+export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership, EtcdSnapshots {
   private readonly client: Etcd3;
 
   constructor(
@@ -61,6 +61,28 @@ export class Etcd3Cluster implements EtcdCluster, EtcdMembership, EtcdSnapshots 
         `cannot list etcd members through ${this.endpoints.join(', ')}: ${describeError(error)}`,
         { cause: error },
       );
+    }
+  }
+
+  async hasQuorum(): Promise<boolean> {
+    try {
+      await this.client.get(QUORUM_PROBE_KEY).exists();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async localMembers(endpoint: string): Promise<{ clusterId: string; memberId: string; members: Member[] }> {
+    // One connection to that member alone: the answer is its own local view, not whichever member the pool picks.
+    const single = new Etcd3(clientOptions([endpoint], this.options));
+    try {
+      const out = await single.cluster.memberList({ linearizable: false });
+      return { clusterId: out.header.cluster_id, memberId: out.header.member_id, members: out.members.map(toMember) };
+    } catch (error) {
+      throw new EtcdUnavailableError(`etcd member at ${endpoint} did not list its members: ${describeError(error)}`, { cause: error });
+    } finally {
+      single.close();
     }
   }
 

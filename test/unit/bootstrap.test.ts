@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   decideBootstrap,
   etcdEnvironment,
+  forceNewClusterEnvironment,
   joinInitialCluster,
   staleMembers,
   type LocalData,
@@ -136,7 +137,7 @@ describe('launch settings', () => {
       clientPort: 2379,
       peerPort: 2380,
       launch: { state: 'existing', initialCluster: ['i-a=http://10.0.1.11:2380', 'i-self=http://10.0.1.10:2380'], token: 't' },
-      inherited: { ETCD_QUOTA_BACKEND_BYTES: '8589934592', ETCD_ASG_NAME: 'g', ETCD_AWS_POLL_MS: '5', ETCD_NAME: 'wrong', HOME: '/root' },
+      inherited: { ETCD_QUOTA_BACKEND_BYTES: '8589934592', ETCD_ASG_NAME: 'g', ETCD_AWS_POLL_MS: '5', ETCD_NAME: 'wrong', HOME: '/root', ETCD_FORCE_NEW_CLUSTER: 'true' },
     });
     expect(env).toEqual({
       ETCD_QUOTA_BACKEND_BYTES: '8589934592',
@@ -151,5 +152,11 @@ describe('launch settings', () => {
       ETCD_INITIAL_CLUSTER_TOKEN: 't',
       ETCD_STRICT_RECONFIG_CHECK: 'true',
     });
+  });
+
+  it('sets the force flag only in the environment made for the one recovering process', () => {
+    const env = { ETCD_NAME: 'i-self', ETCD_DATA_DIR: '/var/lib/etcd' };
+    expect(forceNewClusterEnvironment(env)).toEqual({ ...env, ETCD_FORCE_NEW_CLUSTER: 'true' });
+    expect(env).not.toHaveProperty('ETCD_FORCE_NEW_CLUSTER');
   });
 });
