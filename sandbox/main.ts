@@ -146,6 +146,13 @@ async function runOne(name: string): Promise<number> {
     progress,
   });
   printSummary(summary);
+  const w = summary.writes;
+  print(
+    `\n${name} ${summary.ok ? 'passed' : 'FAILED'}: converged in ${(summary.convergeMs / 1000).toFixed(1)}s; ` +
+      `${w.acknowledged} writes acknowledged, ${w.lost} lost${summary.rpo ? ` (all after backup ${summary.rpo.backupKey}: an RPO of ${summary.rpo.seconds.toFixed(1)}s)` : ''}; ` +
+      `longest unavailability ${(w.longestUnavailableMs / 1000).toFixed(1)}s; ` +
+      (summary.cluster.restoredFrom ? `new cluster ${summary.cluster.after} restored from ${summary.cluster.restoredFrom}` : `cluster ${summary.cluster.after} throughout`),
+  );
   if (!summary.ok) process.stderr.write(`sandbox: scenario ${name} failed: ${summary.violations.join('; ')}\nsandbox: process logs are in ${workDir}\n`);
   return summary.ok ? 0 : 1;
 }

@@ -48,6 +48,24 @@ export interface SandboxOptions {
 
 type LifecycleResult = { batchItemFailures: Array<{ itemIdentifier: string }> };
 
+/** Agent log messages worth a line in the timeline: what the agents decided and did. */
+const NOTABLE = new Set([
+  'founding a new cluster',
+  'no backup exists; founding an empty cluster',
+  'restoring backup',
+  'restored backup',
+  'backup cannot be restored; trying the previous one',
+  'took over an expired seed lease',
+  'restarting from local data',
+  'removed stale member',
+  'set aside local data of a removed member or another cluster',
+  'added as learner',
+  'promoted to voting member',
+  'etcd has no quorum',
+  'forcing a new cluster from this member',
+  'etcd restarted with force-new-cluster; replacements can join it now',
+]);
+
 /** The systemd unit's RestartSec, shortened: an agent that exited on a live instance is started again. */
 const RESTART_DELAY_MS = 1000;
 
@@ -66,6 +84,7 @@ export class Sandbox {
   private current: InstanceIdentity[] = [];
   private readonly dead = new Set<string>();
   private readonly exitedAt = new Map<string, number>();
+  private readonly logOffsets = new Map<string, number>();
   private stopping = false;
   private isStopping(): boolean {
     return this.stopping;
@@ -143,6 +162,7 @@ export class Sandbox {
 
   private startLoops(): void {
     this.loops.push(this.every(500, () => this.reconcileInstances()));
+    this.loops.push(this.every(250, () => Promise.resolve(this.followAgentLogs())));
     this.loops.push(this.every(250, () => this.pollLifecycleQueue()));
     const backupEvery = this.options.backupEveryMs ?? 60_000;
     if (backupEvery > 0) this.loops.push(this.every(backupEvery, () => this.backup().then(() => undefined), true));
@@ -206,6 +226,38 @@ export class Sandbox {
     void node.process?.exited.then(() => {
       if (!this.dead.has(id) && !this.isStopping()) this.exitedAt.set(id, Date.now());
     });
+  }
+
+  /** Puts what the agents decided and did (their JSON log lines in NOTABLE) on the timeline. */
+  private followAgentLogs(): void {
+    for (const node of this.fleet.list()) {
+      let text: Buffer;
+      try {
+        text = readFileSync(node.logFile);
+      } catch {
+        continue;
+      }
+      const from = this.logOffsets.get(node.logFile) ?? 0;
+      const end = text.lastIndexOf(0x0a) + 1;
+      if (end <= from) continue;
+      this.logOffsets.set(node.logFile, end);
+      for (const line of text.subarray(from, end).toString('utf8').split('\n')) {
+        if (!line.startsWith('{')) continue;
+        let entry: Record<string, unknown>;
+        try {
+          entry = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue; // etcd's own output shares the log
+        }
+        const message = typeof entry.message === 'string' ? entry.message : '';
+        if (!NOTABLE.has(message)) continue;
+        const detail = ['key', 'reason', 'memberId', 'gone']
+          .filter((k) => entry[k] !== undefined)
+          .map((k) => `${k} ${typeof entry[k] === 'string' ? entry[k] : JSON.stringify(entry[k])}`)
+          .join(', ');
+        this.say(`agent ${node.instance.instanceId}: ${message}${detail ? ` (${detail})` : ''}`);
+      }
+    }
   }
 
   /** Lambda's SQS event source mapping: batches go to the lifecycle handler; acknowledged records are deleted. */
