@@ -278,5 +278,6 @@ void (scenario ? runOne(scenario) : interactive())
     await teardown();
     // A clean non-interactive run leaves nothing behind; a failed one keeps its logs for the reader.
     if ((values.once || scenario) && code === 0) rmSync(workDir, { recursive: true, force: true });
+    else say(`logs kept in ${workDir}`);
     process.exit(code);
   });

@@ -1,9 +1,11 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../scripts/build.mjs';
 import { REPO_ROOT } from '../../testbed/tools.js';
+import { waitFor } from '../../testbed/wait.js';
 import { openBed, type Bed } from '../support/testbed.js';
 
 const run = promisify(execFile);
@@ -58,4 +60,44 @@ describe('npm run sandbox -- --once', () => {
     // The agents' etcd children are gone too: nothing listens on the members' client URLs any more.
     for (const url of summary.clientEndpoints) await expect(fetch(`${url}/health`)).rejects.toThrow();
   });
+
+  it('takes single actions while it runs: terminate through the hook, a backup, then quit leaves nothing running', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'sandbox', 'main.ts'), '--dist', dist], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, AWS_ENDPOINT_URL: '' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+    child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const seen = (what: string, pattern: RegExp, timeoutMs = 120_000) =>
+      waitFor(`the sandbox to print ${what}`, () => pattern.exec(out) ?? undefined, { timeoutMs, intervalMs: 200 }).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}\n--- sandbox output ---\n${out}`);
+      });
+    try {
+      await seen('its commands', /^commands:/m);
+      const endpoints = (await seen('the client endpoints', /^client endpoints: (\S+)/m))[1]!.split(',');
+      const victim = (await seen('a launched instance', /instance (i-[0-9a-f]+) \(127[^)]*\) launched/))[1]!;
+
+      child.stdin.write(`terminate ${victim}\n`);
+      await seen('the hook holding the instance', new RegExp(`terminating ${victim} through Auto Scaling`));
+      await seen('the lifecycle handler releasing it', new RegExp(`instance ${victim} terminated`));
+      await seen('a replacement', /(instance i-[0-9a-f]+ \(127[^)]*\) launched[\s\S]*){4}/);
+      child.stdin.write('backup\n');
+      await seen('a backup', /backup uploaded: \S+\.db/);
+      child.stdin.write('kill i-nonexistent\n');
+      await seen('a clear error for an unknown instance', /kill needs instance IDs of the group: i-/);
+      child.stdin.write('quit\n');
+      expect(await exited).toBe(0);
+      // An interactive run keeps its logs for the reader; the test removes them.
+      const logs = /logs kept in (\S+)/.exec(out)?.[1];
+      expect(logs).toBeDefined();
+      rmSync(logs!, { recursive: true, force: true });
+      for (const url of endpoints) await expect(fetch(`${url}/health`)).rejects.toThrow();
+    } finally {
+      if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    }
+  });
 });
+
