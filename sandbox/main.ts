@@ -121,6 +121,17 @@ mkdirSync(workDir, { recursive: true });
 let sandbox: Sandbox | undefined;
 let tornDown = false;
 
+// Ctrl-C (or SIGTERM) at any moment tears everything down: while commands are taken it ends the prompt,
+// before or during a scenario it stops the run.
+let onSignal: (() => void) | undefined;
+const interrupted = (signal: NodeJS.Signals) => {
+  if (onSignal) return onSignal();
+  process.stderr.write(`sandbox: ${signal}; tearing down\n`);
+  void teardown().then(() => process.exit(130));
+};
+process.on('SIGINT', interrupted);
+process.on('SIGTERM', interrupted);
+
 async function teardown(): Promise<void> {
   if (tornDown) return;
   tornDown = true;
@@ -246,11 +257,11 @@ async function interactive(): Promise<number> {
   return new Promise<number>((resolve) => {
     const rl = createInterface({ input: process.stdin, terminal: false });
     const done = () => {
+      onSignal = undefined;
       rl.close();
       resolve(0);
     };
-    process.once('SIGINT', done);
-    process.once('SIGTERM', done);
+    onSignal = done;
     // One command at a time, in order.
     let queue = Promise.resolve();
     rl.on('line', (line) => {
