@@ -28,6 +28,7 @@ const SETTINGS = {
   ETCD_AWS_POLL_MS: 'pause between bootstrap attempts while waiting',
   ETCD_AWS_REGISTRATION_FRESH_MS: 'how old a peer agent\'s "no data" registration may be and still count',
   ETCD_AWS_QUORUM_LOSS_GRACE_MS: 'how long the local etcd must have had no quorum before the agent considers forcing a new cluster',
+  ETCD_AWS_QUORUM_RECOVERY: '"auto" lets the survivor of a majority lost for good force a new cluster; "off" leaves that to an operator',
 } as const;
 
 type Setting = keyof typeof SETTINGS;
@@ -75,6 +76,7 @@ const schemas = {
     ETCD_AWS_POLL_MS: millis.default(2000),
     ETCD_AWS_REGISTRATION_FRESH_MS: millis.default(30_000),
     ETCD_AWS_QUORUM_LOSS_GRACE_MS: z.coerce.number().int().min(500).max(3_600_000).default(60_000),
+    ETCD_AWS_QUORUM_RECOVERY: z.enum(['auto', 'off']).default('auto'),
     ETCD_AWS_ALLOW_EMPTY_START: z.enum(['true', 'false']).default('false'),
     ETCD_AWS_BUMP_REVISION: z.coerce.number().int().min(1).optional(),
   }),
@@ -123,6 +125,8 @@ export interface AgentConfig extends CommonConfig {
   readonly bumpRevision: number | undefined;
   /** How long the local etcd must have had no quorum before a forced single-member recovery is considered. */
   readonly quorumLossGraceMs: number;
+  /** False: never force a new cluster; a majority lost for good waits for an operator. */
+  readonly quorumRecovery: boolean;
 }
 
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
@@ -192,5 +196,6 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     allowEmptyStart: c.ETCD_AWS_ALLOW_EMPTY_START === 'true',
     bumpRevision: c.ETCD_AWS_BUMP_REVISION,
     quorumLossGraceMs: c.ETCD_AWS_QUORUM_LOSS_GRACE_MS,
+    quorumRecovery: c.ETCD_AWS_QUORUM_RECOVERY === 'auto',
   });
 }

@@ -185,6 +185,10 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
       });
     })().catch((error: unknown) => log.error('promotion stopped', { error: describeError(error) }));
   }
+  if (!config.quorumRecovery) {
+    log.info('automatic recovery from a permanent majority loss is off (ETCD_AWS_QUORUM_RECOVERY=off)');
+    return etcd.exited;
+  }
   void recoverFromQuorumLoss({
     selfUrl,
     openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),

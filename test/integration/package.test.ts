@@ -193,5 +193,9 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(script.content).toMatch(/sha256sum -c -/);
     expect(config.runcmd).toEqual([['/usr/local/sbin/etcd-aws-install.sh']]);
     expect(rendered).not.toMatch(/(SECRET|PASSWORD|TOKEN)[A-Z_]*=|aws_secret_access_key/i);
+    // The agent's settings file carries the stack's choice about forced recovery after a majority loss.
+    const env = config.write_files.find((f) => f.path === '/etc/etcd-aws/agent.env');
+    expect(env?.content).toContain('ETCD_AWS_QUORUM_RECOVERY=value-of-QuorumRecovery');
+    expect(template.Parameters.QuorumRecovery).toMatchObject({ AllowedValues: ['auto', 'off'], Default: 'auto' });
   });
 });

@@ -69,6 +69,9 @@ describe('loadConfig', () => {
 
   it('gives the agent a quorum-loss grace period of a minute by default, and refuses one too short to outlast an election', () => {
     expect(loadConfig({ BACKUP_BUCKET: 'b' }, 'agent').quorumLossGraceMs).toBe(60_000);
+    expect(loadConfig({ BACKUP_BUCKET: 'b' }, 'agent').quorumRecovery).toBe(true);
+    expect(loadConfig({ BACKUP_BUCKET: 'b', ETCD_AWS_QUORUM_RECOVERY: 'off' }, 'agent').quorumRecovery).toBe(false);
+    expect(() => loadConfig({ BACKUP_BUCKET: 'b', ETCD_AWS_QUORUM_RECOVERY: 'yes' }, 'agent')).toThrow('ETCD_AWS_QUORUM_RECOVERY');
     expect(loadConfig({ BACKUP_BUCKET: 'b', ETCD_AWS_QUORUM_LOSS_GRACE_MS: '1500' }, 'agent').quorumLossGraceMs).toBe(1500);
     expect(() => loadConfig({ BACKUP_BUCKET: 'b', ETCD_AWS_QUORUM_LOSS_GRACE_MS: '10' }, 'agent')).toThrow(
       'ETCD_AWS_QUORUM_LOSS_GRACE_MS="10" is invalid (how long the local etcd must have had no quorum before the agent considers forcing a new cluster)',
