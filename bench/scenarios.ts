@@ -100,6 +100,20 @@ async function main(): Promise<void> {
   say(`\n${md}`);
 }
 
+// Ctrl-C ends the run and every process it started (the exit hook alone does not run on a signal).
+let stopping = false;
+const interrupted = (signal: NodeJS.Signals) => {
+  if (stopping) return;
+  stopping = true;
+  process.stderr.write(`bench:scenarios: ${signal}; stopping every process\n`);
+  void processes.stopAll(5000).then(() => {
+    network.release();
+    process.exit(130);
+  });
+};
+process.on('SIGINT', interrupted);
+process.on('SIGTERM', interrupted);
+
 void main()
   .then(() => 0, (error: unknown) => {
     process.stderr.write(`bench:scenarios: ${error instanceof Error ? error.message : String(error)}\n`);
