@@ -70,6 +70,8 @@ export interface EtcdMembership {
   addLearner(peerUrl: string): Promise<{ memberId: string; members: Member[] }>;
   remove(memberId: string): Promise<'removed' | 'not-found'>;
   promote(memberId: string): Promise<'promoted' | 'not-ready' | 'not-a-learner'>;
+  /** Asks the leader (reached at `leaderEndpoint`) to hand leadership to `targetId` (MoveLeader). */
+  moveLeader(leaderEndpoint: string, targetId: string): Promise<void>;
 }
 
 /** The seed lease and the agents' registrations, kept beside the backups. */

@@ -29,3 +29,37 @@ export function planTermination(
   }
   return { kind: 'remove', memberId: hit.member.id, memberName: hit.member.name, matchedBy: hit.matchedBy };
 }
+
+/** What one member's Status said, as far as a leadership handoff needs it. */
+export interface VoterStatus {
+  readonly memberId: string;
+  readonly leaderId: string;
+  readonly raftIndex: string;
+  readonly isLearner: boolean;
+}
+
+export type Handoff =
+  | { readonly kind: 'not-leader' }
+  | { readonly kind: 'move'; readonly targetId: string }
+  | { readonly kind: 'no-target' };
+
+/**
+ * Whether to move leadership off a member about to be removed, and to whom. Removing the leader makes the
+ * others wait an election timeout before anyone serves writes; handing leadership over first makes that a
+ * single round trip. The member leads when any answering member says so; the new leader is the answering
+ * voter with the newest raft log (equal: the lowest member ID), so it needs no catching up. Pure.
+ */
+export function leadershipHandoff(memberId: string, members: readonly Member[], statuses: readonly VoterStatus[]): Handoff {
+  if (!statuses.some((s) => s.leaderId === memberId)) return { kind: 'not-leader' };
+  const voters = new Set(votingMembers(members).map((m) => m.id));
+  const candidates = statuses
+    .filter((s) => s.memberId !== memberId && !s.isLearner && voters.has(s.memberId))
+    .sort((a, b) => {
+      const byIndex = BigInt(b.raftIndex) - BigInt(a.raftIndex);
+      if (byIndex !== 0n) return byIndex > 0n ? 1 : -1;
+      const byId = BigInt(a.memberId) - BigInt(b.memberId);
+      return byId === 0n ? 0 : byId > 0n ? 1 : -1;
+    });
+  const target = candidates[0];
+  return target ? { kind: 'move', targetId: target.memberId } : { kind: 'no-target' };
+}

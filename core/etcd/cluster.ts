@@ -163,6 +163,18 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
     }
   }
 
+  async moveLeader(leaderEndpoint: string, targetId: string): Promise<void> {
+    // MoveLeader is served only by the leader: ask it directly, not whichever member the pool picks.
+    const single = new Etcd3(clientOptions([leaderEndpoint], this.options));
+    try {
+      await single.maintenance.moveLeader({ targetID: targetId });
+    } catch (error) {
+      throw new EtcdUnavailableError(`cannot move leadership from ${leaderEndpoint} to ${targetId}: ${describeError(error)}`, { cause: error });
+    } finally {
+      single.close();
+    }
+  }
+
   async snapshot(endpoint: string, timeoutMs: number): Promise<SnapshotStream> {
     const single = new Etcd3(clientOptions([endpoint], this.options));
     let headerRevision: string | undefined;

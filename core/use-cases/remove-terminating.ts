@@ -1,7 +1,7 @@
 import { activePeers, clientUrls } from '../domain/instances.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
-import { hexMemberId } from '../domain/members.js';
-import { planTermination, type TerminationPlan } from '../domain/termination.js';
+import { hexMemberId, type Member } from '../domain/members.js';
+import { leadershipHandoff, planTermination, type TerminationPlan } from '../domain/termination.js';
 import { EtcdUnavailableError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { EtcdCluster, EtcdMembership, InstanceInventory, LifecycleActions } from '../ports.js';
@@ -33,8 +33,8 @@ export type RemovalOutcome =
  * member already gone is "not-found", a lifecycle action already completed is "already-completed".
  *
  * 1. describe the group (the terminating instance's IP; the endpoints of the others) 2. list members through
- * a member other than the terminating one 3. decide 4. remove (or, for the last voter, back up) 5. complete
- * the lifecycle action. On failure: record a heartbeat so the instance keeps waiting, then throw a retryable
+ * a member other than the terminating one 3. decide 4. hand leadership over if the member leads, then remove
+ * it (or, for the last voter, back it up) 5. complete the lifecycle action. On failure: record a heartbeat so the instance keeps waiting, then throw a retryable
  * error so the message is redelivered.
  */
 export async function removeTerminatingMember(notice: TerminationNotice, deps: RemovalDeps): Promise<RemovalOutcome> {
@@ -55,6 +55,7 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
       plan = planTermination(notice, members, privateIp);
       deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
       if (plan.kind === 'remove') {
+        await handOffLeadership(etcd, plan.memberId, members, deps.log, fields);
         removal = await etcd.remove(plan.memberId);
         deps.log.info('removed member', { ...fields, memberId: hexMemberId(plan.memberId), result: removal });
       } else if (plan.kind === 'keep-last-voter' && deps.finalBackup) {
@@ -76,6 +77,38 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
   const lifecycle = await deps.lifecycle.complete(notice);
   deps.log.info('lifecycle action completed', { ...fields, result: lifecycle });
   return { kind: 'completed', plan, removal, lifecycle };
+}
+
+/**
+ * Moves leadership off the member about to be removed, so the cluster keeps serving writes without waiting
+ * out an election. Best effort: when it fails, the removal goes ahead and etcd elects a new leader itself.
+ */
+async function handOffLeadership(
+  etcd: EtcdCluster & EtcdMembership,
+  memberId: string,
+  members: readonly Member[],
+  log: Log,
+  fields: Record<string, unknown>,
+): Promise<void> {
+  const answered = await Promise.all(
+    members
+      .filter((m) => !m.isLearner && m.clientUrls.length > 0)
+      .map((m) => etcd.status(m.clientUrls[0] as string).catch(() => undefined)),
+  );
+  const statuses = answered.filter((s) => s !== undefined);
+  const handoff = leadershipHandoff(memberId, members, statuses);
+  if (handoff.kind === 'not-leader') return;
+  const leaderUrl = members.find((m) => m.id === memberId)?.clientUrls[0];
+  if (handoff.kind === 'no-target' || leaderUrl === undefined) {
+    log.warn('the terminating member leads and no other voter answered; removing it without a handoff', fields);
+    return;
+  }
+  try {
+    await etcd.moveLeader(leaderUrl, handoff.targetId);
+    log.info('moved leadership off the terminating member', { ...fields, from: hexMemberId(memberId), to: hexMemberId(handoff.targetId) });
+  } catch (error) {
+    log.warn('leadership handoff failed; removing the member anyway', { ...fields, error: describeError(error) });
+  }
 }
 
 function planFields(plan: TerminationPlan): Record<string, unknown> {

@@ -1,6 +1,7 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../scripts/build.mjs';
 import { inspectCluster, leaderUrl } from '../../testbed/agents.js';
@@ -14,6 +15,7 @@ import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
 // The built lifecycle handler, cold-started per invocation, against a real 5-node etcd on the emulated
 // group's instances. CompleteLifecycleAction and RecordLifecycleActionHeartbeat go to the shim (the
 // emulator lacks them) through AWS_ENDPOINT_URL_AUTO_SCALING; everything else goes to the emulator.
+const run = promisify(execFile);
 let bed: Bed;
 let bundle: string;
 let shim: AutoScalingShim;
@@ -91,15 +93,23 @@ describe('lifecycle handler (built bundle)', () => {
     expect(lines.some((l) => l.message === 'lifecycle action completed' && l.result === 'already-completed')).toBe(true);
   });
 
-  it('removes the leader when the leader terminates (direct EventBridge invocation); the rest elect a new one', async () => {
+  it('hands leadership over, then removes the leader when the leader terminates (direct EventBridge invocation)', async () => {
     const running = group.instances.filter((i) => etcd.node(i.instanceId).process?.running());
     const url = await leaderUrl(running.map((i) => `http://${i.privateIp}:2379`));
     const leader = running.find((i) => `http://${i.privateIp}:2379` === url);
     if (!leader) throw new Error('no member reports itself as leader');
 
-    await invoke(eventBridge(leader.instanceId, 'tok-leader'));
+    const { lines } = await invoke(eventBridge(leader.instanceId, 'tok-leader'));
 
     expect(await memberNames()).not.toContain(leader.instanceId);
+    // The survivors had a leader before the old one left: the handler moved leadership first.
+    const moved = lines.find((l) => l.message === 'moved leadership off the terminating member');
+    expect(moved).toBeDefined();
+    const survivors = running.filter((r) => r !== leader).map((i) => `http://${i.privateIp}:2379`);
+    const newLeader = await leaderUrl(survivors);
+    expect(newLeader).toBeDefined();
+    const { stdout } = await run(etcdctlBin(), ['--endpoints', newLeader!, 'endpoint', 'status', '-w', 'json']);
+    expect(BigInt(/"member_id":(\d+)/.exec(stdout)?.[1] ?? '0').toString(16)).toBe(moved?.to);
     expect(callsFor('tok-leader').map((c) => c.action)).toEqual(['CompleteLifecycleAction']);
     await etcd.stop(leader.instanceId);
     for (const i of running.filter((r) => r !== leader)) await etcd.waitHealthy(i.instanceId);

@@ -4,6 +4,7 @@ import type { TerminationNotice } from '../../core/domain/lifecycle-events.js';
 import type { Member } from '../../core/domain/members.js';
 import { silentLog } from '../../core/logger.js';
 import type { EtcdCluster, EtcdMembership, LifecycleActions } from '../../core/ports.js';
+import { leadershipHandoff } from '../../core/domain/termination.js';
 import { removeTerminatingMember, type RemovalDeps } from '../../core/use-cases/remove-terminating.js';
 
 const notice: TerminationNotice = { groupName: 'g', hookName: 'h', instanceId: 'i-last', token: 't', time: undefined };
@@ -56,5 +57,89 @@ describe('removeTerminatingMember on scale-in to zero', () => {
     const order: string[] = [];
     await expect(removeTerminatingMember(notice, deps(order, () => Promise.reject(new Error('S3 is down'))))).rejects.toThrow('S3 is down');
     expect(order).not.toContain('complete');
+  });
+});
+
+describe('leadershipHandoff', () => {
+  const voter = (id: string): Member => ({ id, name: `i-${id}`, peerUrls: [`http://10.0.0.${id}:2380`], clientUrls: [`http://10.0.0.${id}:2379`], isLearner: false });
+  const members = [voter('1'), voter('2'), voter('3'), { ...voter('4'), isLearner: true }];
+  const status = (memberId: string, leaderId: string, raftIndex: string, isLearner = false) => ({ memberId, leaderId, raftIndex, isLearner });
+
+  it.each([
+    ['a follower leaves: nothing to hand over', '2', [status('1', '1', '10'), status('2', '1', '10'), status('3', '1', '10')], { kind: 'not-leader' }],
+    ['the leader leaves: the voter with the newest log takes over', '1', [status('1', '1', '12'), status('2', '1', '10'), status('3', '1', '11')], { kind: 'move', targetId: '3' }],
+    ['equal logs: the lowest member ID', '1', [status('1', '1', '12'), status('3', '1', '11'), status('2', '1', '11')], { kind: 'move', targetId: '2' }],
+    ['a learner never takes over, however new its log', '1', [status('1', '1', '12'), status('4', '1', '99', true), status('2', '1', '5')], { kind: 'move', targetId: '2' }],
+    ['the leader is silent, but a follower names it', '1', [status('2', '1', '10'), status('3', '1', '10')], { kind: 'move', targetId: '2' }],
+    ['no other voter answered', '1', [status('1', '1', '12')], { kind: 'no-target' }],
+    ['no one answered', '1', [], { kind: 'not-leader' }],
+  ] as const)('%s', (_, leaving, statuses, expected) => {
+    expect(leadershipHandoff(leaving, members, statuses)).toEqual(expected);
+  });
+
+  it('compares 64-bit member IDs exactly (beyond what a double holds)', () => {
+    const big = [voter('18446744073709551614'), voter('18446744073709551615'), voter('1')];
+    const statuses = [status('1', '1', '7'), status('18446744073709551615', '1', '7'), status('18446744073709551614', '1', '7')];
+    expect(leadershipHandoff('1', big, statuses)).toEqual({ kind: 'move', targetId: '18446744073709551614' });
+  });
+});
+
+describe('removeTerminatingMember of the leader', () => {
+  const voter = (id: string, ip: string): Member => ({ id, name: `i-${id}`, peerUrls: [`http://${ip}:2380`], clientUrls: [`http://${ip}:2379`], isLearner: false });
+  const members = [voter('1', '10.0.0.1'), voter('2', '10.0.0.2'), voter('3', '10.0.0.3')];
+  const leaving: TerminationNotice = { groupName: 'g', hookName: 'h', instanceId: 'i-1', token: 't', time: undefined };
+  const instances: GroupInstance[] = members.map((m, i) => ({
+    instanceId: m.name,
+    lifecycleState: i === 0 ? 'Terminating:Wait' : 'InService',
+    healthStatus: 'Healthy',
+    availabilityZone: 'a',
+    privateIp: `10.0.0.${m.id}`,
+  }));
+
+  function withEtcd(order: string[], moveLeader: () => Promise<void>): RemovalDeps {
+    const etcd = {
+      listMembers: () => Promise.resolve({ clusterId: 'c', members }),
+      status: (endpoint: string) => {
+        const id = endpoint.slice('http://10.0.0.'.length, endpoint.lastIndexOf(':'));
+        return Promise.resolve({ memberId: id, leaderId: '1', raftIndex: id === '3' ? '20' : '19', isLearner: false });
+      },
+      moveLeader: (endpoint: string, target: string) => {
+        order.push(`move ${endpoint} -> ${target}`);
+        return moveLeader();
+      },
+      remove: (id: string) => {
+        order.push(`remove ${id}`);
+        return Promise.resolve('removed');
+      },
+      close: () => undefined,
+    } as unknown as EtcdCluster & EtcdMembership;
+    return {
+      groupName: 'g',
+      inventory: { instancesOf: () => Promise.resolve(instances), groupOf: () => Promise.resolve('g'), instanceFacts: () => Promise.resolve(new Map()) },
+      openCluster: () => etcd,
+      lifecycle: {
+        complete: () => {
+          order.push('complete');
+          return Promise.resolve('completed');
+        },
+        heartbeat: () => Promise.resolve(),
+      },
+      clientPort: 2379,
+      endpoints: undefined,
+      finalBackup: undefined,
+      log: silentLog,
+    };
+  }
+
+  it('hands leadership to the most caught-up voter through the leader, then removes it, then completes', async () => {
+    const order: string[] = [];
+    await removeTerminatingMember(leaving, withEtcd(order, () => Promise.resolve()));
+    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
+  });
+
+  it('removes the member anyway when the handoff fails (etcd then elects a leader itself)', async () => {
+    const order: string[] = [];
+    await removeTerminatingMember(leaving, withEtcd(order, () => Promise.reject(new Error('leader changed'))));
+    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
   });
 });
