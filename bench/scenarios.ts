@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.scenario} | ${f(r.convergeMs, secs)} | ${f(r.longestUnavailableMs, (n) => `${(n / 1000).toFixed(2)} s`)} | ${f(r.lost, String)} | ${f(r.acknowledged, String)} | ${r.rpoSeconds ? f(r.rpoSeconds, (n) => `${n.toFixed(1)} s`) : '–'} |`),
     '',
-    'The sandbox replaces a killed instance at once; in AWS the group\'s health check takes minutes, which adds to "converged" for kill-leader, kill-majority and total-loss (not to the unavailability of kill-leader, which is the election). The total-loss RPO here is short because the scenario writes right after its backup; in AWS it is up to the backup interval (5 minutes by default).',
+    'The sandbox replaces a killed instance at once; in AWS the group\'s health check takes minutes, which adds to "converged" for kill-leader, kill-majority and total-loss (not to the unavailability of kill-leader, which is the election). The total-loss RPO here is short because the scenario writes right after its backup; in AWS it is up to the backup interval (5 minutes by default). A write in flight when its member dies waits for the client\'s call deadline (1.5 s) before it fails over, which is most of kill-leader\'s figure. kill-majority\'s includes the agents\' quorum-loss grace, 3 s here and 60 s by default.',
     '',
   ].join('\n');
   writeFileSync(path.join(REPO_ROOT, 'bench', 'SCENARIOS.md'), md);
