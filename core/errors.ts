@@ -26,6 +26,19 @@ export class EtcdUnavailableError extends EtcdAwsError {
   }
 }
 
+/**
+ * etcd refused a membership change because not every voter has been connected to the leader for 5 s yet
+ * (its strict reconfiguration check, "unhealthy cluster"): right after a member joined or leadership moved.
+ * It clears by itself within seconds.
+ */
+export class MembershipChangeTooSoonError extends EtcdUnavailableError {}
+
+/**
+ * The etcd client holds off calls to members that just failed several times in a row (its circuit breaker
+ * reopens after a few seconds). Retrying after that pause may succeed.
+ */
+export class EtcdBackoffError extends EtcdUnavailableError {}
+
 /** A membership change would leave the cluster without quorum. */
 export class QuorumAtRiskError extends EtcdAwsError {}
 

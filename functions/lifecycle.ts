@@ -3,6 +3,7 @@
  * ReportBatchItemFailures) and by an EventBridge rule for `EC2 Instance-terminate Lifecycle Action`.
  * Records are processed one at a time: membership changes are serialized.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BatchProcessor, EventType, processPartialResponse } from '@aws-lambda-powertools/batch';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -35,6 +36,7 @@ const deps: RemovalDeps = {
   // Scale-in to zero: the last voting member is backed up before its instance goes.
   finalBackup: backup ? () => takeBackup(createBackupDeps(config, backup, logger, inventory), { force: true }) : undefined,
   log: logger,
+  sleep: (ms) => sleep(ms),
 };
 const processor = new BatchProcessor(EventType.SQS);
 

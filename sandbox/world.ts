@@ -265,9 +265,18 @@ export class Sandbox {
     await pollOnce(this.queueUrl, async (event) => {
       const ids = event.Records.map((r) => JSON.parse(r.body as string) as { EC2InstanceId?: string }).map((b) => b.EC2InstanceId ?? 'test notification');
       this.say(`lifecycle handler invoked for ${ids.join(', ')}`);
-      const { result } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv());
+      const { result, lines } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv());
       this.lifecycleInvocations.push(result);
-      if (result.batchItemFailures.length > 0) this.say(`lifecycle handler: ${result.batchItemFailures.length} record(s) failed; SQS redelivers them`);
+      for (const line of lines) {
+        if (line.message === 'moved leadership off the terminating member') this.say(`lifecycle handler moved leadership ${String(line.from)} → ${String(line.to)} before removing the member`);
+        if (typeof line.message === 'string' && line.message.startsWith('etcd refuses member changes')) {
+          this.say("lifecycle handler waits: etcd refuses member changes until every voter has been connected for 5 s");
+        }
+      }
+      if (result.batchItemFailures.length > 0) {
+        const why = lines.find((l) => l.level === 'WARN' && typeof l.error === 'string')?.error;
+        this.say(`lifecycle handler: ${result.batchItemFailures.length} record(s) failed${typeof why === 'string' ? ` (${why.slice(0, 160)})` : ''}; SQS redelivers them`);
+      }
       return result;
     });
   }

@@ -18,7 +18,7 @@ export function handlerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
 
 export interface Invocation<T> {
   readonly result: T;
-  /** Everything the handler printed: Powertools log lines and EMF metric documents. */
+  /** Every JSON line the handler printed (stdout and stderr): Powertools log lines and EMF metric documents. */
   readonly lines: ReadonlyArray<Record<string, unknown>>;
 }
 
@@ -37,7 +37,7 @@ export async function invokeBundle<T>(bundle: string, event: unknown, env: NodeJ
     } catch (error) {
       process.stdout.write('\\nERROR ' + JSON.stringify(String(error?.message ?? error)) + '\\n');
     }`;
-  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+  const { stdout, stderr } = await run(process.execPath, ['--input-type=module', '-e', script], {
     env: { ...env, TEST_EVENT: JSON.stringify(event) },
     timeout: 120_000,
     maxBuffer: 16 * 1024 * 1024,
@@ -47,7 +47,8 @@ export async function invokeBundle<T>(bundle: string, event: unknown, env: NodeJ
   if (errorLine) throw new Error(`the handler threw: ${JSON.parse(errorLine.slice(6)) as string}`);
   const resultLine = lines.find((l) => l.startsWith('RESULT '));
   if (!resultLine) throw new Error(`the handler printed no result:\n${stdout}`);
-  const json = lines.flatMap((l) => {
+  // Powertools writes WARN and ERROR through console.warn/console.error, i.e. to stderr.
+  const json = [...lines, ...stderr.split('\n')].flatMap((l) => {
     if (!l.startsWith('{')) return [];
     try {
       return [JSON.parse(l) as Record<string, unknown>];

@@ -1,6 +1,6 @@
 import { Etcd3, type IMember, type IOptions, type ISnapshotResponse } from 'etcd3';
 import type { Member } from '../domain/members.js';
-import { EtcdUnavailableError, describeError } from '../errors.js';
+import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
 import { Readable } from 'node:stream';
 import type { EtcdCluster, EtcdLocalView, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
@@ -146,8 +146,12 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
       await this.client.cluster.memberRemove({ ID: memberId });
       return 'removed';
     } catch (error) {
-      if (/member not found/i.test(describeError(error))) return 'not-found';
-      throw new EtcdUnavailableError(`cannot remove member ${memberId}: ${describeError(error)}`, { cause: error });
+      const message = describeError(error);
+      if (/member not found/i.test(message)) return 'not-found';
+      if (/unhealthy cluster/i.test(message)) throw new MembershipChangeTooSoonError(`cannot remove member ${memberId} yet: ${message}`, { cause: error });
+      // etcd3 retries a refusal a few times at once, which opens its circuit breaker for the member.
+      if (/circuit breaker is open/i.test(message)) throw new EtcdBackoffError(`cannot remove member ${memberId} yet: ${message}`, { cause: error });
+      throw new EtcdUnavailableError(`cannot remove member ${memberId}: ${message}`, { cause: error });
     }
   }
 

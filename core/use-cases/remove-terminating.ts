@@ -2,7 +2,7 @@ import { activePeers, clientUrls } from '../domain/instances.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
 import { hexMemberId, type Member } from '../domain/members.js';
 import { leadershipHandoff, planTermination, type TerminationPlan } from '../domain/termination.js';
-import { EtcdUnavailableError, describeError } from '../errors.js';
+import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { EtcdCluster, EtcdMembership, InstanceInventory, LifecycleActions } from '../ports.js';
 
@@ -17,6 +17,12 @@ export interface RemovalDeps {
   /** Takes a backup before the last voting member goes; absent until the backup use case is wired. */
   readonly finalBackup: (() => Promise<unknown>) | undefined;
   readonly log: Log;
+  readonly sleep: (ms: number) => Promise<void>;
+  /**
+   * How often, and how far apart, a removal that etcd refused as too soon (strict reconfig check) is tried
+   * again within the same invocation, instead of waiting for the queue's redelivery.
+   */
+  readonly tooSoonRetry?: { readonly attempts: number; readonly delayMs: number };
 }
 
 export type RemovalOutcome =
@@ -56,7 +62,7 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
       deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
       if (plan.kind === 'remove') {
         await handOffLeadership(etcd, plan.memberId, members, deps.log, fields);
-        removal = await etcd.remove(plan.memberId);
+        removal = await removeWhenAllowed(etcd, plan.memberId, deps, fields);
         deps.log.info('removed member', { ...fields, memberId: hexMemberId(plan.memberId), result: removal });
       } else if (plan.kind === 'keep-last-voter' && deps.finalBackup) {
         await deps.finalBackup();
@@ -77,6 +83,32 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
   const lifecycle = await deps.lifecycle.complete(notice);
   deps.log.info('lifecycle action completed', { ...fields, result: lifecycle });
   return { kind: 'completed', plan, removal, lifecycle };
+}
+
+/**
+ * Removes the member, trying again while etcd refuses the change as too soon: its strict reconfiguration
+ * check wants every voter connected to the leader for 5 s, which is not yet so right after a member joined
+ * (a rolling replacement) or leadership moved (the handoff above); the etcd client's own quick retries of
+ * that refusal then open its circuit breaker for a few seconds, which is waited out the same way. Any other
+ * error goes to the caller.
+ */
+async function removeWhenAllowed(
+  etcd: EtcdMembership,
+  memberId: string,
+  deps: RemovalDeps,
+  fields: Record<string, unknown>,
+): Promise<'removed' | 'not-found'> {
+  const { attempts, delayMs } = deps.tooSoonRetry ?? { attempts: 15, delayMs: 1000 };
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await etcd.remove(memberId);
+    } catch (error) {
+      const transient = error instanceof MembershipChangeTooSoonError || error instanceof EtcdBackoffError;
+      if (!transient || attempt >= attempts) throw error;
+      if (attempt === 1) deps.log.info('etcd refuses member changes for a few seconds after a join or a leader change; waiting', { ...fields, delayMs });
+      await deps.sleep(delayMs);
+    }
+  }
 }
 
 /**

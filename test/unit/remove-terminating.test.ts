@@ -2,6 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import type { GroupInstance } from '../../core/domain/instances.js';
 import type { TerminationNotice } from '../../core/domain/lifecycle-events.js';
 import type { Member } from '../../core/domain/members.js';
+import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError } from '../../core/errors.js';
 import { silentLog } from '../../core/logger.js';
 import type { EtcdCluster, EtcdMembership, LifecycleActions } from '../../core/ports.js';
 import { leadershipHandoff } from '../../core/domain/termination.js';
@@ -36,6 +37,7 @@ function deps(order: string[], finalBackup: RemovalDeps['finalBackup']): Removal
     endpoints: undefined,
     finalBackup,
     log: silentLog,
+    sleep: () => Promise.resolve(),
   };
 }
 
@@ -96,7 +98,7 @@ describe('removeTerminatingMember of the leader', () => {
     privateIp: `10.0.0.${m.id}`,
   }));
 
-  function withEtcd(order: string[], moveLeader: () => Promise<void>): RemovalDeps {
+  function withEtcd(order: string[], moveLeader: () => Promise<void>, remove: () => Promise<string> = () => Promise.resolve('removed')): RemovalDeps {
     const etcd = {
       listMembers: () => Promise.resolve({ clusterId: 'c', members }),
       status: (endpoint: string) => {
@@ -109,7 +111,7 @@ describe('removeTerminatingMember of the leader', () => {
       },
       remove: (id: string) => {
         order.push(`remove ${id}`);
-        return Promise.resolve('removed');
+        return remove();
       },
       close: () => undefined,
     } as unknown as EtcdCluster & EtcdMembership;
@@ -122,12 +124,17 @@ describe('removeTerminatingMember of the leader', () => {
           order.push('complete');
           return Promise.resolve('completed');
         },
-        heartbeat: () => Promise.resolve(),
+        heartbeat: () => {
+          order.push('heartbeat');
+          return Promise.resolve();
+        },
       },
       clientPort: 2379,
       endpoints: undefined,
       finalBackup: undefined,
       log: silentLog,
+      sleep: () => Promise.resolve(),
+      tooSoonRetry: { attempts: 3, delayMs: 1 },
     };
   }
 
@@ -141,5 +148,29 @@ describe('removeTerminatingMember of the leader', () => {
     const order: string[] = [];
     await removeTerminatingMember(leaving, withEtcd(order, () => Promise.reject(new Error('leader changed'))));
     expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
+  });
+
+  it('waits out etcd\'s "too soon" refusal after the handoff within the invocation, then removes and completes', async () => {
+    const order: string[] = [];
+    const refusals = [new MembershipChangeTooSoonError('etcdserver: unhealthy cluster'), new EtcdBackoffError('circuit breaker is open')];
+    const remove = () => {
+      const next = refusals.shift();
+      return next ? Promise.reject(next) : Promise.resolve('removed');
+    };
+    const outcome = await removeTerminatingMember(leaving, withEtcd(order, () => Promise.resolve(), remove));
+    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'remove 1', 'remove 1', 'complete']);
+    expect(outcome).toMatchObject({ kind: 'completed', removal: 'removed' });
+  });
+
+  it('gives up after its attempts, or at once on any other error: a heartbeat, then a retryable error for SQS', async () => {
+    const order: string[] = [];
+    const tooSoon = () => Promise.reject(new MembershipChangeTooSoonError('etcdserver: unhealthy cluster'));
+    await expect(removeTerminatingMember(leaving, withEtcd(order, () => Promise.resolve(), tooSoon))).rejects.toMatchObject({ retryable: true });
+    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'remove 1', 'remove 1', 'heartbeat']);
+
+    const other: string[] = [];
+    const down = () => Promise.reject(new EtcdUnavailableError('14 UNAVAILABLE: no connection'));
+    await expect(removeTerminatingMember(leaving, withEtcd(other, () => Promise.resolve(), down))).rejects.toMatchObject({ retryable: true });
+    expect(other).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'heartbeat']);
   });
 });
