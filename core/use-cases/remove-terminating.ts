@@ -55,14 +55,15 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
     const all = deps.endpoints ?? clientUrls(activePeers(instances), deps.clientPort);
     const others = all.filter((e) => e !== own);
     // Only the terminating member itself may be left (scale-in to zero): then ask it.
-    const etcd = deps.openCluster(others.length > 0 ? others : own ? [own] : all);
+    const endpoints = others.length > 0 ? others : own ? [own] : all;
+    const etcd = deps.openCluster(endpoints);
     try {
       const { members } = await etcd.listMembers();
       plan = planTermination(notice, members, privateIp);
       deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
       if (plan.kind === 'remove') {
         await handOffLeadership(etcd, plan.memberId, members, deps.log, fields);
-        removal = await removeWhenAllowed(etcd, plan.memberId, deps, fields);
+        removal = await removeWhenAllowed(etcd, () => deps.openCluster(endpoints), plan.memberId, deps, fields);
         deps.log.info('removed member', { ...fields, memberId: hexMemberId(plan.memberId), result: removal });
       } else if (plan.kind === 'keep-last-voter' && deps.finalBackup) {
         await deps.finalBackup();
@@ -89,24 +90,29 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
  * Removes the member, trying again while etcd refuses the change as too soon: its strict reconfiguration
  * check wants every voter connected to the leader for 5 s, which is not yet so right after a member joined
  * (a rolling replacement) or leadership moved (the handoff above); the etcd client's own quick retries of
- * that refusal then open its circuit breaker for a few seconds, which is waited out the same way. Any other
- * error goes to the caller.
+ * that refusal open its circuit breaker, so each retry goes through a new client. Any other error goes to
+ * the caller.
  */
 async function removeWhenAllowed(
   etcd: EtcdMembership,
+  reopen: () => EtcdCluster & EtcdMembership,
   memberId: string,
   deps: RemovalDeps,
   fields: Record<string, unknown>,
 ): Promise<'removed' | 'not-found'> {
   const { attempts, delayMs } = deps.tooSoonRetry ?? { attempts: 15, delayMs: 1000 };
   for (let attempt = 1; ; attempt += 1) {
+    // Each retry through a new client: the one that was refused has its circuit breaker open for seconds.
+    const client = attempt === 1 ? undefined : reopen();
     try {
-      return await etcd.remove(memberId);
+      return await (client ?? etcd).remove(memberId);
     } catch (error) {
       const transient = error instanceof MembershipChangeTooSoonError || error instanceof EtcdBackoffError;
       if (!transient || attempt >= attempts) throw error;
       if (attempt === 1) deps.log.info('etcd refuses member changes for a few seconds after a join or a leader change; waiting', { ...fields, delayMs });
       await deps.sleep(delayMs);
+    } finally {
+      client?.close();
     }
   }
 }
