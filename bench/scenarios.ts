@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { runScenario, SCENARIOS, type ScenarioSummary } from '../sandbox/scenarios.js';
-import { Sandbox } from '../sandbox/world.js';
+import { Sandbox, bundlesIn } from '../sandbox/world.js';
 import { build } from '../scripts/build.mjs';
 import { startMoto } from '../testbed/moto.js';
 import { claimLoopbackNetwork } from '../testbed/network.js';
@@ -41,9 +41,9 @@ interface Row {
 }
 
 async function main(): Promise<void> {
-  const built = await build({ outDir: path.join(workDir, 'dist'), quiet: true });
-  const fn = (n: string) => built.functions[n] ?? '';
-  const bundles = { agent: built.agent, lifecycle: fn('lifecycle'), backup: fn('backup'), reconcile: fn('reconcile') };
+  const dist = path.join(workDir, 'dist');
+  await build({ outDir: dist, quiet: true });
+  const bundles = bundlesIn(dist);
   const moto = await startMoto(processes, workDir);
   const rows: Row[] = [];
   let counter = 0;

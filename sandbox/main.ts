@@ -14,11 +14,12 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import ora, { type Ora } from 'ora';
+import { hexMemberId } from '../core/domain/members.js';
 import { claimLoopbackNetwork } from '../testbed/network.js';
 import { ProcessGroup } from '../testbed/processes.js';
 import { REPO_ROOT } from '../testbed/tools.js';
 import { runScenario, SCENARIOS, type ScenarioSummary } from './scenarios.js';
-import { Sandbox, type Bundles } from './world.js';
+import { Sandbox, bundlesIn, type Bundles } from './world.js';
 
 const USAGE = `usage: npm run sandbox [-- [scenario] [options]]
 
@@ -75,12 +76,7 @@ if (positionals.length > 1) fail(`one scenario at a time (got ${positionals.join
 if (scenario !== undefined && !(scenario in SCENARIOS)) fail(`no scenario "${scenario}"; choose one of: ${Object.keys(SCENARIOS).join(', ')}`);
 const size = Number(values.size);
 if (!Number.isInteger(size) || size < 1 || size > 7 || size % 2 === 0) fail(`--size must be an odd number from 1 to 7 (got ${values.size})`);
-const bundles: Bundles = {
-  agent: path.join(values.dist, 'node-agent', 'node-agent.mjs'),
-  lifecycle: path.join(values.dist, 'functions', 'lifecycle', 'index.mjs'),
-  backup: path.join(values.dist, 'functions', 'backup', 'index.mjs'),
-  reconcile: path.join(values.dist, 'functions', 'reconcile', 'index.mjs'),
-};
+const bundles: Bundles = bundlesIn(values.dist);
 for (const [name, file] of Object.entries<string>({ ...bundles })) {
   if (!existsSync(file)) fail(`no ${name} bundle at ${file}; run \`npm run build\` first (npm run sandbox does)`);
 }
@@ -173,8 +169,8 @@ async function status(box: Sandbox): Promise<Record<string, unknown>> {
   return {
     converged: snapshot !== undefined,
     leader: await box.leader(),
-    clusterIds: snapshot?.clusterIds.map((id) => BigInt(id).toString(16)),
-    members: snapshot?.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
+    clusterIds: snapshot?.clusterIds.map((id) => hexMemberId(id)),
+    members: snapshot?.members.map((m) => ({ id: hexMemberId(m.id), name: m.name, voting: !m.isLearner })),
     instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: box.fleet.node(i.instanceId).logFile })),
     waiting: [...box.shim.waiting],
   };
@@ -235,8 +231,8 @@ async function interactive(): Promise<number> {
     lifecycleQueue: box.queueUrl,
     autoScalingEndpoint: box.shim.endpoint,
     clientEndpoints: endpoints,
-    clusterIds: snapshot.clusterIds.map((id) => BigInt(id).toString(16)),
-    members: snapshot.members.map((m) => ({ id: BigInt(m.id).toString(16), name: m.name, voting: !m.isLearner })),
+    clusterIds: snapshot.clusterIds.map((id) => hexMemberId(id)),
+    members: snapshot.members.map((m) => ({ id: hexMemberId(m.id), name: m.name, voting: !m.isLearner })),
     instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: box.fleet.node(i.instanceId).logFile })),
     pids: { emulator: box.emulatorPid, agents: box.instances().map((i) => box.fleet.node(i.instanceId).process?.pid) },
     logs: workDir,

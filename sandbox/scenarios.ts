@@ -1,4 +1,5 @@
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { hexMemberId } from '../core/domain/members.js';
 import type { BackupSummary } from '../core/use-cases/backup.js';
 import type { ClusterSnapshot } from '../testbed/agents.js';
 import { waitFor } from '../testbed/wait.js';
@@ -224,7 +225,7 @@ export interface ScenarioSummary {
 }
 
 function hex(id: string | undefined): string | undefined {
-  return id === undefined ? undefined : BigInt(id).toString(16);
+  return id === undefined ? undefined : hexMemberId(id);
 }
 
 /**
@@ -255,10 +256,9 @@ export async function runScenario(
   const sandbox = await options.start({ ...options, size: scenario.size, onEvent: say, backupEveryMs: scenario.schedule ? 20_000 : 0 });
   let writer: SequenceWriter | undefined;
   try {
-    let lastStatus = '';
     const step = async <T>(label: string, work: () => Promise<T>): Promise<T> => {
       const t0 = Date.now();
-      const status = () => `${writer ? `${writer.acknowledged.length} writes acknowledged` : ''}${lastStatus ? `; ${lastStatus}` : ''}`;
+      const status = () => (writer ? `${writer.acknowledged.length} writes acknowledged` : '');
       const out = options.progress ? await options.progress(label, work, status) : await work();
       say(`${label}: done in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
       return out;
@@ -275,7 +275,6 @@ export async function runScenario(
     const act = await scenario.act(ctx(writer));
     const converged: ClusterSnapshot = await step('convergence', () => sandbox.converge(CONVERGE_MS));
     const convergeMs = name === 'cold-start' ? coldStartMs : Date.now() - act.faultAt;
-    lastStatus = '';
     await writesAcknowledged(writer, 10, 'after convergence');
     await writer.stop();
     const report = writer.report();

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -12,7 +12,7 @@ import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { InstanceIdentity } from '../core/ports.js';
 import type { BackupSummary } from '../core/use-cases/backup.js';
 import type { ReconcileResult } from '../core/use-cases/reconcile.js';
-import { AgentFleet, inspectCluster, leaderUrl, type ClusterSnapshot } from '../testbed/agents.js';
+import { AgentFleet, inspectCluster, isConverged, leaderUrl, type ClusterSnapshot } from '../testbed/agents.js';
 import { startAutoScalingShim, type AutoScalingShim } from '../testbed/autoscaling-shim.js';
 import { createSimulatedGroup, describeGroupInstances } from '../testbed/aws-world.js';
 import { handlerEnv, invokeBundle } from '../testbed/lambda.js';
@@ -27,6 +27,12 @@ export interface Bundles {
   readonly lifecycle: string;
   readonly backup: string;
   readonly reconcile: string;
+}
+
+/** The bundles `npm run build` (scripts/build.mjs) writes under a dist directory. */
+export function bundlesIn(dist: string): Bundles {
+  const fn = (name: string) => path.join(dist, 'functions', name, 'index.mjs');
+  return { agent: path.join(dist, 'node-agent', 'node-agent.mjs'), lifecycle: fn('lifecycle'), backup: fn('backup'), reconcile: fn('reconcile') };
 }
 
 export interface SandboxOptions {
@@ -85,6 +91,7 @@ export class Sandbox {
   private readonly dead = new Set<string>();
   private readonly exitedAt = new Map<string, number>();
   private readonly logOffsets = new Map<string, number>();
+  private readonly restoreLog = { restored: [] as string[], skipped: [] as Array<{ key: string; reason: string }> };
   private stopping = false;
   private isStopping(): boolean {
     return this.stopping;
@@ -92,10 +99,8 @@ export class Sandbox {
   private readonly loops: Array<Promise<void>> = [];
   private readonly autoScaling: AutoScalingClient;
   private readonly upstreamAutoScaling: AutoScalingClient;
-  readonly backups: BackupSummary[] = [];
   /** The emulator's PID when this sandbox started it. */
   emulatorPid: number | undefined;
-  readonly lifecycleInvocations: LifecycleResult[] = [];
 
   private constructor(
     private readonly options: SandboxOptions,
@@ -228,20 +233,32 @@ export class Sandbox {
     });
   }
 
-  /** Puts what the agents decided and did (their JSON log lines in NOTABLE) on the timeline. */
+  /**
+   * Reads what the agents appended to their JSON logs since the last call: puts their decisions (NOTABLE)
+   * on the timeline and keeps what they said about restoring.
+   */
   private followAgentLogs(): void {
     for (const node of this.fleet.list()) {
-      let text: Buffer;
+      let fd: number;
       try {
-        text = readFileSync(node.logFile);
+        fd = openSync(node.logFile, 'r');
       } catch {
         continue;
       }
+      let chunk: Buffer;
       const from = this.logOffsets.get(node.logFile) ?? 0;
-      const end = text.lastIndexOf(0x0a) + 1;
-      if (end <= from) continue;
-      this.logOffsets.set(node.logFile, end);
-      for (const line of text.subarray(from, end).toString('utf8').split('\n')) {
+      try {
+        const size = fstatSync(fd).size;
+        if (size <= from) continue;
+        chunk = Buffer.alloc(size - from);
+        readSync(fd, chunk, 0, chunk.length, from);
+      } finally {
+        closeSync(fd);
+      }
+      // Only whole lines: a partly written one is read again next time.
+      const end = chunk.lastIndexOf(0x0a) + 1;
+      this.logOffsets.set(node.logFile, from + end);
+      for (const line of chunk.subarray(0, end).toString('utf8').split('\n')) {
         if (!line.startsWith('{')) continue;
         let entry: Record<string, unknown>;
         try {
@@ -250,6 +267,9 @@ export class Sandbox {
           continue; // etcd's own output shares the log
         }
         const message = typeof entry.message === 'string' ? entry.message : '';
+        const key = typeof entry.key === 'string' ? entry.key : undefined;
+        if (message === 'restored backup' && key) this.restoreLog.restored.push(key);
+        if (message.startsWith('backup cannot be restored') && key) this.restoreLog.skipped.push({ key, reason: typeof entry.reason === 'string' ? entry.reason : '' });
         if (!NOTABLE.has(message)) continue;
         const detail = ['key', 'reason', 'memberId', 'gone']
           .filter((k) => entry[k] !== undefined)
@@ -266,7 +286,6 @@ export class Sandbox {
       const ids = event.Records.map((r) => JSON.parse(r.body as string) as { EC2InstanceId?: string }).map((b) => b.EC2InstanceId ?? 'test notification');
       this.say(`lifecycle handler invoked for ${ids.join(', ')}`);
       const { result, lines } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv());
-      this.lifecycleInvocations.push(result);
       for (const line of lines) {
         if (line.message === 'moved leadership off the terminating member') this.say(`lifecycle handler moved leadership ${String(line.from)} → ${String(line.to)} before removing the member`);
         if (typeof line.message === 'string' && line.message.startsWith('etcd refuses member changes')) {
@@ -295,7 +314,6 @@ export class Sandbox {
   async backup(): Promise<BackupSummary> {
     const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
     const { result } = await invokeBundle<BackupSummary>(this.options.bundles.backup, event, this.handlerEnv());
-    this.backups.push(result);
     if (result.status === 'uploaded') this.say(`backup uploaded: ${result.key} (revision ${result.revision.after}, ${result.size} bytes)`);
     else this.say(`backup skipped: revision ${result.revision} unchanged since ${result.latestKey}`);
     return result;
@@ -369,11 +387,8 @@ export class Sandbox {
           }
           const endpoints = instances.map((i) => `http://${i.privateIp}:2379`);
           last = await inspectCluster(endpoints);
-          const names = instances.map((i) => i.instanceId).sort();
-          const got = last.members.map((m) => m.name).sort();
           why = `members ${JSON.stringify(last.members)}, ${last.answered}/${endpoints.length} answered, cluster IDs ${last.clusterIds.join(',')}`;
-          const ok = got.join() === names.join() && last.members.every((m) => !m.isLearner) && last.answered === endpoints.length && last.clusterIds.length === 1;
-          return ok ? last : undefined;
+          return isConverged(last, instances.map((i) => i.instanceId), endpoints.length) ? last : undefined;
         },
         { timeoutMs, intervalMs: 500 },
       );
@@ -384,27 +399,8 @@ export class Sandbox {
 
   /** What the agents logged about restoring: the backup each restore used and the ones it skipped. */
   restores(): { restored: string[]; skipped: Array<{ key: string; reason: string }> } {
-    const restored: string[] = [];
-    const skipped: Array<{ key: string; reason: string }> = [];
-    for (const node of this.fleet.list()) {
-      let text = '';
-      try {
-        text = readFileSync(node.logFile, 'utf8');
-      } catch {
-        continue;
-      }
-      for (const line of text.split('\n')) {
-        if (!line.startsWith('{')) continue;
-        try {
-          const entry = JSON.parse(line) as { message?: string; key?: string; reason?: string };
-          if (entry.message === 'restored backup' && entry.key) restored.push(entry.key);
-          if (entry.message?.startsWith('backup cannot be restored') && entry.key) skipped.push({ key: entry.key, reason: entry.reason ?? '' });
-        } catch {
-          // etcd's own output shares the log
-        }
-      }
-    }
-    return { restored, skipped };
+    this.followAgentLogs();
+    return { restored: [...this.restoreLog.restored], skipped: [...this.restoreLog.skipped] };
   }
 
   /** Stops every loop, agent and etcd, the shim and (when the sandbox started it) the emulator. */

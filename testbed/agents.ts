@@ -158,6 +158,17 @@ export async function inspectCluster(endpoints: readonly string[]): Promise<Clus
   return { clusterIds: [...clusterIds], answered, members };
 }
 
+/** The members are exactly `names`, all voting, every one of `endpointCount` endpoints answered, one cluster ID. */
+export function isConverged(snapshot: ClusterSnapshot, names: readonly string[], endpointCount: number): boolean {
+  const got = snapshot.members.map((m) => m.name).sort();
+  return (
+    got.join() === [...names].sort().join() &&
+    snapshot.members.every((m) => !m.isLearner) &&
+    snapshot.clusterIds.length === 1 &&
+    snapshot.answered === endpointCount
+  );
+}
+
 /**
  * Waits until the cluster's members are exactly `names`, all voting, every endpoint answers, all with one
  * cluster ID, and `also` (when given) holds.
@@ -174,14 +185,7 @@ export async function waitForVotingMembers(
       `members ${[...names].sort().join(', ')} all voting in one cluster`,
       async () => {
         last = await inspectCluster(endpoints);
-        const got = last.members.map((m) => m.name).sort();
-        const ok =
-          got.join() === [...names].sort().join() &&
-          last.members.every((m) => !m.isLearner) &&
-          last.clusterIds.length === 1 &&
-          last.answered === endpoints.length &&
-          also(last);
-        return ok ? last : undefined;
+        return isConverged(last, names, endpoints.length) && also(last) ? last : undefined;
       },
       { timeoutMs, intervalMs: 250 },
     );

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'vitest';
 import { runScenario, type ScenarioSummary } from '../../sandbox/scenarios.js';
-import { Sandbox, type Bundles } from '../../sandbox/world.js';
+import { Sandbox, bundlesIn, type Bundles } from '../../sandbox/world.js';
 import { build } from '../../scripts/build.mjs';
 import { inspectCluster } from '../../testbed/agents.js';
 import { describeGroupInstances } from '../../testbed/aws-world.js';
@@ -20,13 +20,9 @@ export interface ScenarioBed {
 /** A test bed with the bundles built into it, as CI builds them. */
 export async function scenarioBed(label: string): Promise<ScenarioBed> {
   const bed = openBed(label);
-  const built = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true });
-  const fn = (name: string) => {
-    const file = built.functions[name];
-    if (!file) throw new Error(`the build made no ${name} bundle`);
-    return file;
-  };
-  return { bed, bundles: { agent: built.agent, lifecycle: fn('lifecycle'), backup: fn('backup'), reconcile: fn('reconcile') } };
+  const dist = path.join(bed.workDir, 'dist');
+  await build({ outDir: dist, quiet: true });
+  return { bed, bundles: bundlesIn(dist) };
 }
 
 export interface Observed {
