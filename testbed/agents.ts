@@ -6,13 +6,18 @@ import type { InstanceIdentity } from '../core/ports.js';
 import { startImds, type ImdsServer } from './imds.js';
 import { emulatorEnv } from './moto.js';
 import type { ManagedProcess, ProcessGroup } from './processes.js';
-import { etcdctlBin } from './tools.js';
+import { etcdRelease, etcdctlBin } from './tools.js';
 import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
 
 export interface AgentNode {
   readonly instance: InstanceIdentity;
+  /**
+   * The etcd this instance runs (ETCD_AWS_BIN_DIR), fixed at its first start as cloud-init installs it
+   * once: a restart of the agent keeps it whatever the fleet's current release is.
+   */
+  readonly etcdBinDir: string;
   readonly dataDir: string;
   readonly logFile: string;
   readonly clientUrl: string;
@@ -46,9 +51,20 @@ export class AgentFleet {
       bucket: string;
       awsEndpoint: string;
       env?: Record<string, string>;
+      /** The etcd release new instances get ("3.7"); the test bed's selected one when absent. */
+      etcdVersion?: string;
     },
   ) {
     mkdirSync(options.workDir, { recursive: true });
+    this.release = options.etcdVersion;
+  }
+
+  private release: string | undefined;
+
+  /** The etcd release instances started from now on install (a launch template change); restarts keep theirs. */
+  setEtcdRelease(version: string): void {
+    etcdRelease(version);
+    this.release = version;
   }
 
   node(instanceId: string): AgentNode {
@@ -77,6 +93,7 @@ export class AgentFleet {
     if (existing?.process?.running()) throw new Error(`agent of ${instance.instanceId} is already running`);
     const node: AgentNode = existing ?? {
       instance,
+      etcdBinDir: etcdRelease(this.release).binDir,
       dataDir: path.join(this.options.workDir, `${instance.instanceId}.etcd`),
       logFile: path.join(this.options.workDir, `${instance.instanceId}.agent.log`),
       clientUrl: `http://${instance.privateIp}:2379`,
@@ -92,6 +109,7 @@ export class AgentFleet {
         ...emulatorEnv(this.options.awsEndpoint),
         AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
         ETCD_DATA_DIR: node.dataDir,
+        ETCD_AWS_BIN_DIR: node.etcdBinDir,
         BACKUP_BUCKET: this.options.bucket,
         POWERTOOLS_LOG_LEVEL: 'DEBUG',
         ...FAST_TIMING,
@@ -136,9 +154,14 @@ export interface ClusterSnapshot {
   readonly members: ReadonlyArray<{ id: string; name: string; isLearner: boolean }>;
 }
 
-/** The cluster as etcd's own tool reports it: member list plus the cluster ID each endpoint answers with. */
-export async function inspectCluster(endpoints: readonly string[]): Promise<ClusterSnapshot> {
-  const { stdout: list } = await run(etcdctlBin(), ['--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', '-w', 'json']);
+/**
+ * The cluster as etcd's own tool reports it: member list plus the cluster ID each endpoint answers with.
+ * `local`: the member list as the answering member knows it (serializable), which a member without quorum
+ * still serves; etcd 3.6+ serves MemberList linearizably unless asked otherwise (3.5's etcdctl asks nothing).
+ */
+export async function inspectCluster(endpoints: readonly string[], options: { local?: boolean } = {}): Promise<ClusterSnapshot> {
+  const consistency = options.local && etcdRelease().minor !== '3.5' ? ['--consistency=s'] : [];
+  const { stdout: list } = await run(etcdctlBin(), ['--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', ...consistency, '-w', 'json']);
   // IDs are uint64: read them as strings from the JSON text, never through a double.
   const parsed = JSON.parse(list) as { members?: Array<{ name?: string; isLearner?: boolean }> };
   const ids = [...list.matchAll(/"ID":(\d+)/g)].map((m) => m[1] as string);

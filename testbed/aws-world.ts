@@ -2,6 +2,7 @@ import {
   AutoScalingClient,
   CreateAutoScalingGroupCommand,
   DescribeAutoScalingGroupsCommand,
+  SetDesiredCapacityCommand,
   TerminateInstanceInAutoScalingGroupCommand,
 } from '@aws-sdk/client-auto-scaling';
 import {
@@ -139,4 +140,13 @@ export async function terminateInGroup(groupName: string, instanceId: string, re
   );
   const after = await describeGroupInstances(groupName);
   return after.find((i) => !before.has(i.instanceId));
+}
+
+/** Raises the group's desired capacity by `count` (in the emulator, no lifecycle hook) and returns the instances it launched. */
+export async function scaleOut(groupName: string, count: number): Promise<InstanceIdentity[]> {
+  const before = await describeGroupInstances(groupName);
+  const autoScaling = new AutoScalingClient({ region: process.env.AWS_REGION ?? 'us-east-1' });
+  await autoScaling.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: groupName, DesiredCapacity: before.length + count }));
+  const known = new Set(before.map((i) => i.instanceId));
+  return (await describeGroupInstances(groupName)).filter((i) => !known.has(i.instanceId));
 }

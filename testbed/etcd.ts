@@ -41,6 +41,8 @@ export class EtcdTestCluster {
     private readonly workDir: string,
     private readonly processes: ProcessGroup,
     readonly token: string,
+    /** The etcd release the nodes run ("3.7"); the test bed's selected one when undefined. */
+    readonly version: string | undefined,
   ) {
     this.nodes = specs.map((s) => ({
       ...s,
@@ -58,10 +60,12 @@ export class EtcdTestCluster {
     workDir: string;
     processes: ProcessGroup;
     token?: string;
+    /** The etcd release to run ("3.7"); the test bed's selected one by default. */
+    version?: string;
   }): Promise<EtcdTestCluster> {
     mkdirSync(options.workDir, { recursive: true });
     const token = options.token ?? `etcd-aws-test-${process.pid}-${Date.now()}`;
-    const cluster = new EtcdTestCluster(options.nodes, options.workDir, options.processes, token);
+    const cluster = new EtcdTestCluster(options.nodes, options.workDir, options.processes, token, options.version);
     for (const node of cluster.nodes) cluster.launch(node, 'new');
     await Promise.all(cluster.nodes.map((n) => cluster.waitHealthy(n.name)));
     return cluster;
@@ -82,7 +86,7 @@ export class EtcdTestCluster {
     const initialCluster = this.nodes.map((n) => `${n.name}=${n.peerUrl}`).join(',');
     node.process = this.processes.spawn(
       `etcd ${node.name}`,
-      etcdBin(),
+      etcdBin(this.version),
       [
         `--name=${node.name}`,
         `--data-dir=${node.dataDir}`,

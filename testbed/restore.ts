@@ -1,14 +1,14 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { etcdctlBin } from './tools.js';
+import { etcdutlBin } from './tools.js';
 
 const run = promisify(execFile);
 
-/** etcd's own offline restore of a snapshot file into a new data dir for a one-member cluster. */
-export async function etcdctlRestore(snapshotFile: string, dataDir: string, name: string, ip: string): Promise<void> {
+/** etcd's own offline restore (etcdutl) of a snapshot file into a new data dir for a one-member cluster. */
+export async function etcdutlRestore(snapshotFile: string, dataDir: string, name: string, ip: string): Promise<void> {
   await run(
-    etcdctlBin(),
+    etcdutlBin(),
     [
       'snapshot',
       'restore',
@@ -19,6 +19,6 @@ export async function etcdctlRestore(snapshotFile: string, dataDir: string, name
       `--initial-advertise-peer-urls=http://${ip}:2380`,
       `--initial-cluster-token=restored-${path.basename(dataDir)}`,
     ],
-    { env: { PATH: process.env.PATH, ETCDCTL_API: '3' } },
+    { env: { PATH: process.env.PATH } },
   );
 }

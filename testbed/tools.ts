@@ -1,6 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isBuilt, resolveEtcd, selectedEtcd, type EtcdBuild } from '../scripts/etcd-build.mjs';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -21,7 +22,18 @@ export function executable(name: string, hint: string, dir?: string): string {
 
 const SETUP_HINT = 'run `npm test` (it runs scripts/setup.sh) or `bash scripts/setup.sh`';
 
-export const etcdBin = () => executable('etcd', `install etcd-server: ${SETUP_HINT}`);
-export const etcdctlBin = () => executable('etcdctl', `install etcd-client: ${SETUP_HINT}`);
+/**
+ * An etcd release the test bed runs: `version` "3.7" / "3.7.3" or, by default, the one ETCD_AWS_ETCD_VERSION
+ * selects (the stack's default when unset). Its binaries must have been built (scripts/setup.sh does).
+ */
+export function etcdRelease(version?: string): EtcdBuild {
+  const build = version === undefined ? selectedEtcd() : resolveEtcd(version);
+  if (!isBuilt(build)) throw new Error(`etcd ${build.version} is not built in ${build.home}: ${SETUP_HINT}`);
+  return build;
+}
+
+export const etcdBin = (version?: string) => path.join(etcdRelease(version).binDir, 'etcd');
+export const etcdctlBin = (version?: string) => path.join(etcdRelease(version).binDir, 'etcdctl');
+export const etcdutlBin = (version?: string) => path.join(etcdRelease(version).binDir, 'etcdutl');
 export const motoServerBin = () =>
   executable('moto_server', `the project virtualenv is missing: ${SETUP_HINT}`, path.join(REPO_ROOT, '.venv', 'bin'));

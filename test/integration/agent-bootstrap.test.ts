@@ -6,7 +6,7 @@ import { S3SeedCoordinator } from '../../core/aws/seed-coordinator.js';
 import { build } from '../../scripts/build.mjs';
 import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
 import { createSimulatedGroup, terminateInGroup, type SimulatedGroup } from '../../testbed/aws-world.js';
-import { etcdctlBin } from '../../testbed/tools.js';
+import { etcdBin, etcdRelease, etcdutlBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 
@@ -115,8 +115,9 @@ describe('node agent bootstrap', () => {
     const [doomed, b, c] = group.instances as [SimulatedGroup['instances'][number], SimulatedGroup['instances'][number], SimulatedGroup['instances'][number]];
     const hangDir = path.join(bed.workDir, uniqueName('hanging-etcd'));
     mkdirSync(hangDir, { recursive: true });
-    writeFileSync(path.join(hangDir, 'etcd'), '#!/bin/sh\nexec sleep 600\n', { mode: 0o755 });
-    symlinkSync(etcdctlBin(), path.join(hangDir, 'etcdctl')); // the restore tool it also needs
+    // It reports its version like etcd does (the agent checks it before anything else), then hangs.
+    writeFileSync(path.join(hangDir, 'etcd'), `#!/bin/sh\n[ "$1" = --version ] && exec ${etcdBin()} --version\nexec sleep 600\n`, { mode: 0o755 });
+    symlinkSync(etcdutlBin(), path.join(hangDir, 'etcdutl')); // the restore tool it also needs
     const seeds = new S3SeedCoordinator(new S3Client({ forcePathStyle: true }), bucket, '', group.groupName);
     for (const peer of [b, c]) await seeds.register({ instanceId: peer.instanceId, hasData: false, at: Date.now() });
     const agents = newFleet('dead-seeder');
@@ -142,14 +143,19 @@ describe('node agent refuses bad input', () => {
     const group = await createSimulatedGroup({ network: bed.network, groupName: uniqueName('etcd'), size: 1 });
     const agents = newFleet(label, env);
     let agentBundle = bundle;
+    const nobodyEnv: Record<string, string> = {};
     if (asNobody) {
+      // Where nobody can read them: the bundle and the etcd binaries (the build cache may be in root's home).
       const shared = path.join('/tmp', uniqueName('agent-bundle'));
       mkdirSync(shared, { recursive: true, mode: 0o755 });
       cpSync(bundle, path.join(shared, 'node-agent.mjs'));
       chmodSync(path.join(shared, 'node-agent.mjs'), 0o644);
       agentBundle = path.join(shared, 'node-agent.mjs');
+      cpSync(etcdRelease().binDir, path.join(shared, 'bin'), { recursive: true });
+      chmodSync(path.join(shared, 'bin'), 0o755);
+      nobodyEnv.ETCD_AWS_BIN_DIR = path.join(shared, 'bin');
     }
-    const node = await agents.start(group.instances[0]!, {}, asNobody ? { uid: 65534, gid: 65534, bundle: agentBundle } : undefined);
+    const node = await agents.start(group.instances[0]!, nobodyEnv, asNobody ? { uid: 65534, gid: 65534, bundle: agentBundle } : undefined);
     const code = await node.process!.exited;
     return { code, log: readFileSync(node.logFile, 'utf8'), dataDir: node.dataDir };
   };

@@ -1,21 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
-import { EC2Client } from '@aws-sdk/client-ec2';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AwsInstanceInventory } from '../../core/aws/inventory.js';
-import { S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
 import { snapshotFolder, pairBackups } from '../../core/domain/backups.js';
-import { Etcd3Cluster } from '../../core/etcd/cluster.js';
-import { silentLog } from '../../core/logger.js';
-import type { InstanceIdentity } from '../../core/ports.js';
-import { takeBackup } from '../../core/use-cases/backup.js';
 import { build } from '../../scripts/build.mjs';
 import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
-import { createSimulatedGroup, terminateInGroup } from '../../testbed/aws-world.js';
+import { createSimulatedGroup } from '../../testbed/aws-world.js';
 import { clusterContents } from '../../testbed/data.js';
+import { agentLog, backupNow, loseEverything, names, snapshotStore, urls, writeKeys } from '../support/recovery.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 let bed: Bed;
@@ -41,68 +33,10 @@ function fleet(label: string, env: Record<string, string> = {}): AgentFleet {
   fleets.push(f);
   return f;
 }
-const urls = (instances: readonly InstanceIdentity[]) => instances.map((i) => `http://${i.privateIp}:2379`);
-const names = (instances: readonly InstanceIdentity[]) => instances.map((i) => i.instanceId);
-const store = () => new S3SnapshotStore(s3, bucket, { kmsKeyId: undefined, partSize: 5 * 1024 * 1024, queueSize: 2 });
-
-async function backup(groupName: string): Promise<string> {
-  const summary = await takeBackup(
-    {
-      inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
-      openCluster: (e) => new Etcd3Cluster(e, { dialTimeoutMs: 1000, callTimeoutMs: 3000 }),
-      store: store(),
-      groupName,
-      prefix: '',
-      endpoints: undefined,
-      clientPort: 2379,
-      retention: { keepLast: 10, hourlyForMs: 0, dailyForMs: 0, orphanAfterMs: 86_400_000 },
-      snapshotTimeoutMs: 60_000,
-      now: () => Date.now(),
-      log: silentLog,
-    },
-    { force: true },
-  );
-  if (summary.status !== 'uploaded') throw new Error('backup was skipped');
-  return summary.key;
-}
-
-async function write(endpoints: string[], prefix: string, count: number, leasedEvery = 0): Promise<Map<string, string>> {
-  const client = new Etcd3({ hosts: endpoints });
-  const leased = new Map<string, string>();
-  try {
-    const lease = client.lease(3600, { autoKeepAlive: false });
-    const leaseId = leasedEvery > 0 ? await lease.grant() : '0';
-    for (let i = 0; i < count; i += 500) {
-      await Promise.all(
-        Array.from({ length: Math.min(500, count - i) }, (_, j) => {
-          const key = `${prefix}/${String(i + j).padStart(6, '0')}`;
-          if (leasedEvery > 0 && (i + j) % leasedEvery === 0) {
-            leased.set(key, leaseId);
-            return lease.put(key).value(`v-${key}`).exec();
-          }
-          return client.put(key).value(`v-${key}`).exec();
-        }),
-      );
-    }
-  } finally {
-    client.close();
-  }
-  return leased;
-}
-
-
-/** Every instance and its disk lost at once; the group launches replacements. */
-async function loseEverything(agents: AgentFleet, groupName: string, instances: readonly InstanceIdentity[]): Promise<InstanceIdentity[]> {
-  await Promise.all(instances.map((i) => agents.kill(i.instanceId)));
-  for (const i of instances) agents.wipe(i.instanceId);
-  const replacements: InstanceIdentity[] = [];
-  for (const i of instances) {
-    const r = await terminateInGroup(groupName, i.instanceId, true);
-    if (!r) throw new Error('the emulated group launched no replacement');
-    replacements.push(r);
-  }
-  return replacements;
-}
+const store = () => snapshotStore(bucket);
+const backup = async (groupName: string) => (await backupNow(bucket, groupName)).key;
+const write = writeKeys;
+const log = agentLog;
 
 async function flipByteOf(key: string): Promise<void> {
   const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -110,8 +44,6 @@ async function flipByteOf(key: string): Promise<void> {
   bytes[2048] = (bytes[2048] ?? 0) ^ 0x01;
   await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
 }
-
-const log = (agents: AgentFleet, i: InstanceIdentity) => readFileSync(agents.node(i.instanceId).logFile, 'utf8');
 
 describe('disaster recovery', () => {
   it('total loss: exactly one new agent restores the newest backup, the others join; keys, values and leases are back', async () => {
