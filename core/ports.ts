@@ -49,6 +49,11 @@ export interface EtcdCluster {
   listMembers(): Promise<{ clusterId: string; members: Member[] }>;
   /** Status of the member serving `endpoint` (one of the URLs the cluster was opened with). */
   status(endpoint: string): Promise<MemberStatus>;
+  /**
+   * The cluster version the member at `endpoint` reports ("3.6.0": the oldest minor any member runs, which
+   * decides the data's format), or undefined when it reports none yet (the cluster is still deciding).
+   */
+  clusterVersion(endpoint: string): Promise<string | undefined>;
   close(): void;
 }
 
@@ -94,10 +99,10 @@ export interface LifecycleActions {
   heartbeat(notice: TerminationNotice): Promise<void>;
 }
 
-/** A snapshot being read from one member: the bytes, and the revision in the stream's header if etcd sent one. */
+/** A snapshot being read from one member: the bytes, and the revision in the stream's header if etcd sent one (none does up to 3.7). */
 export interface SnapshotStream {
   readonly stream: Readable;
-  /** Known once the first message arrived; undefined on etcd 3.4, which sends no header. */
+  /** Known once the first message arrived; undefined when etcd sent no header (every release up to 3.7). */
   headerRevision(): string | undefined;
 }
 

@@ -21,9 +21,10 @@ import { loadConfig, type AgentConfig } from '../core/config.js';
 import { pairBackups, snapshotFolder } from '../core/domain/backups.js';
 import { etcdEnvironment, forceNewClusterEnvironment, type Self } from '../core/domain/bootstrap.js';
 import type { SeedLease } from '../core/domain/election.js';
+import { checkLocalVersion, formatVersion, type EtcdVersion } from '../core/domain/versions.js';
 import { activePeers, clientUrls } from '../core/domain/instances.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
-import { EtcdRestoreTool } from '../core/etcd/restore-tool.js';
+import { EtcdRestoreTool, toolVersion } from '../core/etcd/restore-tool.js';
 import { readLocalMember } from '../core/etcd/wal.js';
 import { ConfigError, EtcdAwsError, describeError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
@@ -81,9 +82,22 @@ function snapshotStore(ctx: Context): S3SnapshotStore {
   return new S3SnapshotStore(ctx.s3, ctx.config.bucket);
 }
 
-function bootstrapDeps(ctx: Context, log: Log, restorer?: EtcdRestoreTool): BootstrapDeps {
+/**
+ * The release of the etcd binary this instance runs, refused with a clear message when the agent does not
+ * support it (3.4 and older); a release newer than any this project was tested on is started, with a warning.
+ */
+async function localEtcdVersion(binary: string, log: Log): Promise<EtcdVersion> {
+  const version = await toolVersion(binary, ['--version']);
+  const check = checkLocalVersion(version);
+  if (!check.ok) throw new ConfigError(check.detail);
+  if (check.reason === 'newer-than-tested') log.warn('etcd is newer than any version etcd-aws was tested on', { etcdVersion: formatVersion(version) });
+  return version;
+}
+
+function bootstrapDeps(ctx: Context, log: Log, etcdVersion: EtcdVersion, restorer?: EtcdRestoreTool): BootstrapDeps {
   const { config } = ctx;
   return {
+    etcdVersion,
     seedData: (target) => {
       if (!restorer) throw new ConfigError('no restore tool available');
       return seedFromBackups(target, {
@@ -123,14 +137,15 @@ async function discover(config: AgentConfig, log: Log): Promise<number> {
 }
 
 async function plan(config: AgentConfig, log: Log): Promise<number> {
+  const etcdVersion = await localEtcdVersion(await findEtcdBinary(config.binDir), log);
   const ctx = await context(config);
-  const observation = await observe(ctx.self, ctx.groupName, bootstrapDeps(ctx, log));
+  const observation = await observe(ctx.self, ctx.groupName, bootstrapDeps(ctx, log, etcdVersion));
   const launch = previewLaunch(ctx.self, ctx.groupName, observation, config.peerPort);
   const env = launch
     ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, launch, inherited: process.env })
     : undefined;
   process.stdout.write(
-    `${JSON.stringify({ instanceId: ctx.self.instanceId, groupName: ctx.groupName, decision: observation.plan, local: observation.local, probe: observation.probe.kind, etcdEnvironment: env }, null, 2)}\n`,
+    `${JSON.stringify({ instanceId: ctx.self.instanceId, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion), decision: observation.plan, local: observation.local, probe: observation.probe.kind, etcdEnvironment: env }, null, 2)}\n`,
   );
   return 0;
 }
@@ -138,11 +153,12 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
 async function run(config: AgentConfig, log: Log): Promise<number> {
   // Preflight: fail before touching anything.
   const binary = await findEtcdBinary(config.binDir);
-  const restorer = await EtcdRestoreTool.find(config.binDir);
+  const etcdVersion = await localEtcdVersion(binary, log);
+  const restorer = await EtcdRestoreTool.find(config.binDir, { bumpRevision: config.bumpRevision });
   await assertDataDirWritable(config.dataDir);
   const ctx = await context(config);
-  log.info('starting', { instanceId: ctx.self.instanceId, privateIp: ctx.self.privateIp, groupName: ctx.groupName });
-  const deps = bootstrapDeps(ctx, log, restorer);
+  log.info('starting', { instanceId: ctx.self.instanceId, privateIp: ctx.self.privateIp, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion) });
+  const deps = bootstrapDeps(ctx, log, etcdVersion, restorer);
   const outcome = await bootstrap(ctx.self, ctx.groupName, deps);
   if (outcome.seeded) log.info('seeded the new cluster', { ...outcome.seeded });
   const env = etcdEnvironment({
@@ -223,7 +239,7 @@ async function restore(config: AgentConfig, log: Log, options: { key?: string; a
   if (local.kind !== 'none') {
     throw new ConfigError(`ETCD_DATA_DIR ${config.dataDir} already holds etcd data; stop the agent and move the dir away first (nothing was changed)`);
   }
-  const restorer = await EtcdRestoreTool.find(config.binDir);
+  const restorer = await EtcdRestoreTool.find(config.binDir, { bumpRevision: config.bumpRevision });
   await assertDataDirWritable(config.dataDir);
   const ctx = await context(config);
   const { backups } = pairBackups(await snapshotStore(ctx).list(snapshotFolder(config.prefix, ctx.groupName)));

@@ -7,13 +7,19 @@ export const BackupMetadataSchema = z.object({
   key: z.string(),
   groupName: z.string(),
   clusterId: z.string(),
+  /** Server version of the member the snapshot came from. */
   etcdVersion: z.string(),
+  /**
+   * The cluster version when the snapshot was taken (etcd's /version "etcdcluster"): the version of the data,
+   * which decides which etcd can restore it. Absent in backups taken before it was recorded.
+   */
+  clusterVersion: z.string().optional(),
   revision: z.object({
     /** Cluster revision from Status just before the snapshot started. */
     before: z.string(),
     /** Cluster revision from Status just after the snapshot ended. */
     after: z.string(),
-    /** Revision in the snapshot stream's header, where etcd sends one (3.5+); null on 3.4. */
+    /** Revision in the snapshot stream's header, should etcd send one; null with every release up to 3.7. */
     header: z.string().nullable(),
     /** True when the snapshot's revision is known exactly (header present, or before == after). */
     exact: z.boolean(),

@@ -1,5 +1,6 @@
 import { activePeers, type GroupInstance } from './instances.js';
 import { memberOfInstance, quorumOf, urlHost, type Member } from './members.js';
+import { checkJoinVersion, parseEtcdVersion, type EtcdVersion, type MemberVersion } from './versions.js';
 
 /** What the local etcd data dir holds (read from its WAL without starting etcd). */
 export type LocalData =
@@ -10,7 +11,14 @@ export type LocalData =
 /** What probing the peers' client URLs found. */
 export type Probe =
   /** A cluster with quorum: a linearizable read succeeded. */
-  | { readonly kind: 'live'; readonly clusterId: string; readonly members: readonly Member[]; readonly healthyMemberIds: readonly string[] }
+  | {
+      readonly kind: 'live';
+      readonly clusterId: string;
+      readonly members: readonly Member[];
+      readonly healthyMemberIds: readonly string[];
+      /** The etcd version each member that answered Status runs, by member ID. */
+      readonly memberVersions: Readonly<Record<string, string>>;
+    }
   /** Some etcd answered, but no quorum: a cluster exists and may come back. */
   | { readonly kind: 'no-quorum'; readonly answered: readonly string[] }
   /** Nothing answered on any peer's client port. */
@@ -42,7 +50,7 @@ export type BootstrapPlan =
     }
   | { readonly kind: 'seed'; readonly reason: 'no-cluster-no-local-data' }
   | { readonly kind: 'wait'; readonly reason: 'cluster-without-quorum' | 'removal-would-break-quorum' }
-  | { readonly kind: 'refuse'; readonly reason: 'unreadable-local-data'; readonly detail: string };
+  | { readonly kind: 'refuse'; readonly reason: 'unreadable-local-data' | 'version-incompatible'; readonly detail: string };
 
 /**
  * Members to remove before this instance joins: its own earlier incarnations (by name, or by peer URL on
@@ -84,16 +92,27 @@ export function staleMembers(
   return { remove, keptForQuorum, selfRemovalBreaksQuorum };
 }
 
+/** The versions of the members that answered, for the join check (a member without a parsable version is left out). */
+export function memberVersionsOf(probe: Extract<Probe, { kind: 'live' }>): MemberVersion[] {
+  return probe.members.flatMap((m) => {
+    const text = probe.memberVersions[m.id];
+    const version = text === undefined ? undefined : parseEtcdVersion(text);
+    return version ? [{ name: m.name || m.id, version }] : [];
+  });
+}
+
 /**
- * What to do at boot, from the local data, the probe and the group. Pure; every branch is table-tested.
- * Local data is never discarded unless a live cluster proves it stale, and a new cluster is only founded
- * when nothing answers and there is no local data (the election then picks one founder).
+ * What to do at boot, from the local data, the probe, the group and the etcd version this instance runs.
+ * Pure; every branch is table-tested. Local data is never discarded unless a live cluster proves it stale, a
+ * new cluster is only founded when nothing answers and there is no local data (the election then picks one
+ * founder), and a member is only added when its etcd version may join the members' (checkJoinVersion).
  */
 export function decideBootstrap(input: {
   self: Self;
   local: LocalData;
   probe: Probe;
   instances: readonly GroupInstance[];
+  etcdVersion: EtcdVersion;
 }): BootstrapPlan {
   const { self, local, probe } = input;
   if (local.kind === 'unreadable') {
@@ -108,6 +127,8 @@ export function decideBootstrap(input: {
     const mine = probe.members.find((m) => m.id === local.memberId);
     if (mine) return { kind: 'restart', reason: 'member-of-live-cluster', isLearner: mine.isLearner };
   }
+  const versions = checkJoinVersion(input.etcdVersion, memberVersionsOf(probe));
+  if (!versions.ok) return { kind: 'refuse', reason: 'version-incompatible', detail: versions.detail };
   const reason =
     local.kind === 'none' ? 'no-local-data' : local.clusterId === probe.clusterId ? 'local-data-of-removed-member' : 'local-data-of-other-cluster';
   const { remove, selfRemovalBreaksQuorum } = staleMembers(self, probe.members, input.instances, new Set(probe.healthyMemberIds));

@@ -112,18 +112,37 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
     }
   }
 
+  async clusterVersion(endpoint: string): Promise<string | undefined> {
+    // Only etcd's HTTP /version says it (gRPC's Status gives the server version alone).
+    try {
+      const res = await fetch(new URL('/version', endpoint), { signal: AbortSignal.timeout(this.options.callTimeoutMs) });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = (await res.json()) as { etcdcluster?: unknown };
+      return typeof body.etcdcluster === 'string' && body.etcdcluster !== 'not_decided' ? body.etcdcluster : undefined;
+    } catch (error) {
+      throw new EtcdUnavailableError(`etcd member at ${endpoint} did not say its cluster version: ${describeError(error)}`, { cause: error });
+    }
+  }
+
   async probe(): Promise<Probe> {
     try {
       const { clusterId, members } = await this.listMembers();
-      const healthy = await Promise.all(
+      const answered = await Promise.all(
         members.map(async (m) => {
           const url = m.clientUrls[0];
           if (url === undefined) return undefined;
           const status = await this.status(url).catch(() => undefined);
-          return status?.memberId === m.id ? m.id : undefined;
+          return status?.memberId === m.id ? status : undefined;
         }),
       );
-      return { kind: 'live', clusterId, members, healthyMemberIds: healthy.filter((id) => id !== undefined) };
+      const healthy = answered.filter((s) => s !== undefined);
+      return {
+        kind: 'live',
+        clusterId,
+        members,
+        healthyMemberIds: healthy.map((s) => s.memberId),
+        memberVersions: Object.fromEntries(healthy.map((s) => [s.memberId, s.version])),
+      };
     } catch {
       // No quorum. A member that answers Status still proves a cluster exists (it may regain quorum).
       const answers = await Promise.allSettled(this.endpoints.map((e) => this.status(e)));
@@ -195,8 +214,9 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
         for await (const response of responses) {
           if (first) {
             first = false;
-            // etcd >= 3.5 sends the revision of the snapshot in the first header; 3.4 sends none.
-            // (etcd3's types say the header is always there; on 3.4 it is null.)
+            // The protocol has a response header that could carry the snapshot's revision, but no etcd release
+            // fills it (3.4 to 3.7, measured and read in etcd's maintenance server): it is read in case one does.
+            // (etcd3's types say the header is always there; it is null.)
             const revision = (response as { header?: { revision?: string } | null }).header?.revision;
             if (revision !== undefined && revision !== '0') headerRevision = revision;
           }

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { BUMP_REVISION_SINCE, compareVersions, formatVersion, parseEtcdVersion, type EtcdVersion } from '../domain/versions.js';
 import { ConfigError, EtcdAwsError } from '../errors.js';
 import { findExecutable } from './binaries.js';
 
@@ -10,32 +11,57 @@ export interface RestoreTarget {
   readonly peerUrl: string;
   readonly token: string;
   readonly dataDir: string;
-  /** etcd >= 3.5 only (etcdutl): bump the revision and mark it compacted, for clients that watch. */
+  /** Bump the revision by this much and mark it compacted, for clients that watch (etcdutl >= 3.5.10). */
   readonly bumpRevision: number | undefined;
 }
 
 /** A snapshot file could not be restored by etcd's own tool. */
 export class RestoreFailedError extends EtcdAwsError {}
 
+/** The version an etcd tool reports (`etcdutl version`, `etcd --version`); a ConfigError when it says none in time. */
+export async function toolVersion(binary: string, args: readonly string[]): Promise<EtcdVersion> {
+  let stdout: string;
+  try {
+    ({ stdout } = await run(binary, [...args], { timeout: 10_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } }));
+  } catch (error) {
+    throw new ConfigError(`${binary} ${args.join(' ')} failed: ${(error as Error).message}`, { cause: error });
+  }
+  const version = parseEtcdVersion(stdout);
+  if (!version) throw new ConfigError(`${binary} ${args.join(' ')} printed no version: ${stdout.trim().slice(0, 200)}`);
+  return version;
+}
+
 /**
- * Offline restore with etcd's own tool: `etcdutl snapshot restore` where it exists (etcd >= 3.5),
- * `etcdctl snapshot restore` on 3.4. Never passes --skip-hash-check: the snapshot's own SHA-256 trailer is
- * checked again by etcd.
+ * Offline restore with etcd's own tool, `etcdutl snapshot restore` (etcd >= 3.5; 3.6 removed the etcdctl
+ * one). Never passes --skip-hash-check: the snapshot's own SHA-256 trailer is checked again by etcd.
  */
 export class EtcdRestoreTool {
+  readonly tool = 'etcdutl';
+
   private constructor(
     private readonly binary: string,
-    readonly tool: 'etcdutl' | 'etcdctl',
+    readonly version: EtcdVersion,
   ) {}
 
-  static async find(binDir: string | undefined): Promise<EtcdRestoreTool> {
-    for (const tool of ['etcdutl', 'etcdctl'] as const) {
-      const found = await findExecutable(tool, binDir);
-      if (found) return new EtcdRestoreTool(found, tool);
+  /**
+   * etcdutl in `binDir` (else on PATH), checked for what the settings need: `--bump-revision` exists from
+   * etcdutl 3.5.10 on, and a restore that fails on an unknown flag must not be found out during a disaster.
+   */
+  static async find(binDir: string | undefined, options: { bumpRevision?: number | undefined } = {}): Promise<EtcdRestoreTool> {
+    const found = await findExecutable('etcdutl', binDir);
+    if (!found) {
+      throw new ConfigError(
+        `no etcdutl found ${binDir ? `in ETCD_AWS_BIN_DIR=${binDir}` : 'on PATH'}; install etcd's tools (etcd 3.5 or newer ships etcdutl) to restore backups`,
+      );
     }
-    throw new ConfigError(
-      `neither etcdutl nor etcdctl found ${binDir ? `in ETCD_AWS_BIN_DIR=${binDir}` : 'on PATH'}; install etcd's tools to restore backups`,
-    );
+    const version = await toolVersion(found, ['version']);
+    if (options.bumpRevision !== undefined && compareVersions(version, BUMP_REVISION_SINCE) < 0) {
+      throw new ConfigError(
+        `ETCD_AWS_BUMP_REVISION needs etcdutl ${formatVersion(BUMP_REVISION_SINCE)} or newer (--bump-revision, --mark-compacted); ` +
+          `${found} is ${formatVersion(version)}: upgrade etcd or unset ETCD_AWS_BUMP_REVISION`,
+      );
+    }
+    return new EtcdRestoreTool(found, version);
   }
 
   async restore(snapshotFile: string, target: RestoreTarget): Promise<void> {
@@ -49,15 +75,13 @@ export class EtcdRestoreTool {
       `--initial-advertise-peer-urls=${target.peerUrl}`,
       `--initial-cluster-token=${target.token}`,
     ];
-    if (target.bumpRevision !== undefined && this.tool === 'etcdutl') {
-      args.push(`--bump-revision=${target.bumpRevision}`, '--mark-compacted');
-    }
+    if (target.bumpRevision !== undefined) args.push(`--bump-revision=${target.bumpRevision}`, '--mark-compacted');
     try {
-      await run(this.binary, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ETCDCTL_API: '3' }, maxBuffer: 16 * 1024 * 1024 });
+      await run(this.binary, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, maxBuffer: 16 * 1024 * 1024 });
     } catch (error) {
       const e = error as { stderr?: string; message: string };
       const detail = (e.stderr ?? '').trim().split('\n').slice(-3).join(' | ') || e.message;
-      throw new RestoreFailedError(`${this.tool} snapshot restore failed: ${detail}`, { cause: error });
+      throw new RestoreFailedError(`etcdutl snapshot restore failed: ${detail}`, { cause: error });
     }
   }
 }

@@ -117,6 +117,11 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
     if (failure) throw failure.reason;
     const { size, sha256 } = verifier.verified();
     const after = await etcd.status(leader.endpoint);
+    // What etcd can restore this data is decided by the cluster version; without it, restores go by etcdVersion.
+    const clusterVersion = await etcd.clusterVersion(leader.endpoint).catch((error: unknown) => {
+      deps.log.warn('cluster version unknown; the metadata records only the leader version', { error: describeError(error) });
+      return undefined;
+    });
     const header = snapshot.headerRevision() ?? null;
     const metadata: BackupMetadata = {
       format: 'etcd-aws/backup-v1',
@@ -125,6 +130,7 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
       groupName: deps.groupName,
       clusterId,
       etcdVersion: before.version,
+      ...(clusterVersion === undefined ? {} : { clusterVersion }),
       revision: { before: before.revision, after: after.revision, header, exact: header !== null || before.revision === after.revision },
       size,
       sha256,

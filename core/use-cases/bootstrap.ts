@@ -11,6 +11,7 @@ import {
 import { leaseAction, seedPrecondition, type SeedLease } from '../domain/election.js';
 import { activePeers, clientUrls, type GroupInstance } from '../domain/instances.js';
 import { hexMemberId } from '../domain/members.js';
+import type { EtcdVersion } from '../domain/versions.js';
 import { EtcdAwsError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { EtcdMembership, InstanceInventory, SeedCoordinator } from '../ports.js';
@@ -41,6 +42,8 @@ export interface BootstrapDeps {
   readonly clientPort: number;
   readonly peerPort: number;
   readonly timing: BootstrapTiming;
+  /** The etcd release this instance runs (`etcd --version`): whether it may join the members' versions. */
+  readonly etcdVersion: EtcdVersion;
   /** Fills the empty data dir of a founder: the newest valid backup, or nothing when none ever existed. */
   readonly seedData: (target: { name: string; peerUrl: string; token: string }) => Promise<SeedData>;
 }
@@ -81,7 +84,7 @@ export async function observe(self: Self, groupName: string, deps: BootstrapDeps
       etcd.close();
     }
   }
-  return { instances, local, probe, plan: decideBootstrap({ self, local, probe, instances }) };
+  return { instances, local, probe, plan: decideBootstrap({ self, local, probe, instances, etcdVersion: deps.etcdVersion }) };
 }
 
 /** Launch settings a plan leads to, as far as they are known before acting (for `plan` and logs). */
@@ -128,8 +131,10 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
     switch (plan.kind) {
       case 'refuse':
         throw new BootstrapRefusedError(
-          `refusing to start: ${plan.detail}. The data dir was left untouched; inspect it, then move it away ` +
-            'to let this instance join (or restore) from scratch',
+          plan.reason === 'unreadable-local-data'
+            ? `refusing to start: ${plan.detail}. The data dir was left untouched; inspect it, then move it away ` +
+                'to let this instance join (or restore) from scratch'
+            : `refusing to join the cluster: ${plan.detail}. Nothing was changed`,
         );
 
       case 'restart': {

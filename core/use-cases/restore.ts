@@ -3,6 +3,7 @@ import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { pairBackups, snapshotFolder, type BackupRef } from '../domain/backups.js';
+import { checkRestoreVersion, parseEtcdVersion, type EtcdVersion } from '../domain/versions.js';
 import { EtcdAwsError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { SnapshotStore } from '../ports.js';
@@ -11,8 +12,16 @@ import { SnapshotVerifier } from '../snapshot-verifier.js';
 /** Backups exist, but none passed verification and restore: starting empty would lose them. */
 export class NoRestorableBackupError extends EtcdAwsError {}
 
+/**
+ * The backup holds data of a newer etcd than this instance runs, which etcd cannot start on. Never a reason
+ * to restore an older backup instead: that would throw the newer data away.
+ */
+export class IncompatibleBackupError extends EtcdAwsError {}
+
 export interface Restorer {
   readonly tool: string;
+  /** The release of the restore tool, which is the release the restored member will run. */
+  readonly version: EtcdVersion;
   restore(
     snapshotFile: string,
     target: { name: string; peerUrl: string; token: string; dataDir: string; bumpRevision: number | undefined },
@@ -52,6 +61,10 @@ export async function restoreBackup(
   deps: Pick<RestoreDeps, 'store' | 'restorer' | 'dataDir' | 'bumpRevision'>,
 ): Promise<{ revision: string }> {
   const meta = await deps.store.readMetadata(backup.metadataKey);
+  // The data's version is the cluster version when the backup was taken (older metadata: the leader's).
+  const dataVersion = parseEtcdVersion(meta.clusterVersion ?? meta.etcdVersion);
+  const versions = checkRestoreVersion(deps.restorer.version, dataVersion, backup.snapshotKey);
+  if (!versions.ok) throw new IncompatibleBackupError(versions.detail);
   const file = path.join(path.dirname(deps.dataDir), `.etcd-aws-restore-${path.basename(backup.snapshotKey)}`);
   const staging = `${deps.dataDir}.restoring`;
   try {
@@ -91,6 +104,7 @@ export async function seedFromBackups(target: { name: string; peerUrl: string; t
       deps.log.info('restored backup', { key: backup.snapshotKey, revision, skipped: attempts.filter((a) => a.outcome === 'failed') });
       return { kind: 'restored', key: backup.snapshotKey, revision, attempts };
     } catch (error) {
+      if (error instanceof IncompatibleBackupError) throw error;
       attempts.push({ key: backup.snapshotKey, outcome: 'failed', reason: describeError(error) });
       deps.log.warn('backup cannot be restored; trying the previous one', { key: backup.snapshotKey, reason: describeError(error) });
     }

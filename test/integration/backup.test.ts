@@ -21,7 +21,8 @@ import type { SimulatedGroup } from '../../testbed/aws-world.js';
 import { clusterContents } from '../../testbed/data.js';
 import { EtcdTestCluster } from '../../testbed/etcd.js';
 import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
-import { etcdctlRestore } from '../../testbed/restore.js';
+import { etcdutlRestore } from '../../testbed/restore.js';
+import { etcdRelease } from '../../testbed/tools.js';
 import { groupWithCluster, openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 let bed: Bed;
@@ -89,7 +90,7 @@ afterAll(async () => {
 describe('backup', () => {
   let first: BackupSummary;
 
-  it('uploads a verified snapshot that etcdctl restores with every key, value and lease', async () => {
+  it('uploads a verified snapshot, with its exact revision and data version, that etcdutl restores with every key, value and lease', async () => {
     // Act: a manual invoke of the built handler
     const { result, lines } = await invoke();
     first = result;
@@ -102,7 +103,12 @@ describe('backup', () => {
     expect(lines.some((l) => '_aws' in l && l.BackupBytes === result.size && l.BackupAgeSeconds === 0)).toBe(true);
     const store = deps().store;
     const meta = await store.readMetadata(result.metadataKey);
-    expect(meta).toMatchObject({ key: result.key, size: result.size, sha256: result.sha256, etcdVersion: '3.4.23', groupName: group.groupName });
+    const release = etcdRelease();
+    expect(meta).toMatchObject({ key: result.key, size: result.size, sha256: result.sha256, etcdVersion: release.version, groupName: group.groupName });
+    // The data's version (what decides which etcd can restore it). No etcd release (3.5 to 3.7) puts a header
+    // with the revision in the snapshot stream: the revision is exact because nothing was written meanwhile.
+    expect(meta.clusterVersion).toBe(`${release.minor}.0`);
+    expect(meta.revision).toEqual({ before: meta.revision.after, after: meta.revision.after, header: null, exact: true });
     expect(meta.members).toHaveLength(3);
 
     // Download, check the object's SHA-256, restore it with etcd's own tool and serve it
@@ -111,7 +117,7 @@ describe('backup', () => {
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(result.sha256);
     const ip = bed.network.hostAddress(50);
     const runDir = path.join(bed.workDir, 'restored');
-    await etcdctlRestore(file, path.join(runDir, 'restored.etcd'), 'restored', ip);
+    await etcdutlRestore(file, path.join(runDir, 'restored.etcd'), 'restored', ip);
     const restored = await EtcdTestCluster.start({ nodes: [{ name: 'restored', ip }], workDir: runDir, processes: bed.processes });
     try {
       const original = await clusterContents(etcd.clientUrls(), 'data');

@@ -10,7 +10,7 @@ import type { SimulatedGroup } from '../../testbed/aws-world.js';
 import type { EtcdTestCluster } from '../../testbed/etcd.js';
 import { startImds, type ImdsServer } from '../../testbed/imds.js';
 import { emulatorEnv } from '../../testbed/moto.js';
-import { etcdctlBin } from '../../testbed/tools.js';
+import { etcdRelease, etcdctlBin } from '../../testbed/tools.js';
 import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
 
 // The bundles are what ships: these tests run them in fresh node processes, as Lambda and cloud-init would,
@@ -114,14 +114,17 @@ describe('node-agent bundle', () => {
       ...baseEnv(),
       AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
       ETCD_DATA_DIR: path.join(bed.workDir, 'plan-data'),
+      ETCD_AWS_BIN_DIR: etcdRelease().binDir,
     });
 
     // Assess
     expect(out.code).toBe(0);
     const plan = JSON.parse(out.stdout) as {
+      etcdVersion: string;
       decision: { kind: string; reason: string; removeFirst: Array<{ member: { name: string }; reason: string }> };
       etcdEnvironment: Record<string, string>;
     };
+    expect(plan.etcdVersion).toBe(etcdRelease().version);
     expect(plan.decision).toMatchObject({ kind: 'join', reason: 'no-local-data' });
     expect(plan.decision.removeFirst).toEqual([expect.objectContaining({ reason: 'named-after-this-instance', member: expect.objectContaining({ name: self.instanceId }) as unknown })]);
     expect(plan.etcdEnvironment).toMatchObject({

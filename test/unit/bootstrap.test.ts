@@ -17,11 +17,13 @@ const a = member('11', 'i-a', '10.0.1.11');
 const b = member('12', 'i-b', '10.0.1.12');
 const c = member('13', 'i-c', '10.0.1.13');
 const group = [instance('i-self', '10.0.1.10'), instance('i-a', '10.0.1.11'), instance('i-b', '10.0.1.12')];
-const live = (members: Member[], healthy = members.map((m) => m.id), clusterId = 'C1'): Probe => ({
+const V36 = { major: 3, minor: 6, patch: 16 };
+const live = (members: Member[], healthy = members.map((m) => m.id), clusterId = 'C1', version = '3.6.16'): Probe => ({
   kind: 'live',
   clusterId,
   members,
   healthyMemberIds: healthy,
+  memberVersions: Object.fromEntries(healthy.map((id) => [id, version])),
 });
 const none: LocalData = { kind: 'none' };
 const mine = (memberId: string, clusterId = 'C1'): LocalData => ({ kind: 'member', memberId, clusterId });
@@ -36,11 +38,11 @@ describe('decideBootstrap', () => {
     ['no data, a cluster without quorum answers: wait, never found a second cluster', none, { kind: 'no-quorum', answered: ['x'] }, group, { kind: 'wait', reason: 'cluster-without-quorum' }],
     ['unreadable data dir: refuse', { kind: 'unreadable', reason: 'bad wal' }, { kind: 'silent' }, group, { kind: 'refuse', reason: 'unreadable-local-data', detail: 'bad wal' }],
   ])('%s', (_why, local, probe, instances, expected) => {
-    expect(decideBootstrap({ self, local, probe, instances })).toEqual(expected);
+    expect(decideBootstrap({ etcdVersion: V36, self, local, probe, instances })).toEqual(expected);
   });
 
   it('no data, live cluster: join, nothing to remove', () => {
-    expect(decideBootstrap({ self, local: none, probe: live([a, b]), instances: group })).toEqual({
+    expect(decideBootstrap({ etcdVersion: V36, self, local: none, probe: live([a, b]), instances: group })).toEqual({
       kind: 'join',
       reason: 'no-local-data',
       removeFirst: [],
@@ -50,16 +52,16 @@ describe('decideBootstrap', () => {
   });
 
   it('joins as a learner even while a voter is unhealthy: a learner does not change the quorum', () => {
-    expect(decideBootstrap({ self, local: none, probe: live([a, b], ['11']), instances: group })).toMatchObject({ kind: 'join', removeFirst: [] });
+    expect(decideBootstrap({ etcdVersion: V36, self, local: none, probe: live([a, b], ['11']), instances: group })).toMatchObject({ kind: 'join', removeFirst: [] });
   });
 
   it('waits rather than remove its own dead voting member when the healthy rest would lose quorum', () => {
-    const plan = decideBootstrap({ self, local: none, probe: live([member('10', 'i-self', '10.0.1.10'), a, b], ['11']), instances: group });
+    const plan = decideBootstrap({ etcdVersion: V36, self, local: none, probe: live([member('10', 'i-self', '10.0.1.10'), a, b], ['11']), instances: group });
     expect(plan).toEqual({ kind: 'wait', reason: 'removal-would-break-quorum' });
   });
 
   it('data of a member the cluster removed: set it aside and join', () => {
-    expect(decideBootstrap({ self, local: mine('99'), probe: live([a, b]), instances: group })).toMatchObject({
+    expect(decideBootstrap({ etcdVersion: V36, self, local: mine('99'), probe: live([a, b]), instances: group })).toMatchObject({
       kind: 'join',
       reason: 'local-data-of-removed-member',
       clearLocalData: true,
@@ -67,7 +69,7 @@ describe('decideBootstrap', () => {
   });
 
   it('data of another cluster: set it aside and join', () => {
-    expect(decideBootstrap({ self, local: mine('10', 'OLD'), probe: live([member('10', 'i-self', '10.0.1.10'), a, b]), instances: group })).toMatchObject({
+    expect(decideBootstrap({ etcdVersion: V36, self, local: mine('10', 'OLD'), probe: live([member('10', 'i-self', '10.0.1.10'), a, b]), instances: group })).toMatchObject({
       kind: 'join',
       reason: 'local-data-of-other-cluster',
       clearLocalData: true,
@@ -76,12 +78,12 @@ describe('decideBootstrap', () => {
   });
 
   it('lost data dir, own member still listed: remove it first, then join', () => {
-    const plan = decideBootstrap({ self, local: none, probe: live([member('10', 'i-self', '10.0.1.10'), a, b], ['11', '12']), instances: group });
+    const plan = decideBootstrap({ etcdVersion: V36, self, local: none, probe: live([member('10', 'i-self', '10.0.1.10'), a, b], ['11', '12']), instances: group });
     expect(plan).toMatchObject({ kind: 'join', removeFirst: [{ member: { id: '10' }, reason: 'named-after-this-instance' }] });
   });
 
   it('crashed between member add and start: the unstarted member on this IP is removed and added again', () => {
-    const plan = decideBootstrap({ self, local: none, probe: live([member('10', '', '10.0.1.10', true), a, b]), instances: group });
+    const plan = decideBootstrap({ etcdVersion: V36, self, local: none, probe: live([member('10', '', '10.0.1.10', true), a, b]), instances: group });
     expect(plan).toMatchObject({ kind: 'join', removeFirst: [{ member: { id: '10' }, reason: 'has-this-instance-ip' }] });
   });
 });

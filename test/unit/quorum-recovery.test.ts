@@ -56,6 +56,7 @@ function harness(quorum: (t: number, check: number) => boolean, graceMs = 1000) 
       hasQuorum: () => Promise.resolve(quorumNow()),
       localMembers: () => Promise.resolve({ clusterId: '9', memberId: '1', members }),
       listMembers: () => Promise.reject(new Error('not used')),
+      clusterVersion: () => Promise.reject(new Error('not used')),
       close: () => {},
     }),
     inventory: { instanceFacts: () => Promise.resolve(facts) },

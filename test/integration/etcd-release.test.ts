@@ -1,0 +1,144 @@
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { Etcd3 } from 'etcd3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3Cluster } from '../../core/etcd/cluster.js';
+import { EtcdUnavailableError } from '../../core/errors.js';
+import { build } from '../../scripts/build.mjs';
+import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
+import { createSimulatedGroup } from '../../testbed/aws-world.js';
+import { etcdBin, etcdRelease, etcdctlBin } from '../../testbed/tools.js';
+import { waitFor } from '../../testbed/wait.js';
+import { backupNow, loseEverything, names, urls, writeKeys } from '../support/recovery.js';
+import { groupWithCluster, openBed, uniqueName, type Bed } from '../support/testbed.js';
+
+// What the selected etcd release (ETCD_AWS_ETCD_VERSION) does that the code depends on; CI runs this file on
+// every supported release.
+const run = promisify(execFile);
+const release = etcdRelease();
+let bed: Bed;
+let bundle: string;
+const bucket = uniqueName('release').toLowerCase();
+const fleets: AgentFleet[] = [];
+
+beforeAll(async () => {
+  bed = openBed('release');
+  ({ agent: bundle } = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true }));
+  await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
+});
+afterEach(async () => {
+  await Promise.all(fleets.splice(0).map((f) => f.closeAll()));
+});
+afterAll(async () => {
+  await bed.dispose();
+});
+
+function fleet(label: string, env: Record<string, string> = {}): AgentFleet {
+  const f = new AgentFleet({ processes: bed.processes, workDir: path.join(bed.workDir, uniqueName(label)), bundle, bucket, awsEndpoint: process.env.AWS_ENDPOINT_URL as string, env });
+  fleets.push(f);
+  return f;
+}
+
+describe(`etcd ${release.version}`, () => {
+  it('serves MemberList from a member without quorum only when asked for its local (serializable) view', async () => {
+    // Prepare: three members, two of them stopped
+    const { etcd } = await groupWithCluster(bed, 3);
+    const [survivor, ...others] = etcd.nodes;
+    for (const o of others) await etcd.kill(o.name);
+    const client = new Etcd3Cluster([survivor!.clientUrl], { dialTimeoutMs: 1000, callTimeoutMs: 2000 });
+    try {
+      // Assess: no live cluster through our client; the survivor's own view still lists all three
+      await expect(client.listMembers()).rejects.toThrow(EtcdUnavailableError);
+      expect((await client.probe()).kind).toBe('no-quorum');
+      expect((await client.localMembers(survivor!.clientUrl)).members).toHaveLength(3);
+    } finally {
+      client.close();
+    }
+    // ... and through etcd's own tool: 3.6 and later serve `member list` linearizably unless told otherwise,
+    // 3.5's etcdctl asks for no consistency and gets the member's local list.
+    const list = (extra: string[]) =>
+      run(etcdctlBin(), ['--endpoints', survivor!.clientUrl, '--command-timeout=2s', 'member', 'list', ...extra, '-w', 'json']).then((r) => r.stdout);
+    if (release.minor === '3.5') {
+      expect(await list([])).toContain(survivor!.name);
+    } else {
+      await expect(list([])).rejects.toThrow(/deadline exceeded|unavailable/i);
+      expect(await list(['--consistency=s'])).toContain(survivor!.name);
+    }
+  });
+
+  it('reports its cluster version over HTTP, which the backup records as the version of the data', async () => {
+    const { etcd } = await groupWithCluster(bed, 1);
+    const client = new Etcd3Cluster(etcd.clientUrls(), { dialTimeoutMs: 1000, callTimeoutMs: 2000 });
+    try {
+      const version = await waitFor('a decided cluster version', () => client.clusterVersion(etcd.clientUrls()[0]!), { timeoutMs: 20_000, intervalMs: 200 });
+      expect(version).toBe(`${release.minor}.0`);
+      expect((await client.status(etcd.clientUrls()[0]!)).version).toBe(release.version);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('restores with --bump-revision and --mark-compacted: revisions continue past the backup, older ones are compacted', async () => {
+    // Prepare: a one-node cluster built by its agent, keys, a backup, then the instance and its disk are lost
+    const group = await createSimulatedGroup({ network: bed.network, groupName: uniqueName('etcd'), size: 1 });
+    const builder = fleet('bump-source');
+    await builder.start(group.instances[0]!);
+    await waitForVotingMembers(urls(group.instances), names(group.instances));
+    await writeKeys(urls(group.instances), 'k', 50);
+    const { revision } = await backupNow(bucket, group.groupName);
+    const [replacement] = await loseEverything(builder, group.groupName, group.instances);
+
+    // Act: the replacement restores with a revision bump
+    const BUMP = 1_000_000;
+    const agents = fleet('bump', { ETCD_AWS_BUMP_REVISION: String(BUMP) });
+    await agents.start(replacement!);
+    await waitForVotingMembers(urls([replacement!]), names([replacement!]));
+
+    // Assess: the revision went up by the bump, the keys are back, and reading at the backup's revision
+    // says it was compacted (what tells a watcher to re-list instead of missing changes)
+    const client = new Etcd3({ hosts: urls([replacement!]) });
+    try {
+      const now = await client.get('k/000000').exec();
+      expect(BigInt(now.header.revision)).toBeGreaterThanOrEqual(BigInt(revision.after) + BigInt(BUMP));
+      expect(now.kvs[0]?.value.toString()).toBe('v-k/000000');
+      expect(await client.getAll().prefix('k/').count()).toBe(50);
+      await waitFor(
+        'a read at the backup revision to fail as compacted',
+        async () => {
+          try {
+            await client.get('k/000000').revision(revision.after).exec();
+            return false;
+          } catch (error) {
+            return /compacted/i.test((error as Error).message);
+          }
+        },
+        { timeoutMs: 20_000, intervalMs: 200 },
+      );
+    } finally {
+      client.close();
+    }
+  });
+
+  it('the agent refuses to start when ETCD_AWS_BUMP_REVISION is set and etcdutl predates the flag (3.5.10)', async () => {
+    // Prepare: this release's etcd beside an etcdutl that says it is 3.5.9
+    const binDir = path.join(bed.workDir, uniqueName('old-etcdutl'));
+    mkdirSync(binDir, { recursive: true });
+    symlinkSync(etcdBin(), path.join(binDir, 'etcd'));
+    writeFileSync(path.join(binDir, 'etcdutl'), '#!/bin/sh\necho "etcdutl version: 3.5.9"\necho "API version: 3.5"\n');
+    chmodSync(path.join(binDir, 'etcdutl'), 0o755);
+    const group = await createSimulatedGroup({ network: bed.network, groupName: uniqueName('etcd'), size: 1 });
+    const agents = fleet('old-etcdutl', { ETCD_AWS_BUMP_REVISION: '1000', ETCD_AWS_BIN_DIR: binDir });
+
+    // Act
+    const node = await agents.start(group.instances[0]!);
+    const code = await node.process!.exited;
+
+    // Assess: it stops before anything, and says what to do
+    expect(code).toBe(1);
+    expect(readFileSync(node.logFile, 'utf8')).toContain('ETCD_AWS_BUMP_REVISION needs etcdutl 3.5.10 or newer');
+    expect(existsSync(node.dataDir)).toBe(false);
+  });
+});
