@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { etcdBuilds, resolveEtcd } from '../../scripts/etcd-build.mjs';
 import { REPO_ROOT } from '../../testbed/tools.js';
 
 // `serverless package` exactly as an air-gapped CI runs it (no credentials, no profile, no emulator), then
@@ -13,7 +14,11 @@ const run = promisify(execFile);
 const out = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-package-'));
 
 type Resource = { Type: string; Properties: Record<string, unknown>; Condition?: string };
-let template: { Resources: Record<string, Resource>; Outputs: Record<string, unknown>; Parameters: Record<string, { Default?: unknown; AllowedValues?: unknown }> };
+let template: {
+  Resources: Record<string, Resource>;
+  Outputs: Record<string, unknown>;
+  Parameters: Record<string, { Default?: unknown; AllowedValues?: unknown; AllowedPattern?: string }>;
+};
 const byType = (type: string) => Object.entries(template.Resources).filter(([, r]) => r.Type === type);
 const resource = (id: string): Resource => {
   const r = template.Resources[id];
@@ -139,6 +144,16 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(template.Parameters.ClusterSize).toMatchObject({ AllowedValues: [1, 3, 5, 7], Default: 3 });
     expect(resource('ClientTargetGroup').Properties).toMatchObject({ Port: 2379, HealthCheckPath: '/health', HealthCheckProtocol: 'HTTP' });
     expect(resource('ClientLoadBalancer').Properties).toMatchObject({ Scheme: 'internal', Type: 'network' });
+  });
+
+  it('deploys the newest 3.6 patch the test bed runs by default, and accepts exactly the etcd minors the test bed runs', () => {
+    const parameter = template.Parameters.EtcdVersion;
+    expect(parameter?.Default).toBe(resolveEtcd('3.6').version);
+    const allowed = new RegExp(parameter?.AllowedPattern ?? '^$');
+    const builds = etcdBuilds();
+    expect(builds.map((b) => b.minor)).toEqual(['3.5', '3.6', '3.7']);
+    for (const b of builds) expect(allowed.test(b.version)).toBe(true);
+    for (const unsupported of ['3.4.23', '3.8.0', '3.6', 'latest']) expect(allowed.test(unsupported)).toBe(false);
   });
 
   it('requires IMDSv2 on the nodes and encrypts their volumes', () => {
