@@ -17,7 +17,7 @@ import ora, { type Ora } from 'ora';
 import { hexMemberId } from '../core/domain/members.js';
 import { claimLoopbackNetwork } from '../testbed/network.js';
 import { ProcessGroup } from '../testbed/processes.js';
-import { REPO_ROOT } from '../testbed/tools.js';
+import { REPO_ROOT, etcdRelease, etcdctlBin } from '../testbed/tools.js';
 import { runScenario, SCENARIOS, type ScenarioSummary } from './scenarios.js';
 import { Sandbox, bundlesIn, type Bundles } from './world.js';
 
@@ -33,6 +33,8 @@ options:
   --json          print only the JSON summary
   --once          (no scenario) start, wait until the cluster converged, tear down, exit
   --size N        (no scenario) instances in the group: 1, 3, 5 or 7 (default 3)
+  --etcd V        (no scenario) the etcd release the instances start with: 3.5, 3.6 or 3.7 (default: the stack's,
+                  or ETCD_AWS_ETCD_VERSION)
   --dist DIR      the built bundles (default dist/, which npm run sandbox builds)
   -h, --help      this text`;
 
@@ -42,6 +44,8 @@ const COMMANDS = `commands:
   kill <instance-id>...      the instances die at once (no lifecycle hook); the group replaces them
   backup                     run the backup function now
   capacity <n>               set the group's desired capacity (a scale-in goes through the hook)
+  etcd <version>             the launch template installs that etcd release (3.5, 3.6, 3.7) on instances
+                             launched from now on; then terminate the old ones one at a time to roll
   help                       this list
   quit                       tear everything down (as Ctrl-C)`;
 
@@ -58,6 +62,7 @@ const { values, positionals } = (() => {
         once: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         size: { type: 'string', default: '3' },
+        etcd: { type: 'string' },
         dist: { type: 'string', default: path.join(REPO_ROOT, 'dist') },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -76,6 +81,14 @@ if (positionals.length > 1) fail(`one scenario at a time (got ${positionals.join
 if (scenario !== undefined && !(scenario in SCENARIOS)) fail(`no scenario "${scenario}"; choose one of: ${Object.keys(SCENARIOS).join(', ')}`);
 const size = Number(values.size);
 if (!Number.isInteger(size) || size < 1 || size > 7 || size % 2 === 0) fail(`--size must be an odd number from 1 to 7 (got ${values.size})`);
+const etcdVersion = values.etcd;
+if (etcdVersion !== undefined) {
+  try {
+    etcdRelease(etcdVersion);
+  } catch (error) {
+    fail((error as Error).message);
+  }
+}
 const bundles: Bundles = bundlesIn(values.dist);
 for (const [name, file] of Object.entries<string>({ ...bundles })) {
   if (!existsSync(file)) fail(`no ${name} bundle at ${file}; run \`npm run build\` first (npm run sandbox does)`);
@@ -171,7 +184,8 @@ async function status(box: Sandbox): Promise<Record<string, unknown>> {
     leader: await box.leader(),
     clusterIds: snapshot?.clusterIds.map((id) => hexMemberId(id)),
     members: snapshot?.members.map((m) => ({ id: hexMemberId(m.id), name: m.name, voting: !m.isLearner })),
-    instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, agentLog: box.fleet.node(i.instanceId).logFile })),
+    instances: box.instances().map((i) => ({ instanceId: i.instanceId, privateIp: i.privateIp, etcd: box.etcdOf(i.instanceId), agentLog: box.fleet.node(i.instanceId).logFile })),
+    launchTemplateEtcd: box.launchTemplateEtcd(),
     waiting: [...box.shim.waiting],
   };
 }
@@ -213,6 +227,11 @@ async function command(box: Sandbox, line: string): Promise<boolean> {
       else await box.setCapacity(n);
       return true;
     }
+    case 'etcd': {
+      if (args[0] === undefined) print(`the launch template installs etcd ${box.launchTemplateEtcd()}; etcd <version> changes it`);
+      else box.setLaunchTemplateEtcd(args[0]);
+      return true;
+    }
     default:
       print(`unknown command "${verb}"\n${COMMANDS}`);
       return true;
@@ -220,7 +239,16 @@ async function command(box: Sandbox, line: string): Promise<boolean> {
 }
 
 async function interactive(): Promise<number> {
-  const box = (sandbox = await Sandbox.start({ size, workDir, processes, network, bundles, name: 'etcd-sandbox', onEvent: say }));
+  const box = (sandbox = await Sandbox.start({
+    size,
+    workDir,
+    processes,
+    network,
+    bundles,
+    name: 'etcd-sandbox',
+    onEvent: say,
+    ...(etcdVersion === undefined ? {} : { etcdVersion }),
+  }));
   const snapshot = await progress('waiting for every member to be voting and healthy', () => box.converge(180_000), () => '');
   const endpoints = box.endpoints();
   const summary = {
@@ -240,7 +268,7 @@ async function interactive(): Promise<number> {
   say(`converged: ${size} voting members, cluster ${summary.clusterIds.join(', ')}`);
   print('');
   print(`client endpoints: ${endpoints.join(',')}`);
-  print(`  etcdctl --endpoints ${endpoints.join(',')} member list -w table`);
+  print(`  ${etcdctlBin(etcdVersion)} --endpoints ${endpoints.join(',')} member list -w table`);
   print(`AWS emulator: ${box.awsEndpoint} (backups in s3://${box.bucket}); Auto Scaling with the hook: ${box.shim.endpoint}`);
   print(`  AWS_ENDPOINT_URL=${box.awsEndpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 aws s3 ls s3://${box.bucket} --recursive`);
   print(`scenarios: npm run sandbox -- <${Object.keys(SCENARIOS).join('|')}>`);

@@ -3,6 +3,7 @@ import { hexMemberId } from '../core/domain/members.js';
 import type { BackupSummary } from '../core/use-cases/backup.js';
 import type { ClusterSnapshot } from '../testbed/agents.js';
 import { waitFor } from '../testbed/wait.js';
+import { VersionWatch } from './versions.js';
 import { SequenceWriter, type AckedWrite } from './writer.js';
 import type { Sandbox, SandboxOptions } from './world.js';
 
@@ -23,6 +24,10 @@ interface Act {
   readonly mustSkip?: string;
   /** Acknowledged writes newer than this may be lost (a majority lost at once; see kill-majority). */
   readonly mayLoseAckedAfter?: number;
+  /** Invariants of the scenario's own that did not hold, in words. */
+  readonly violations?: readonly string[];
+  /** upgrade: the releases rolled through and how the cluster version followed. */
+  readonly etcd?: ScenarioSummary['etcd'];
 }
 
 interface Context {
@@ -39,10 +44,15 @@ export interface Scenario {
   readonly size: number;
   /** The backup schedule runs during the scenario (off where the scenario takes its backups itself). */
   readonly schedule: boolean;
+  /** The etcd release the instances start with ("3.5"); the test bed's selected one when absent. */
+  readonly etcdVersion?: string;
   act(ctx: Context): Promise<Act>;
 }
 
 const CONVERGE_MS = 180_000;
+
+/** The minor releases the upgrade scenario rolls through: every supported one, oldest first. */
+const UPGRADE_PATH = ['3.5', '3.6', '3.7'] as const;
 
 async function writesAcknowledged(writer: SequenceWriter, more: number, what: string): Promise<void> {
   const target = writer.acknowledged.length + more;
@@ -66,6 +76,25 @@ async function corruptSnapshot(bucket: string, key: string): Promise<void> {
   const at = Math.floor(bytes.length / 2);
   bytes[at] = (bytes[at]! ^ 0xff) & 0xff;
   await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+}
+
+/**
+ * A stack update that changes the launch template's etcd release, as CloudFormation's rolling update runs it
+ * (MaxBatchSize 1, MinInstancesInService = the cluster size): for each instance of the old release, a
+ * successor is launched first and becomes a voting member, then the old instance is terminated through the
+ * lifecycle hook with the desired capacity lowered again.
+ */
+async function rollingUpdate(ctx: Context, release: string): Promise<void> {
+  const { sandbox } = ctx;
+  sandbox.setLaunchTemplateEtcd(release);
+  const size = sandbox.instances().length;
+  const old = sandbox.instances().filter((i) => sandbox.etcdOf(i.instanceId) !== sandbox.launchTemplateEtcd());
+  for (const { instanceId } of old) {
+    await sandbox.setCapacity(size + 1);
+    await ctx.step(`the successor of ${instanceId} voting`, () => sandbox.converge(CONVERGE_MS));
+    await sandbox.terminate(instanceId, true);
+    await ctx.step(`${instanceId} removed`, () => sandbox.converge(CONVERGE_MS));
+  }
 }
 
 async function totalLoss(ctx: Context): Promise<{ faultAt: number; faultEndAt: number }> {
@@ -130,6 +159,45 @@ export const SCENARIOS: Record<string, Scenario> = {
       const at = Date.now();
       await ctx.sandbox.setCapacity(3);
       return { faultAt: at };
+    },
+  },
+  upgrade: {
+    description:
+      'a rolling upgrade of etcd as a stack update runs it: every instance replaced, one at a time, by one with the next minor release (3.5 → 3.6), then again (3.6 → 3.7); each successor votes before its predecessor goes',
+    size: 3,
+    schedule: true,
+    etcdVersion: UPGRADE_PATH[0],
+    act: async (ctx) => {
+      const at = Date.now();
+      const violations: string[] = [];
+      const started = ctx.sandbox.launchTemplateEtcd();
+      const watch = new VersionWatch(
+        () => ctx.sandbox.endpoints(),
+        (version, servers) => ctx.say(`the cluster version is ${version} (members run ${servers.join(', ')})`),
+      );
+      try {
+        for (const release of UPGRADE_PATH.slice(1)) await rollingUpdate(ctx, release);
+        const last = UPGRADE_PATH.at(-1) as string;
+        await waitFor(`the cluster version to reach ${last} once every member runs it`, () => watch.changes.at(-1)?.clusterVersion === last, {
+          timeoutMs: 60_000,
+          intervalMs: 250,
+        }).catch((error: unknown) => violations.push((error as Error).message));
+      } finally {
+        await watch.stop();
+      }
+      violations.push(...watch.violations);
+      const runs = ctx.sandbox.instances().map((i) => `${i.instanceId}=${ctx.sandbox.etcdOf(i.instanceId)}`);
+      const behind = ctx.sandbox.instances().filter((i) => ctx.sandbox.etcdOf(i.instanceId) !== ctx.sandbox.launchTemplateEtcd());
+      if (behind.length > 0) violations.push(`instances still on an older etcd: ${runs.join(', ')}`);
+      return {
+        faultAt: at,
+        violations,
+        etcd: {
+          from: started,
+          to: ctx.sandbox.launchTemplateEtcd(),
+          clusterVersions: watch.changes.map((c) => ({ atMs: c.at - at, clusterVersion: c.clusterVersion, servers: c.servers })),
+        },
+      };
     },
   },
   'kill-leader': {
@@ -220,6 +288,12 @@ export interface ScenarioSummary {
     /** Time between the newest write the restore brought back and the newest acknowledged before the loss. */
     readonly seconds: number;
   };
+  /** upgrade: the releases rolled through, and each change of the cluster version with what the members ran then. */
+  readonly etcd?: {
+    readonly from: string;
+    readonly to: string;
+    readonly clusterVersions: ReadonlyArray<{ readonly atMs: number; readonly clusterVersion: string; readonly servers: readonly string[] }>;
+  };
   readonly timeline: ReadonlyArray<{ readonly atMs: number; readonly event: string }>;
   readonly logs: string;
 }
@@ -253,7 +327,13 @@ export async function runScenario(
     options.onEvent?.(atMs, event);
   };
   say(`scenario ${name}: ${scenario.description}`);
-  const sandbox = await options.start({ ...options, size: scenario.size, onEvent: say, backupEveryMs: scenario.schedule ? 20_000 : 0 });
+  const sandbox = await options.start({
+    ...options,
+    size: scenario.size,
+    onEvent: say,
+    backupEveryMs: scenario.schedule ? 20_000 : 0,
+    ...(scenario.etcdVersion === undefined ? {} : { etcdVersion: scenario.etcdVersion }),
+  });
   let writer: SequenceWriter | undefined;
   try {
     const step = async <T>(label: string, work: () => Promise<T>): Promise<T> => {
@@ -285,6 +365,7 @@ export async function runScenario(
     const restores = sandbox.restores();
     const violations: string[] = [];
     const faultEndAt = act.faultEndAt ?? act.faultAt;
+    violations.push(...(act.violations ?? []));
 
     // Invariant: one cluster throughout, unless a restore was expected, which must be from the right backup.
     let restoredFrom: string | undefined;
@@ -354,6 +435,7 @@ export async function runScenario(
         failedAttempts: report.failedAttempts,
       },
       rpo,
+      ...(act.etcd ? { etcd: act.etcd } : {}),
       timeline,
       logs: options.workDir,
     };

@@ -20,6 +20,7 @@ import { emulatorEnv, startMoto } from '../testbed/moto.js';
 import type { LoopbackNetwork } from '../testbed/network.js';
 import type { ProcessGroup } from '../testbed/processes.js';
 import { pollOnce } from '../testbed/sqs-poller.js';
+import { etcdRelease } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
 
 export interface Bundles {
@@ -50,6 +51,8 @@ export interface SandboxOptions {
   readonly reconcileEveryMs?: number;
   /** Timeline output: one line per thing that happened. */
   readonly onEvent?: (message: string) => void;
+  /** The etcd release the launch template installs at first ("3.5"); the test bed's selected one by default. */
+  readonly etcdVersion?: string;
 }
 
 type LifecycleResult = { batchItemFailures: Array<{ itemIdentifier: string }> };
@@ -124,7 +127,31 @@ export class Sandbox {
       bucket,
       awsEndpoint,
       env: { AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint },
+      etcdVersion: options.etcdVersion,
     });
+    this.etcd = etcdRelease(options.etcdVersion).version;
+  }
+
+  /** The etcd release the launch template installs on instances launched from now on. */
+  private etcd: string;
+
+  launchTemplateEtcd(): string {
+    return this.etcd;
+  }
+
+  /**
+   * A new launch template version that installs another etcd release: instances launched from now on run
+   * it, the running ones keep theirs until they are replaced (as a stack update with a new etcdVersion does).
+   */
+  setLaunchTemplateEtcd(version: string): void {
+    this.fleet.setEtcdRelease(version);
+    this.etcd = etcdRelease(version).version;
+    this.say(`the launch template now installs etcd ${this.etcd}; instances launched from now on run it`);
+  }
+
+  /** The etcd release each running instance's agent runs. */
+  etcdOf(instanceId: string): string {
+    return this.fleet.node(instanceId).etcdVersion;
   }
 
   /** Starts the emulator (unless given), creates the group, bucket and queue, and starts every agent. */
@@ -202,7 +229,7 @@ export class Sandbox {
     for (const instance of this.current) {
       const id = instance.instanceId;
       if (!known.has(id)) {
-        this.say(`instance ${id} (${instance.privateIp}) launched; cloud-init starts its agent`);
+        this.say(`instance ${id} (${instance.privateIp}) launched with etcd ${this.etcd}; cloud-init starts its agent`);
         this.watchExit(await this.fleet.start(instance));
         continue;
       }

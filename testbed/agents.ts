@@ -6,7 +6,7 @@ import type { InstanceIdentity } from '../core/ports.js';
 import { startImds, type ImdsServer } from './imds.js';
 import { emulatorEnv } from './moto.js';
 import type { ManagedProcess, ProcessGroup } from './processes.js';
-import { etcdRelease, etcdctlBin } from './tools.js';
+import { NEWEST_ETCD, etcdRelease, etcdctlBin } from './tools.js';
 import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
@@ -18,6 +18,8 @@ export interface AgentNode {
    * once: a restart of the agent keeps it whatever the fleet's current release is.
    */
   readonly etcdBinDir: string;
+  /** That etcd's release ("3.6.16"). */
+  readonly etcdVersion: string;
   readonly dataDir: string;
   readonly logFile: string;
   readonly clientUrl: string;
@@ -91,9 +93,11 @@ export class AgentFleet {
     }
     const existing = this.nodes.get(instance.instanceId);
     if (existing?.process?.running()) throw new Error(`agent of ${instance.instanceId} is already running`);
+    const release = etcdRelease(this.release);
     const node: AgentNode = existing ?? {
       instance,
-      etcdBinDir: etcdRelease(this.release).binDir,
+      etcdBinDir: release.binDir,
+      etcdVersion: release.version,
       dataDir: path.join(this.options.workDir, `${instance.instanceId}.etcd`),
       logFile: path.join(this.options.workDir, `${instance.instanceId}.agent.log`),
       clientUrl: `http://${instance.privateIp}:2379`,
@@ -157,11 +161,14 @@ export interface ClusterSnapshot {
 /**
  * The cluster as etcd's own tool reports it: member list plus the cluster ID each endpoint answers with.
  * `local`: the member list as the answering member knows it (serializable), which a member without quorum
- * still serves; etcd 3.6+ serves MemberList linearizably unless asked otherwise (3.5's etcdctl asks nothing).
+ * still serves. etcdctl asks for a linearizable list unless told `--consistency=s`, which 3.5's etcdctl cannot
+ * say (its client always asks linearizably): the local list is asked with the newest etcdctl, which every
+ * supported server answers.
  */
 export async function inspectCluster(endpoints: readonly string[], options: { local?: boolean } = {}): Promise<ClusterSnapshot> {
-  const consistency = options.local && etcdRelease().minor !== '3.5' ? ['--consistency=s'] : [];
-  const { stdout: list } = await run(etcdctlBin(), ['--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', ...consistency, '-w', 'json']);
+  const tool = options.local ? etcdctlBin(NEWEST_ETCD) : etcdctlBin();
+  const consistency = options.local ? ['--consistency=s'] : [];
+  const { stdout: list } = await run(tool, ['--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', ...consistency, '-w', 'json']);
   // IDs are uint64: read them as strings from the JSON text, never through a double.
   const parsed = JSON.parse(list) as { members?: Array<{ name?: string; isLearner?: boolean }> };
   const ids = [...list.matchAll(/"ID":(\d+)/g)].map((m) => m[1] as string);

@@ -32,6 +32,9 @@ export function etcdRelease(version?: string): EtcdBuild {
   return build;
 }
 
+/** The newest minor release the test bed builds. */
+export const NEWEST_ETCD = '3.7';
+
 export const etcdBin = (version?: string) => path.join(etcdRelease(version).binDir, 'etcd');
 export const etcdctlBin = (version?: string) => path.join(etcdRelease(version).binDir, 'etcdctl');
 export const etcdutlBin = (version?: string) => path.join(etcdRelease(version).binDir, 'etcdutl');

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { build } from '../../scripts/build.mjs';
-import { REPO_ROOT } from '../../testbed/tools.js';
+import { etcdBuilds } from '../../scripts/etcd-build.mjs';
+import { REPO_ROOT, etcdRelease } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, type Bed } from '../support/testbed.js';
 
@@ -80,10 +81,16 @@ describe('npm run sandbox -- --once', () => {
       const endpoints = (await seen('the client endpoints', /^client endpoints: (\S+)/m))[1]!.split(',');
       const victim = (await seen('a launched instance', /instance (i-[0-9a-f]+) \(127[^)]*\) launched/))[1]!;
 
+      // A new launch template version with the next etcd minor (if any), then the instance is replaced through the hook.
+      const builds = etcdBuilds();
+      const at = builds.findIndex((b) => b.minor === etcdRelease().minor);
+      const next = (builds[at + 1] ?? builds[at]!).version;
+      child.stdin.write(`etcd ${next}\n`);
+      await seen('the launch template change', new RegExp(`the launch template now installs etcd ${next.replace(/\./g, '\\.')}`));
       child.stdin.write(`terminate ${victim}\n`);
       await seen('the hook holding the instance', new RegExp(`terminating ${victim} through Auto Scaling`));
       await seen('the lifecycle handler releasing it', new RegExp(`instance ${victim} terminated`));
-      await seen('a replacement', /(instance i-[0-9a-f]+ \(127[^)]*\) launched[\s\S]*){4}/);
+      await seen('a replacement on the new release', new RegExp(`instance i-[0-9a-f]+ \\(127[^)]*\\) launched with etcd ${next.replace(/\./g, '\\.')}`));
       child.stdin.write('backup\n');
       await seen('a backup', /backup uploaded: \S+\.db/);
       child.stdin.write('kill i-nonexistent\n');
