@@ -26,7 +26,7 @@ import { sqsEvent } from '../testbed/lambda.js';
 import { emulatorEnv, startMoto } from '../testbed/moto.js';
 import { claimLoopbackNetwork } from '../testbed/network.js';
 import { ProcessGroup } from '../testbed/processes.js';
-import { REPO_ROOT, etcdctlBin } from '../testbed/tools.js';
+import { REPO_ROOT, etcdBin, etcdRelease, etcdctlBin } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
 import { figure, ms, percentile, type Figure } from './stats.js';
 
@@ -90,7 +90,8 @@ async function main(): Promise<void> {
   const s3 = new S3Client({});
   await s3.send(new CreateBucketCommand({ Bucket: bucket }));
   const built = await build({ outDir: path.join(workDir, 'dist'), quiet: true });
-  const { stdout: etcdVersion } = await run('etcd', ['--version']);
+  // The etcd release ETCD_AWS_ETCD_VERSION selects (the stack's default unless set), as the binary reports it.
+  const { stdout: etcdVersion } = await run(etcdBin(), ['--version']);
   results.machine = {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model ?? '?',
@@ -215,7 +216,7 @@ async function main(): Promise<void> {
       // Restore: the agent's path (download + verify + restore) against etcdctl restore of the same file.
       const store = new S3SnapshotStore(s3, bucket);
       const newest = pairBackups(await store.list(snapshotFolder('', group.groupName))).backups[0]!;
-      const tool = await EtcdRestoreTool.find(undefined);
+      const tool = await EtcdRestoreTool.find(etcdRelease().binDir);
       const local = path.join(workDir, 'local.db');
       const { pipeline } = await import('node:stream/promises');
       const { createWriteStream } = await import('node:fs');
@@ -301,7 +302,7 @@ function report(): string {
   for (const [size, v] of Object.entries(results.backup as Record<string, { dbMiB: number; handlerMs: Figure; etcdctlSaveMs: Figure; ratio: number; handlerPeakRssMiB: Figure }>)) {
     lines.push(`| ${size} (${v.dbMiB} MiB) | ${fmt(v.handlerMs)} | ${fmt(v.etcdctlSaveMs)} | ${v.ratio.toFixed(2)} | ${fmt(v.handlerPeakRssMiB, 'MiB')} |`);
   }
-  lines.push('', '## Restore: agent (download + verify + restore) vs `etcdctl snapshot restore` of the same file', '', '| database | agent | etcd tool alone | ratio |', '|---|---|---|---|');
+  lines.push('', '## Restore: agent (download + verify + restore) vs `etcdutl snapshot restore` of the same file', '', '| database | agent | etcd tool alone | ratio |', '|---|---|---|---|');
   for (const [size, v] of Object.entries(results.restore as Record<string, { agentRestoreMs: Figure; etcdctlRestoreMs: Figure; ratio: number; tool: string }>)) {
     lines.push(`| ${size} | ${fmt(v.agentRestoreMs)} | ${fmt(v.etcdctlRestoreMs)} (${v.tool}) | ${v.ratio.toFixed(2)} |`);
   }

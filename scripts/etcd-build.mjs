@@ -6,6 +6,7 @@
 //   node scripts/etcd-build.mjs                 every supported version (what scripts/setup.sh runs)
 //   node scripts/etcd-build.mjs 3.7             only that one ("3.7" or "3.7.3")
 //   node scripts/etcd-build.mjs --bin-dir 3.7   print where that version's etcd, etcdctl and etcdutl are
+//   node scripts/etcd-build.mjs --list          print "minor release [default]" for each supported version
 //   --quiet                                     print only what it builds
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
@@ -212,7 +213,16 @@ export async function buildEtcd(build, { quiet = false } = {}) {
 }
 
 async function main(argv) {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { quiet: { type: 'boolean' }, 'bin-dir': { type: 'string' } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { quiet: { type: 'boolean' }, 'bin-dir': { type: 'string' }, list: { type: 'boolean' } },
+  });
+  if (values.list) {
+    const fallback = defaultEtcdMinor();
+    for (const b of etcdBuilds()) process.stdout.write(`${b.minor} ${b.version}${b.minor === fallback ? ' default' : ''}\n`);
+    return;
+  }
   if (values['bin-dir'] !== undefined) {
     const build = resolveEtcd(values['bin-dir']);
     if (!isBuilt(build)) throw new Error(`etcd ${build.version} is not built yet; run: node scripts/etcd-build.mjs ${build.minor}`);
