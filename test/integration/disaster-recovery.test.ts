@@ -1,48 +1,39 @@
 import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { snapshotFolder, pairBackups } from '../../core/domain/backups.js';
-import { build } from '../../scripts/build.mjs';
-import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
+import { waitForVotingMembers } from '../../testbed/agents.js';
 import { createSimulatedGroup } from '../../testbed/aws-world.js';
 import { clusterContents } from '../../testbed/data.js';
-import { agentLog, backupNow, loseEverything, names, snapshotStore, urls, writeKeys } from '../support/recovery.js';
+import { agentLog, backupNow, loseEverything, names, openFleets, snapshotStore, urls, writeKeys, type Fleets } from '../support/recovery.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 let bed: Bed;
-let bundle: string;
 const s3 = new S3Client({ forcePathStyle: true });
-const bucket = uniqueName('dr').toLowerCase();
-const fleets: AgentFleet[] = [];
+let fleets: Fleets;
 
 beforeAll(async () => {
   bed = openBed('dr');
-  ({ agent: bundle } = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true }));
-  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  fleets = await openFleets(bed, 'dr');
 });
 afterEach(async () => {
-  await Promise.all(fleets.splice(0).map((f) => f.closeAll()));
+  await fleets.closeAll();
 });
 afterAll(async () => {
   await bed.dispose();
 });
 
-function fleet(label: string, env: Record<string, string> = {}): AgentFleet {
-  const f = new AgentFleet({ processes: bed.processes, workDir: path.join(bed.workDir, uniqueName(label)), bundle, bucket, awsEndpoint: process.env.AWS_ENDPOINT_URL as string, env });
-  fleets.push(f);
-  return f;
-}
-const store = () => snapshotStore(bucket);
-const backup = async (groupName: string) => (await backupNow(bucket, groupName)).key;
+const fleet = (label: string, env: Record<string, string> = {}) => fleets.fleet(label, { env });
+const store = () => snapshotStore(fleets.bucket);
+const backup = async (groupName: string) => (await backupNow(fleets.bucket, groupName)).key;
 const write = writeKeys;
 const log = agentLog;
 
 async function flipByteOf(key: string): Promise<void> {
-  const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+  const got = await s3.send(new GetObjectCommand({ Bucket: fleets.bucket, Key: key }));
   const bytes = Buffer.from(await got.Body!.transformToByteArray());
   bytes[2048] = (bytes[2048] ?? 0) ^ 0x01;
-  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
+  await s3.send(new PutObjectCommand({ Bucket: fleets.bucket, Key: key, Body: bytes }));
 }
 
 describe('disaster recovery', () => {

@@ -2,17 +2,15 @@ import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { EtcdUnavailableError } from '../../core/errors.js';
-import { build } from '../../scripts/build.mjs';
-import { AgentFleet, waitForVotingMembers } from '../../testbed/agents.js';
+import { waitForVotingMembers } from '../../testbed/agents.js';
 import { createSimulatedGroup } from '../../testbed/aws-world.js';
 import { NEWEST_ETCD, etcdBin, etcdRelease, etcdctlBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
-import { backupNow, loseEverything, names, urls, writeKeys } from '../support/recovery.js';
+import { backupNow, loseEverything, names, openFleets, urls, writeKeys, type Fleets } from '../support/recovery.js';
 import { groupWithCluster, openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 // What the selected etcd release (ETCD_AWS_ETCD_VERSION) does that the code depends on; CI runs this file on
@@ -20,27 +18,20 @@ import { groupWithCluster, openBed, uniqueName, type Bed } from '../support/test
 const run = promisify(execFile);
 const release = etcdRelease();
 let bed: Bed;
-let bundle: string;
-const bucket = uniqueName('release').toLowerCase();
-const fleets: AgentFleet[] = [];
+let fleets: Fleets;
 
 beforeAll(async () => {
   bed = openBed('release');
-  ({ agent: bundle } = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true }));
-  await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
+  fleets = await openFleets(bed, 'release');
 });
 afterEach(async () => {
-  await Promise.all(fleets.splice(0).map((f) => f.closeAll()));
+  await fleets.closeAll();
 });
 afterAll(async () => {
   await bed.dispose();
 });
 
-function fleet(label: string, env: Record<string, string> = {}): AgentFleet {
-  const f = new AgentFleet({ processes: bed.processes, workDir: path.join(bed.workDir, uniqueName(label)), bundle, bucket, awsEndpoint: process.env.AWS_ENDPOINT_URL as string, env });
-  fleets.push(f);
-  return f;
-}
+const fleet = (label: string, env: Record<string, string> = {}) => fleets.fleet(label, { env });
 
 describe(`etcd ${release.version}`, () => {
   it('serves MemberList from a member without quorum only when asked for its local (serializable) view', async () => {
@@ -86,7 +77,7 @@ describe(`etcd ${release.version}`, () => {
     await builder.start(group.instances[0]!);
     await waitForVotingMembers(urls(group.instances), names(group.instances));
     await writeKeys(urls(group.instances), 'k', 50);
-    const { revision } = await backupNow(bucket, group.groupName);
+    const { revision } = await backupNow(fleets.bucket, group.groupName);
     const [replacement] = await loseEverything(builder, group.groupName, group.instances);
 
     // Act: the replacement restores with a revision bump

@@ -1,41 +1,31 @@
 import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { pairBackups, snapshotFolder } from '../../core/domain/backups.js';
-import { build } from '../../scripts/build.mjs';
-import { AgentFleet, inspectCluster, waitForVotingMembers } from '../../testbed/agents.js';
+import { inspectCluster, waitForVotingMembers } from '../../testbed/agents.js';
 import { createSimulatedGroup, scaleOut } from '../../testbed/aws-world.js';
 import { clusterContents } from '../../testbed/data.js';
 import { etcdRelease } from '../../testbed/tools.js';
-import { agentLog, backupNow, loseEverything, names, snapshotStore, urls, writeKeys } from '../support/recovery.js';
+import { agentLog, backupNow, loseEverything, names, openFleets, snapshotStore, urls, writeKeys, type Fleets } from '../support/recovery.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 // Agents of different etcd releases meeting: what etcd's upgrade rules allow happens, what they forbid is
 // refused with a clear message and changes nothing. Every case names its releases, so CI runs this file once.
 let bed: Bed;
-let bundle: string;
-const bucket = uniqueName('skew').toLowerCase();
-const fleets: AgentFleet[] = [];
+let fleets: Fleets;
 const [v35, v36, v37] = ['3.5', '3.6', '3.7'].map((m) => etcdRelease(m).version) as [string, string, string];
 
 beforeAll(async () => {
   bed = openBed('skew');
-  ({ agent: bundle } = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true }));
-  await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
+  fleets = await openFleets(bed, 'skew');
 });
 afterEach(async () => {
-  await Promise.all(fleets.splice(0).map((f) => f.closeAll()));
+  await fleets.closeAll();
 });
 afterAll(async () => {
   await bed.dispose();
 });
 
-function fleet(label: string, etcdVersion: string): AgentFleet {
-  const f = new AgentFleet({ processes: bed.processes, workDir: path.join(bed.workDir, uniqueName(label)), bundle, bucket, awsEndpoint: process.env.AWS_ENDPOINT_URL as string, etcdVersion });
-  fleets.push(f);
-  return f;
-}
+const fleet = (label: string, etcdVersion: string) => fleets.fleet(label, { etcdVersion });
 
 /** A one-member cluster on `version`, built by its agent. */
 async function oneMember(label: string, version: string) {
@@ -74,7 +64,7 @@ describe('etcd releases meeting in one group', () => {
     const { group, agents } = await oneMember('old-data', '3.5');
     await writeKeys(urls(group.instances), 'old', 200);
     const before = await clusterContents(urls(group.instances), 'old');
-    const { key } = await backupNow(bucket, group.groupName);
+    const { key } = await backupNow(fleets.bucket, group.groupName);
     const [replacement] = await loseEverything(agents, group.groupName, group.instances);
 
     // Act: the replacement runs 3.7
@@ -91,9 +81,9 @@ describe('etcd releases meeting in one group', () => {
     // Prepare: two backups of a 3.7 cluster, then everything is lost and the group now launches 3.6
     const { group, agents } = await oneMember('new-data', '3.7');
     await writeKeys(urls(group.instances), 'a', 20);
-    const older = await backupNow(bucket, group.groupName);
+    const older = await backupNow(fleets.bucket, group.groupName);
     await writeKeys(urls(group.instances), 'b', 20);
-    const newest = await backupNow(bucket, group.groupName);
+    const newest = await backupNow(fleets.bucket, group.groupName);
     expect(newest.key).not.toBe(older.key);
     const [replacement] = await loseEverything(agents, group.groupName, group.instances);
 
@@ -108,6 +98,6 @@ describe('etcd releases meeting in one group', () => {
     expect(log).toContain(`this instance runs etcd ${v36}`);
     expect(log).not.toContain('"message":"restored backup"');
     expect(existsSync(node.dataDir)).toBe(false);
-    expect(pairBackups(await snapshotStore(bucket).list(snapshotFolder('', group.groupName))).backups.map((b) => b.snapshotKey)).toEqual([newest.key, older.key]);
+    expect(pairBackups(await snapshotStore(fleets.bucket).list(snapshotFolder('', group.groupName))).backups.map((b) => b.snapshotKey)).toEqual([newest.key, older.key]);
   });
 });

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
-import { S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Etcd3 } from 'etcd3';
 import { AwsInstanceInventory } from '../../core/aws/inventory.js';
 import { S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
@@ -9,8 +10,10 @@ import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { silentLog } from '../../core/logger.js';
 import type { InstanceIdentity } from '../../core/ports.js';
 import { takeBackup, type BackupSummary } from '../../core/use-cases/backup.js';
-import type { AgentFleet } from '../../testbed/agents.js';
+import { build } from '../../scripts/build.mjs';
+import { AgentFleet } from '../../testbed/agents.js';
 import { terminateInGroup } from '../../testbed/aws-world.js';
+import { uniqueName, type Bed } from './testbed.js';
 
 export const urls = (instances: readonly InstanceIdentity[]) => instances.map((i) => `http://${i.privateIp}:2379`);
 export const names = (instances: readonly InstanceIdentity[]) => instances.map((i) => i.instanceId);
@@ -80,3 +83,38 @@ export async function loseEverything(agents: AgentFleet, groupName: string, inst
 
 /** An agent's log so far. */
 export const agentLog = (agents: AgentFleet, i: InstanceIdentity) => readFileSync(agents.node(i.instanceId).logFile, 'utf8');
+
+/** A test file's agents: the built bundle, a bucket of its own, and fleets that close after each test. */
+export interface Fleets {
+  readonly bucket: string;
+  /** Agents with these settings (and this etcd release, when given) for the instances a test starts. */
+  fleet(label: string, options?: { env?: Record<string, string>; etcdVersion?: string }): AgentFleet;
+  /** Ends every fleet's agents (an afterEach). */
+  closeAll(): Promise<void>;
+}
+
+export async function openFleets(bed: Bed, label: string): Promise<Fleets> {
+  const { agent: bundle } = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true });
+  const bucket = uniqueName(label).toLowerCase();
+  await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
+  const open: AgentFleet[] = [];
+  return {
+    bucket,
+    fleet: (name, options = {}) => {
+      const f = new AgentFleet({
+        processes: bed.processes,
+        workDir: path.join(bed.workDir, uniqueName(name)),
+        bundle,
+        bucket,
+        awsEndpoint: process.env.AWS_ENDPOINT_URL as string,
+        env: options.env,
+        etcdVersion: options.etcdVersion,
+      });
+      open.push(f);
+      return f;
+    },
+    closeAll: async () => {
+      await Promise.all(open.splice(0).map((f) => f.closeAll()));
+    },
+  };
+}
