@@ -17,9 +17,11 @@ export interface AgentNode {
    * The etcd this instance runs (ETCD_AWS_BIN_DIR), fixed at its first start as cloud-init installs it
    * once: a restart of the agent keeps it whatever the fleet's current release is.
    */
-  readonly etcdBinDir: string;
+  etcdBinDir: string;
   /** That etcd's release ("3.6.16"). */
   readonly etcdVersion: string;
+  /** The launch template version the instance was launched from, and what it added to the agent's environment. */
+  readonly template: LaunchTemplate;
   readonly dataDir: string;
   readonly logFile: string;
   readonly clientUrl: string;
@@ -36,6 +38,14 @@ export const FAST_TIMING: Record<string, string> = {
   // Several etcd election timeouts (1 s by default), so a leader change never looks like a permanent loss.
   ETCD_AWS_QUORUM_LOSS_GRACE_MS: '3000',
 };
+
+/** What a launch template version gives an instance: the etcd release cloud-init installs, settings for the agent. */
+export interface LaunchTemplate {
+  readonly version: number;
+  /** "3.7"; the test bed's selected release when absent. */
+  readonly etcdVersion?: string | undefined;
+  readonly env?: Readonly<Record<string, string>> | undefined;
+}
 
 /**
  * Node agents (the built bundle, `run`) for simulated instances, each with its own IMDSv2 server and data
@@ -58,15 +68,30 @@ export class AgentFleet {
     },
   ) {
     mkdirSync(options.workDir, { recursive: true });
-    this.release = options.etcdVersion;
+    this.template = { version: 1, etcdVersion: options.etcdVersion };
   }
 
-  private release: string | undefined;
+  private template: LaunchTemplate;
+
+  /** The launch template instances started from now on get; restarts keep the one they were launched from. */
+  launchTemplate(): LaunchTemplate {
+    return this.template;
+  }
+
+  /** A new launch template version (or, for a rollback, an earlier one again). */
+  setLaunchTemplate(template: LaunchTemplate): void {
+    etcdRelease(template.etcdVersion);
+    this.template = template;
+  }
 
   /** The etcd release instances started from now on install (a launch template change); restarts keep theirs. */
   setEtcdRelease(version: string): void {
-    etcdRelease(version);
-    this.release = version;
+    this.setLaunchTemplate({ ...this.template, version: this.template.version + 1, etcdVersion: version });
+  }
+
+  /** From now on the instance's agent runs the etcd in `binDir` (a broken binary, a failing disk). */
+  overrideEtcd(instanceId: string, binDir: string): void {
+    this.node(instanceId).etcdBinDir = binDir;
   }
 
   node(instanceId: string): AgentNode {
@@ -93,11 +118,12 @@ export class AgentFleet {
     }
     const existing = this.nodes.get(instance.instanceId);
     if (existing?.process?.running()) throw new Error(`agent of ${instance.instanceId} is already running`);
-    const release = etcdRelease(this.release);
+    const release = etcdRelease(this.template.etcdVersion);
     const node: AgentNode = existing ?? {
       instance,
       etcdBinDir: release.binDir,
       etcdVersion: release.version,
+      template: this.template,
       dataDir: path.join(this.options.workDir, `${instance.instanceId}.etcd`),
       logFile: path.join(this.options.workDir, `${instance.instanceId}.agent.log`),
       clientUrl: `http://${instance.privateIp}:2379`,
@@ -118,6 +144,7 @@ export class AgentFleet {
         POWERTOOLS_LOG_LEVEL: 'DEBUG',
         ...FAST_TIMING,
         ...this.options.env,
+        ...node.template.env,
         ...env,
       },
     });
@@ -135,6 +162,23 @@ export class AgentFleet {
   async kill(instanceId: string): Promise<void> {
     const p = this.node(instanceId).process;
     if (p) await this.options.processes.kill(p);
+  }
+
+  /** SIGKILL to the instance's etcd alone: the agent sees it exit, and exits with it. */
+  killEtcd(instanceId: string): void {
+    const p = this.node(instanceId).process;
+    if (p?.running()) this.options.processes.killDescendants(p);
+  }
+
+  /** The instance stops answering without dying (SIGSTOP to its agent and etcd): a hung host, a long GC pause. */
+  pause(instanceId: string): void {
+    const p = this.node(instanceId).process;
+    if (p?.running()) this.options.processes.pause(p);
+  }
+
+  resume(instanceId: string): void {
+    const p = this.node(instanceId).process;
+    if (p?.running()) this.options.processes.resume(p);
   }
 
   /** Deletes a stopped instance's data dir (a lost disk). */

@@ -112,6 +112,21 @@ export class ProcessGroup {
     await killAndReap(descendants);
   }
 
+  /** SIGKILL to every descendant, not the process itself (an agent's etcd crashes; the agent sees it exit). */
+  killDescendants(target: ManagedProcess): void {
+    for (const pid of descendantsOf(target.pid)) signal(pid, 'SIGKILL');
+  }
+
+  /** SIGSTOP to the process and its descendants: they hold their state and answer nothing until resumed. */
+  pause(target: ManagedProcess): void {
+    for (const pid of [target.pid, ...descendantsOf(target.pid)]) signal(pid, 'SIGSTOP');
+  }
+
+  /** SIGCONT to the process and its descendants. */
+  resume(target: ManagedProcess): void {
+    for (const pid of [target.pid, ...descendantsOf(target.pid)]) signal(pid, 'SIGCONT');
+  }
+
   async stopAll(graceMs = 5000): Promise<void> {
     await Promise.all([...this.children.values()].map(({ process: p }) => this.stop(p, graceMs)));
   }
