@@ -99,6 +99,29 @@ export interface LifecycleActions {
   heartbeat(notice: TerminationNotice): Promise<void>;
 }
 
+/**
+ * What an instance tells Auto Scaling about itself: its launching lifecycle action (it stays in Pending:Wait
+ * until its member votes) and its health, which decides whether the group replaces it.
+ */
+export interface InstanceLifecycle {
+  /** The instance's lifecycle state in its group (`Pending:Wait`, `InService`, ...); undefined outside any group. */
+  state(instanceId: string): Promise<string | undefined>;
+  /** Completes the launching lifecycle action. "No active lifecycle action" means it was completed before, or there is none. */
+  completeLaunch(instanceId: string, result: 'CONTINUE' | 'ABANDON'): Promise<'completed' | 'no-action'>;
+  /** Restarts the launching hook's heartbeat timeout while the member is still catching up. */
+  heartbeatLaunch(instanceId: string): Promise<void>;
+  /** SetInstanceHealth Unhealthy, not waiting for the grace period: the group replaces the instance. */
+  setUnhealthy(instanceId: string): Promise<void>;
+}
+
+/**
+ * CloudFormation's rolling update waits for a signal from each new instance (WaitOnResourceSignals): success
+ * once its member votes, failure when it gave up, which stops the update and rolls it back.
+ */
+export interface StackSignals {
+  signal(instanceId: string, status: 'SUCCESS' | 'FAILURE'): Promise<'sent' | 'not-waiting'>;
+}
+
 /** A snapshot being read from one member: the bytes, and the revision in the stream's header if etcd sent one (none does up to 3.7). */
 export interface SnapshotStream {
   readonly stream: Readable;

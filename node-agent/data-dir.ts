@@ -3,6 +3,9 @@ import { access, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../core/errors.js';
 
+/** etcd could not write its data dir: a broken or read-only volume, which a new instance would not have. */
+export class DataDirUnusableError extends ConfigError {}
+
 /**
  * Checks, without creating or changing anything, that etcd will be able to write its data dir: the dir
  * itself when it exists, else its nearest existing parent.
@@ -12,7 +15,7 @@ export async function assertDataDirWritable(dataDir: string): Promise<void> {
   for (;;) {
     try {
       const info = await stat(dir);
-      if (!info.isDirectory()) throw new ConfigError(`ETCD_DATA_DIR ${dataDir}: ${dir} exists and is not a directory`);
+      if (!info.isDirectory()) throw new DataDirUnusableError(`ETCD_DATA_DIR ${dataDir}: ${dir} exists and is not a directory`);
       break;
     } catch (error) {
       if (error instanceof ConfigError) throw error;
@@ -25,7 +28,7 @@ export async function assertDataDirWritable(dataDir: string): Promise<void> {
   try {
     await access(dir, constants.W_OK | constants.X_OK);
   } catch {
-    throw new ConfigError(
+    throw new DataDirUnusableError(
       `ETCD_DATA_DIR ${dataDir} is not writable (${dir} denies write access to uid ${process.getuid?.() ?? '?'}); ` +
         'fix its ownership or permissions, or point ETCD_DATA_DIR elsewhere',
     );

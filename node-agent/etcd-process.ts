@@ -3,11 +3,14 @@ import { findExecutable } from '../core/etcd/binaries.js';
 import { ConfigError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
 
-/** The etcd binary: in ETCD_AWS_BIN_DIR when set, else on PATH. A missing one is a clear ConfigError. */
+/** No etcd to run: an installation that failed on this instance (a new one installs it again). */
+export class EtcdMissingError extends ConfigError {}
+
+/** The etcd binary: in ETCD_AWS_BIN_DIR when set, else on PATH. A missing one is a clear EtcdMissingError. */
 export async function findEtcdBinary(binDir: string | undefined): Promise<string> {
   const found = await findExecutable('etcd', binDir);
   if (found) return found;
-  throw new ConfigError(
+  throw new EtcdMissingError(
     binDir
       ? `no executable etcd in ETCD_AWS_BIN_DIR=${binDir}; install etcd there or fix the setting`
       : 'no executable etcd on PATH; install etcd or set ETCD_AWS_BIN_DIR to the directory that holds it',
@@ -27,6 +30,8 @@ export interface SupervisedEtcd {
   readonly exited: Promise<number>;
   /** True once `exited` has resolved. */
   stopped(): boolean;
+  /** True once the agent forwarded a stop signal to etcd: its exit is no failure of etcd's. */
+  stoppedOnPurpose(): boolean;
   /**
    * Stops the running etcd (SIGTERM, then SIGKILL after `stopTimeoutMs`: without quorum etcd may not finish
    * shutting down) and starts it again with `env`, for this one process only. False, and nothing started,
@@ -112,6 +117,7 @@ export function superviseEtcd(binary: string, env: Record<string, string>, log: 
     pid: () => current.process.pid as number,
     exited,
     stopped: () => finished,
+    stoppedOnPurpose: () => terminating,
     async restart(childEnv) {
       if (terminating || finished || replacing || current.process.exitCode !== null || current.process.signalCode !== null) return false;
       let done = () => {};

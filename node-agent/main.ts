@@ -11,9 +11,11 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
+import { CloudFormationClient } from '@aws-sdk/client-cloudformation';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { S3Client } from '@aws-sdk/client-s3';
 import { ImdsIdentitySource } from '../core/aws/identity.js';
+import { AwsInstanceLifecycle, CloudFormationStackSignals, NO_STACK_SIGNALS } from '../core/aws/instance-lifecycle.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
 import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
@@ -22,19 +24,32 @@ import { pairBackups, snapshotFolder } from '../core/domain/backups.js';
 import { etcdEnvironment, forceNewClusterEnvironment, type Self } from '../core/domain/bootstrap.js';
 import type { SeedLease } from '../core/domain/election.js';
 import { checkLocalVersion, formatVersion, type EtcdVersion } from '../core/domain/versions.js';
-import { activePeers, clientUrls } from '../core/domain/instances.js';
+import { crashLoopVerdict, DEFAULT_CRASH_LOOP } from '../core/domain/health.js';
+import { activePeers, clientUrls, runningPeers } from '../core/domain/instances.js';
+import { hexMemberId, memberOfInstance } from '../core/domain/members.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import { EtcdRestoreTool, toolVersion } from '../core/etcd/restore-tool.js';
 import { readLocalMember } from '../core/etcd/wal.js';
 import { ConfigError, EtcdAwsError, describeError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
 import type { InstanceIdentity } from '../core/ports.js';
-import { bootstrap, observe, previewLaunch, promoteWhenReady, type BootstrapDeps } from '../core/use-cases/bootstrap.js';
+import {
+  BootstrapRefusedError,
+  bootstrap,
+  observe,
+  previewLaunch,
+  promoteWhenReady,
+  type BootstrapDeps,
+  type BootstrapOutcome,
+} from '../core/use-cases/bootstrap.js';
+import { abandonLaunch, finishLaunch, reportHealth, type LaunchDeps } from '../core/use-cases/launch.js';
 import { recoverFromQuorumLoss } from '../core/use-cases/quorum-recovery.js';
 import { restoreBackup, seedFromBackups } from '../core/use-cases/restore.js';
 import { discoverCluster, resolveGroup } from '../core/use-cases/discover.js';
 import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
-import { findEtcdBinary, superviseEtcd } from './etcd-process.js';
+import { findEtcdBinary, superviseEtcd, type SupervisedEtcd } from './etcd-process.js';
+import { respondToFailure } from './failures.js';
+import { RunHistory } from './run-history.js';
 import { stderrJsonLog } from './log.js';
 
 const USAGE = `usage: node-agent <command> [options]
@@ -150,16 +165,89 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
   return 0;
 }
 
+/** The instance's own lifecycle calls (launching hook, health, the rolling update's signal). */
+function launchDeps(ctx: Context, log: Log, stopped: () => boolean): LaunchDeps {
+  const { config } = ctx;
+  const clients = { region: ctx.identity.region };
+  const selfUrl = `http://${ctx.self.privateIp}:${config.clientPort}`;
+  return {
+    instanceId: ctx.self.instanceId,
+    selfUrl,
+    launchedAt: undefined,
+    lifecycle: new AwsInstanceLifecycle(new AutoScalingClient(clients), ctx.groupName, config.launch.hookName),
+    signals: config.stack ? new CloudFormationStackSignals(new CloudFormationClient(clients), config.stack.name, config.stack.resource) : NO_STACK_SIGNALS,
+    openLocal: () => new Etcd3Cluster([selfUrl], config),
+    removeOwnMember: async () => {
+      // Only a learner: this instance never voted, so removing it cannot cost the cluster its quorum.
+      const instances = await ctx.inventory.instancesOf(ctx.groupName);
+      const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
+      if (peers.length === 0) return;
+      const etcd = new Etcd3Cluster(peers, config);
+      try {
+        const { members } = await etcd.listMembers();
+        const own = memberOfInstance(members, ctx.self);
+        if (own?.member.isLearner) {
+          const result = await etcd.remove(own.member.id);
+          log.info('removed the own learner before abandoning the launch', { memberId: hexMemberId(own.member.id), result });
+        }
+      } finally {
+        etcd.close();
+      }
+    },
+    now: () => Date.now(),
+    sleep: (ms) => sleep(ms),
+    log,
+    pollMs: config.timing.pollMs,
+    heartbeatMs: config.launch.heartbeatMs,
+    timeoutMs: config.launch.timeoutMs,
+    stopped,
+  };
+}
+
+/** Tells Auto Scaling what a failure that ends this run means (see respondToFailure); never throws. */
+async function reportFailure(error: unknown, deps: LaunchDeps, log: Log): Promise<void> {
+  const response = respondToFailure(error);
+  try {
+    if (response.kind === 'unhealthy') await reportHealth(response.verdict, deps);
+    else if (response.kind === 'abandon-launch') await abandonLaunch(deps, response.reason);
+  } catch (reportError) {
+    log.warn('could not tell Auto Scaling why this instance stops', { response: response.kind, error: describeError(reportError) });
+  }
+}
+
 async function run(config: AgentConfig, log: Log): Promise<number> {
-  // Preflight: fail before touching anything.
-  const binary = await findEtcdBinary(config.binDir);
-  const etcdVersion = await localEtcdVersion(binary, log);
-  const restorer = await EtcdRestoreTool.find(config.binDir, { bumpRevision: config.bumpRevision });
-  await assertDataDirWritable(config.dataDir);
   const ctx = await context(config);
-  log.info('starting', { instanceId: ctx.self.instanceId, privateIp: ctx.self.privateIp, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion) });
-  const deps = bootstrapDeps(ctx, log, etcdVersion, restorer);
-  const outcome = await bootstrap(ctx.self, ctx.groupName, deps);
+  let exiting = false;
+  const lifecycle = launchDeps(ctx, log, () => exiting);
+  const self = (await ctx.inventory.instancesOf(ctx.groupName)).find((i) => i.instanceId === ctx.self.instanceId);
+  const launch: LaunchDeps = { ...lifecycle, launchedAt: self?.launchedAt };
+  const history = new RunHistory(`${config.dataDir}.agent-runs.json`, log);
+  // From the start, not once etcd runs: the launching hook is kept alive (and given up after its deadline)
+  // while the agent still waits for a quorum, a lease or a learner slot.
+  const launched = finishLaunch(launch).catch((error: unknown) => {
+    log.error('launch completion stopped', { error: describeError(error) });
+    return undefined;
+  });
+
+  let binary: string;
+  let outcome: BootstrapOutcome;
+  try {
+    // Preflight: fail before changing anything.
+    binary = await findEtcdBinary(config.binDir);
+    const etcdVersion = await localEtcdVersion(binary, log);
+    const restorer = await EtcdRestoreTool.find(config.binDir, { bumpRevision: config.bumpRevision });
+    await assertDataDirWritable(config.dataDir);
+    const verdict = crashLoopVerdict(await history.runs(), { ...DEFAULT_CRASH_LOOP, failedRuns: config.crashLoopRuns });
+    if (verdict.kind === 'unhealthy') {
+      throw new BootstrapRefusedError(`not starting etcd again: ${verdict.detail}; a new instance (a new volume) is the cure`, 'etcd-crash-loop');
+    }
+    log.info('starting', { instanceId: ctx.self.instanceId, privateIp: ctx.self.privateIp, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion), lifecycleState: self?.lifecycleState });
+    outcome = await bootstrap(ctx.self, ctx.groupName, bootstrapDeps(ctx, log, etcdVersion, restorer));
+  } catch (error) {
+    exiting = true;
+    await reportFailure(error, launch, log);
+    throw error;
+  }
   if (outcome.seeded) log.info('seeded the new cluster', { ...outcome.seeded });
   const env = etcdEnvironment({
     self: ctx.self,
@@ -170,22 +258,35 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     inherited: process.env,
   });
   log.info('starting etcd', { decision: outcome.plan.kind, reason: outcome.plan.reason, state: outcome.launch.state, initialCluster: env.ETCD_INITIAL_CLUSTER });
-  const etcd = superviseEtcd(binary, env, log, { stopTimeoutMs: ETCD_STOP_TIMEOUT_MS });
-  const selfUrl = `http://${ctx.self.privateIp}:${config.clientPort}`;
+  const run = await history.started(Date.now());
+  const supervised: SupervisedEtcd = superviseEtcd(binary, env, log, { stopTimeoutMs: ETCD_STOP_TIMEOUT_MS });
+  const selfUrl = launch.selfUrl;
+  const stopped = () => supervised.stopped();
 
+  // Remember that this start served (answered Status), so it is no failed start whatever becomes of it.
+  void (async () => {
+    while (!stopped()) {
+      const local = new Etcd3Cluster([selfUrl], config);
+      const answered = await local.status(selfUrl).then(() => true, () => false);
+      local.close();
+      if (answered) return run.served(Date.now());
+      await sleep(config.timing.pollMs);
+    }
+  })();
   const wonLease = outcome.lease;
   if (wonLease !== undefined) {
     // Keep the seed lease until the new cluster serves, so no one takes it over while etcd starts.
+    const seeds = new S3SeedCoordinator(ctx.s3, config.bucket, config.prefix, ctx.groupName);
     void (async () => {
       let lease: SeedLease = wonLease;
-      while (!etcd.stopped()) {
+      while (!stopped()) {
         const local = new Etcd3Cluster([selfUrl], config);
         const serving = await local.status(selfUrl).then((s) => s.leaderId !== '0', () => false);
         local.close();
         if (serving) return;
         await sleep(Math.max(config.timing.leaseMs / 3, 100));
         const held = lease;
-        lease = (await deps.seeds.writeLease(ctx.self.instanceId, Date.now() + config.timing.leaseMs, held.etag).catch(() => held)) ?? held;
+        lease = (await seeds.writeLease(ctx.self.instanceId, Date.now() + config.timing.leaseMs, held.etag).catch(() => held)) ?? held;
       }
     })();
   }
@@ -197,28 +298,32 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
       await promoteWhenReady(learnerId, () => new Etcd3Cluster(peers.length > 0 ? peers : [selfUrl], config), {
         sleep: (ms) => sleep(ms),
         log,
-        stopped: () => etcd.stopped(),
+        stopped,
       });
     })().catch((error: unknown) => log.error('promotion stopped', { error: describeError(error) }));
   }
   if (!config.quorumRecovery) {
     log.info('automatic recovery from a permanent majority loss is off (ETCD_AWS_QUORUM_RECOVERY=off)');
-    return etcd.exited;
+  } else {
+    void recoverFromQuorumLoss({
+      selfUrl,
+      openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+      inventory: ctx.inventory,
+      // The flag goes to this one process only: a later start (by this agent or after a restart) decides anew.
+      forceNewCluster: () => supervised.restart(forceNewClusterEnvironment(env)),
+      now: () => Date.now(),
+      sleep: (ms) => sleep(ms),
+      log,
+      graceMs: config.quorumLossGraceMs,
+      pollMs: config.timing.pollMs,
+      stopped,
+    }).catch((error: unknown) => log.error('quorum loss watch stopped', { error: describeError(error) }));
   }
-  void recoverFromQuorumLoss({
-    selfUrl,
-    openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
-    inventory: ctx.inventory,
-    // The flag goes to this one process only: a later start (by this agent or after a restart) decides anew.
-    forceNewCluster: () => etcd.restart(forceNewClusterEnvironment(env)),
-    now: () => Date.now(),
-    sleep: (ms) => sleep(ms),
-    log,
-    graceMs: config.quorumLossGraceMs,
-    pollMs: config.timing.pollMs,
-    stopped: () => etcd.stopped(),
-  }).catch((error: unknown) => log.error('quorum loss watch stopped', { error: describeError(error) }));
-  return etcd.exited;
+  const code = await supervised.exited;
+  exiting = true;
+  await run.exited(Date.now(), code, supervised.stoppedOnPurpose());
+  await launched;
+  return code;
 }
 
 async function listBackups(config: AgentConfig): Promise<number> {

@@ -31,7 +31,7 @@ export class AwsInstanceInventory implements InstanceInventory {
     }
     const members = group.Instances ?? [];
     if (members.length === 0) return [];
-    const ips = await this.privateIps(members.map((i) => i.InstanceId ?? '').filter((id) => id !== ''));
+    const described = await this.describe(members.map((i) => i.InstanceId ?? '').filter((id) => id !== ''));
     return members
       .filter((i) => i.InstanceId !== undefined)
       .map((i) => ({
@@ -39,7 +39,8 @@ export class AwsInstanceInventory implements InstanceInventory {
         lifecycleState: i.LifecycleState ?? 'Unknown',
         healthStatus: i.HealthStatus ?? 'Unknown',
         availabilityZone: i.AvailabilityZone ?? '',
-        privateIp: ips.get(i.InstanceId as string),
+        privateIp: described.get(i.InstanceId as string)?.privateIp,
+        launchedAt: described.get(i.InstanceId as string)?.launchedAt,
       }));
   }
 
@@ -62,19 +63,20 @@ export class AwsInstanceInventory implements InstanceInventory {
     return facts;
   }
 
-  /** Private IPv4 of each instance that EC2 still describes; DescribeInstances is paginated. */
-  private async privateIps(instanceIds: string[]): Promise<Map<string, string>> {
-    const ips = new Map<string, string>();
+  /** Private IPv4 and launch time of each instance that EC2 still describes; DescribeInstances is paginated. */
+  private async describe(instanceIds: string[]): Promise<Map<string, { privateIp: string | undefined; launchedAt: number | undefined }>> {
+    const out = new Map<string, { privateIp: string | undefined; launchedAt: number | undefined }>();
     const pages = paginateDescribeInstances({ client: this.ec2, pageSize: 100 }, {
       Filters: [{ Name: 'instance-id', Values: instanceIds }],
     });
     for await (const page of pages) {
       for (const reservation of page.Reservations ?? []) {
         for (const instance of reservation.Instances ?? []) {
-          if (instance.InstanceId && instance.PrivateIpAddress) ips.set(instance.InstanceId, instance.PrivateIpAddress);
+          if (!instance.InstanceId) continue;
+          out.set(instance.InstanceId, { privateIp: instance.PrivateIpAddress, launchedAt: instance.LaunchTime?.getTime() });
         }
       }
     }
-    return ips;
+    return out;
   }
 }

@@ -1,4 +1,4 @@
-import { activePeers, type GroupInstance } from './instances.js';
+import { activePeers, isLeaving, type GroupInstance } from './instances.js';
 import { memberOfInstance, quorumOf, urlHost, type Member } from './members.js';
 import { checkJoinVersion, parseEtcdVersion, type EtcdVersion, type MemberVersion } from './versions.js';
 
@@ -49,7 +49,7 @@ export type BootstrapPlan =
       readonly clusterId: string;
     }
   | { readonly kind: 'seed'; readonly reason: 'no-cluster-no-local-data' }
-  | { readonly kind: 'wait'; readonly reason: 'cluster-without-quorum' | 'removal-would-break-quorum' }
+  | { readonly kind: 'wait'; readonly reason: 'cluster-without-quorum' | 'removal-would-break-quorum' | 'instance-leaving-group' }
   | { readonly kind: 'refuse'; readonly reason: 'unreadable-local-data' | 'version-incompatible'; readonly detail: string };
 
 /**
@@ -114,6 +114,14 @@ export function decideBootstrap(input: {
   instances: readonly GroupInstance[];
   etcdVersion: EtcdVersion;
 }): BootstrapPlan {
+  const plan = decideFromData(input);
+  // An instance on its way out (Terminating, Standby, Detaching) restarts a member it still is, which keeps the
+  // quorum until the lifecycle hook removes it, but never adds a member or founds a cluster it will not stay in.
+  const leaving = isLeaving(input.instances.find((i) => i.instanceId === input.self.instanceId));
+  return leaving && (plan.kind === 'join' || plan.kind === 'seed') ? { kind: 'wait', reason: 'instance-leaving-group' } : plan;
+}
+
+function decideFromData(input: Parameters<typeof decideBootstrap>[0]): BootstrapPlan {
   const { self, local, probe } = input;
   if (local.kind === 'unreadable') {
     return { kind: 'refuse', reason: 'unreadable-local-data', detail: local.reason };

@@ -1,4 +1,4 @@
-import { activePeers, type GroupInstance } from './instances.js';
+import { runningPeers, type GroupInstance } from './instances.js';
 
 /** What an agent publishes about itself while it boots (an object in the backup bucket). */
 export interface AgentRegistration {
@@ -22,8 +22,8 @@ export type SeedPrecondition =
   | { readonly ok: false; readonly reason: 'peer-has-data' | 'peer-not-registered' | 'peer-registration-stale'; readonly instanceId: string };
 
 /**
- * An agent may try to found the cluster only when every other active instance of the group says, recently,
- * that it has no etcd data. An instance with data (a member that is merely down) or an agent that is not
+ * An agent may try to found the cluster only when every other running instance of the group (active, or held
+ * in Terminating:Wait) says, recently, that it has no etcd data. An instance with data (a member that is merely down) or an agent that is not
  * running keeps everyone waiting instead of founding a second cluster beside it; the group's health checks
  * replace an instance whose agent never comes up, which ends the wait. Pure.
  */
@@ -35,7 +35,7 @@ export function seedPrecondition(
   freshMs: number,
 ): SeedPrecondition {
   const byId = new Map(registrations.map((r) => [r.instanceId, r]));
-  for (const peer of activePeers(instances)) {
+  for (const peer of runningPeers(instances)) {
     if (peer.instanceId === selfId) continue;
     const r = byId.get(peer.instanceId);
     if (!r) return { ok: false, reason: 'peer-not-registered', instanceId: peer.instanceId };

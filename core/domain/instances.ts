@@ -7,6 +7,8 @@ export interface GroupInstance {
   readonly availabilityZone: string;
   /** Undefined when EC2 no longer describes the instance (terminated and gone). */
   readonly privateIp: string | undefined;
+  /** Epoch ms of the instance's launch (EC2 LaunchTime); undefined when EC2 no longer describes it. */
+  readonly launchedAt?: number | undefined;
 }
 
 /**
@@ -28,4 +30,21 @@ export function activePeers(instances: readonly GroupInstance[]): Array<GroupIns
 /** etcd client URLs of the given instances (`http://<private-ip>:<port>`), in a stable order. */
 export function clientUrls(instances: readonly { readonly privateIp: string }[], clientPort: number): string[] {
   return instances.map((i) => `http://${i.privateIp}:${clientPort}`).sort();
+}
+
+/**
+ * The instances whose etcd may hold the cluster's data right now: the active ones, and those Auto Scaling
+ * holds in Terminating:Wait, which still run (a health-check replacement terminates and launches at once, so
+ * the member with the newest data may be the one waiting). Discovery probes them and the seed election
+ * counts them, so no one founds or restores beside a running member.
+ */
+export function runningPeers(instances: readonly GroupInstance[]): Array<GroupInstance & { privateIp: string }> {
+  return instances.filter(
+    (i): i is GroupInstance & { privateIp: string } => (isActive(i) || i.lifecycleState === 'Terminating:Wait') && i.privateIp !== undefined,
+  );
+}
+
+/** States of an instance on its way out of the group, or parked: it joins nothing and founds nothing. */
+export function isLeaving(instance: GroupInstance | undefined): boolean {
+  return instance !== undefined && /^(Terminating|Detaching|Detached|EnteringStandby|Standby)/.test(instance.lifecycleState);
 }

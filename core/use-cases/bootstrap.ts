@@ -9,7 +9,7 @@ import {
   type Self,
 } from '../domain/bootstrap.js';
 import { leaseAction, seedPrecondition, type SeedLease } from '../domain/election.js';
-import { activePeers, clientUrls, type GroupInstance } from '../domain/instances.js';
+import { clientUrls, runningPeers, type GroupInstance } from '../domain/instances.js';
 import { hexMemberId } from '../domain/members.js';
 import type { EtcdVersion } from '../domain/versions.js';
 import { EtcdAwsError, describeError } from '../errors.js';
@@ -17,8 +17,16 @@ import type { Log } from '../logger.js';
 import type { EtcdMembership, InstanceInventory, SeedCoordinator } from '../ports.js';
 import type { SeedData } from './restore.js';
 
-/** The local data dir could not be trusted; the agent stops rather than risk the data. */
-export class BootstrapRefusedError extends EtcdAwsError {}
+/** The agent will not start etcd here, and says why: its data dir cannot be trusted, or its release may not join. */
+export class BootstrapRefusedError extends EtcdAwsError {
+  constructor(
+    message: string,
+    readonly reason: 'unreadable-local-data' | 'version-incompatible' | 'etcd-crash-loop',
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
 
 export interface BootstrapTiming {
   /** How long a won seed lease stays valid without renewal. */
@@ -73,7 +81,8 @@ const peerUrlOf = (self: Self, peerPort: number) => `http://${self.privateIp}:${
 export async function observe(self: Self, groupName: string, deps: BootstrapDeps): Promise<Observation> {
   const instances = await deps.inventory.instancesOf(groupName);
   const local = await deps.localData();
-  const peers = activePeers(instances).filter((i) => i.instanceId !== self.instanceId);
+  // Instances held in Terminating:Wait still run: a member with data may be there (see runningPeers).
+  const peers = runningPeers(instances).filter((i) => i.instanceId !== self.instanceId);
   const endpoints = clientUrls(peers, deps.clientPort);
   let probe: Probe = { kind: 'silent' };
   if (endpoints.length > 0) {
@@ -135,6 +144,7 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
             ? `refusing to start: ${plan.detail}. The data dir was left untouched; inspect it, then move it away ` +
                 'to let this instance join (or restore) from scratch'
             : `refusing to join the cluster: ${plan.detail}. Nothing was changed`,
+          plan.reason,
         );
 
       case 'restart': {
