@@ -1,6 +1,7 @@
 /**
  * Lifecycle hook → etcd member removal. Triggered by the SQS queue the termination hook notifies (batches,
- * ReportBatchItemFailures) and by an EventBridge rule for `EC2 Instance-terminate Lifecycle Action`.
+ * ReportBatchItemFailures), its only trigger in the stack; a direct invocation with a hook message or an
+ * EventBridge `EC2 Instance-terminate Lifecycle Action` event works too (by hand).
  * Records are processed one at a time: membership changes are serialized.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,15 +10,15 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { AwsLifecycleActions } from '../core/aws/lifecycle-actions.js';
 import { loadConfig } from '../core/config.js';
 import { classifyLifecycleMessage, parseLifecycleBody, type LifecycleMessage } from '../core/domain/lifecycle-events.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
-import { takeBackup } from '../core/use-cases/backup.js';
+import { LambdaFinalBackup } from '../core/aws/final-backup.js';
 import { removeTerminatingMember, type RemovalDeps } from '../core/use-cases/remove-terminating.js';
-import { createBackupDeps } from './wiring.js';
 
 const config = loadConfig(process.env, 'function');
 const logger = new Logger({ serviceName: 'etcd-aws-lifecycle' });
@@ -25,7 +26,7 @@ const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'lifecycle', de
 const autoScaling = new AutoScalingClient({});
 const inventory = new AwsInstanceInventory(autoScaling, new EC2Client({}));
 const openCluster = (endpoints: readonly string[]) => new Etcd3Cluster(endpoints, config);
-const backup = config.backup;
+const finalBackup = config.backupFunction ? new LambdaFinalBackup(new LambdaClient({}), config.backupFunction) : undefined;
 const deps: RemovalDeps = {
   groupName: config.asgName,
   inventory,
@@ -33,8 +34,8 @@ const deps: RemovalDeps = {
   lifecycle: new AwsLifecycleActions(autoScaling),
   clientPort: config.clientPort,
   endpoints: config.endpoints,
-  // Scale-in to zero: the last voting member is backed up before its instance goes.
-  finalBackup: backup ? () => takeBackup(createBackupDeps(config, backup, logger, inventory), { force: true }) : undefined,
+  // Scale-in to zero: the last voting member is backed up (by the backup function) before its instance goes.
+  finalBackup: finalBackup ? (notice) => finalBackup.start(notice) : undefined,
   log: logger,
   sleep: (ms) => sleep(ms),
 };
@@ -53,6 +54,10 @@ async function handleMessage(message: LifecycleMessage): Promise<void> {
     if (outcome.kind === 'ignored') {
       logger.info('ignoring termination of another group', { instanceId: message.notice.instanceId, groupName: message.notice.groupName });
       metrics.addMetric('IgnoredMessages', MetricUnit.Count, 1);
+      return;
+    }
+    if (outcome.kind === 'final-backup-started') {
+      metrics.addMetric('FinalBackupsStarted', MetricUnit.Count, 1);
       return;
     }
     if (outcome.removal === 'removed') metrics.addMetric('MembersRemoved', MetricUnit.Count, 1);

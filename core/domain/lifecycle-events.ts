@@ -88,3 +88,23 @@ export function parseLifecycleBody(body: string): LifecycleMessage {
   }
   return classifyLifecycleMessage(value);
 }
+
+const noticeSchema = z.object({
+  groupName: z.string().min(1),
+  hookName: z.string().min(1),
+  instanceId: z.string().regex(/^i-[0-9a-f]+$/),
+  token: z.string().min(1),
+  time: z.string().optional(),
+});
+
+/**
+ * What the lifecycle function hands the backup function when the last voting member terminates (a scale-in to
+ * zero): the notice whose instance waits until the final backup is taken. Undefined for any other event (a
+ * schedule, a manual invoke). Pure.
+ */
+export function finalBackupRequest(event: unknown): TerminationNotice | undefined {
+  const parsed = z.object({ finalBackupFor: noticeSchema }).safeParse(event);
+  if (!parsed.success) return undefined;
+  const n = parsed.data.finalBackupFor;
+  return { groupName: n.groupName, hookName: n.hookName, instanceId: n.instanceId, token: n.token, time: n.time };
+}

@@ -11,7 +11,8 @@ import {
 } from '../domain/backups.js';
 import { hexMemberId, type Member } from '../domain/members.js';
 import { EtcdUnavailableError, describeError } from '../errors.js';
-import type { EtcdCluster, EtcdSnapshots, SnapshotStore } from '../ports.js';
+import type { TerminationNotice } from '../domain/lifecycle-events.js';
+import type { EtcdCluster, EtcdSnapshots, LifecycleActions, SnapshotStore } from '../ports.js';
 import { SnapshotVerifier } from '../snapshot-verifier.js';
 import { discoverCluster, type DiscoveryDeps } from './discover.js';
 
@@ -47,7 +48,13 @@ export type BackupSummary =
       readonly bucket: string;
       readonly latestKey: string;
       readonly revision: string;
-      readonly ageSeconds: number;
+      /**
+       * How old the data is that no backup holds yet: 0, the newest backup holds all of it. The backup age
+       * alarm reads this, so an idle cluster, fully backed up, never looks at risk.
+       */
+      readonly ageSeconds: 0;
+      /** How long ago the newest backup was taken (the cluster has not changed since). */
+      readonly newestBackupAgeSeconds: number;
     };
 
 /** The leader among the members, from their Status answers; its client URL is where the snapshot comes from. */
@@ -92,9 +99,17 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
     const newest = backups[0];
     const latest = newest ? await deps.store.readMetadata(newest.metadataKey).catch(() => undefined) : undefined;
     if (!options.force && newest && latest && unchangedSince(latest, clusterId, before.revision)) {
-      const ageSeconds = Math.round((deps.now() - Date.parse(latest.createdAt)) / 1000);
-      deps.log.info('backup skipped: revision unchanged', { revision: before.revision, latestKey: newest.snapshotKey, ageSeconds });
-      return { status: 'skipped', reason: 'revision-unchanged', bucket: deps.store.bucket, latestKey: newest.snapshotKey, revision: before.revision, ageSeconds };
+      const newestBackupAgeSeconds = Math.round((deps.now() - Date.parse(latest.createdAt)) / 1000);
+      deps.log.info('backup skipped: revision unchanged', { revision: before.revision, latestKey: newest.snapshotKey, newestBackupAgeSeconds });
+      return {
+        status: 'skipped',
+        reason: 'revision-unchanged',
+        bucket: deps.store.bucket,
+        latestKey: newest.snapshotKey,
+        revision: before.revision,
+        ageSeconds: 0,
+        newestBackupAgeSeconds,
+      };
     }
 
     const createdAt = new Date(deps.now());
@@ -177,4 +192,34 @@ export async function applyRetention(folder: string, deps: Pick<BackupDeps, 'sto
     deps.log.warn('retention failed; old backups are kept until the next run', { error: describeError(error) });
     return 0;
   }
+}
+
+/**
+ * The final backup of a cluster scaled in to zero, for the last member's instance that waits in
+ * Terminating:Wait: the hook's heartbeat is recorded now and every `heartbeatMs` while the snapshot streams
+ * (however long the database takes), then the action is completed and the instance goes. A failure records a
+ * heartbeat and is rethrown (Lambda retries, then the on-failure destination), so the instance keeps waiting
+ * for the retry.
+ */
+export async function takeFinalBackup(
+  notice: TerminationNotice,
+  deps: BackupDeps & { readonly lifecycle: LifecycleActions; readonly heartbeatMs: number },
+): Promise<BackupSummary> {
+  const fields = { instanceId: notice.instanceId, groupName: notice.groupName };
+  const beat = () =>
+    deps.lifecycle.heartbeat(notice).catch((error: unknown) => deps.log.warn('lifecycle heartbeat failed', { ...fields, error: describeError(error) }));
+  await beat();
+  const timer = setInterval(() => void beat(), deps.heartbeatMs);
+  let summary: BackupSummary;
+  try {
+    summary = await takeBackup(deps, { force: true });
+  } catch (error) {
+    await beat();
+    throw error;
+  } finally {
+    clearInterval(timer);
+  }
+  const result = await deps.lifecycle.complete(notice);
+  deps.log.info('final backup taken; the last member goes', { ...fields, key: summary.status === 'uploaded' ? summary.key : undefined, lifecycle: result });
+  return summary;
 }

@@ -14,8 +14,12 @@ export interface RemovalDeps {
   readonly clientPort: number;
   /** Explicit etcd client URLs (ETCD_ENDPOINTS); otherwise the group's active instances. */
   readonly endpoints: readonly string[] | undefined;
-  /** Takes a backup before the last voting member goes; absent until the backup use case is wired. */
-  readonly finalBackup: (() => Promise<unknown>) | undefined;
+  /**
+   * Starts the final backup before the last voting member goes, elsewhere (the backup function, which may
+   * take up to 15 minutes): it keeps the instance waiting with heartbeats and completes the action itself.
+   * Absent: the last member goes without one.
+   */
+  readonly finalBackup: ((notice: TerminationNotice) => Promise<void>) | undefined;
   readonly log: Log;
   readonly sleep: (ms: number) => Promise<void>;
   /**
@@ -32,7 +36,9 @@ export type RemovalOutcome =
       readonly plan: TerminationPlan;
       readonly removal: 'removed' | 'not-found' | 'none';
       readonly lifecycle: 'completed' | 'already-completed';
-    };
+    }
+  /** The last voting member: its final backup was handed over, which completes the action when done. */
+  | { readonly kind: 'final-backup-started'; readonly plan: TerminationPlan };
 
 /**
  * Removes a terminating instance's etcd member, then lets the termination proceed. Safe to repeat: a
@@ -48,6 +54,9 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
   const fields = { instanceId: notice.instanceId, groupName: notice.groupName };
   let plan: TerminationPlan;
   let removal: 'removed' | 'not-found' | 'none' = 'none';
+  // First of all, restart the hook's heartbeat timeout: if this attempt fails, even by timing out, the
+  // queue's redelivery (one visibility timeout later) still finds the instance waiting.
+  await deps.lifecycle.heartbeat(notice).catch((error: unknown) => deps.log.warn('lifecycle heartbeat failed', { ...fields, error: describeError(error) }));
   try {
     const instances = await deps.inventory.instancesOf(deps.groupName);
     const privateIp = instances.find((i) => i.instanceId === notice.instanceId)?.privateIp;
@@ -66,8 +75,9 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
         removal = await removeWhenAllowed(etcd, () => deps.openCluster(endpoints), plan.memberId, deps, fields);
         deps.log.info('removed member', { ...fields, memberId: hexMemberId(plan.memberId), result: removal });
       } else if (plan.kind === 'keep-last-voter' && deps.finalBackup) {
-        await deps.finalBackup();
-        deps.log.info('took the final backup before the last member goes', fields);
+        await deps.finalBackup(notice);
+        deps.log.info('handed the final backup over; the backup function lets the last member go when it is done', fields);
+        return { kind: 'final-backup-started', plan };
       }
     } finally {
       etcd.close();

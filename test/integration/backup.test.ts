@@ -130,10 +130,11 @@ describe('backup', () => {
     }
   });
 
-  it('skips when the revision has not changed, and says how old the newest backup is', async () => {
+  it('skips when the revision has not changed: the data is fully backed up (age 0 for the alarm), and says how old the newest backup is', async () => {
     const { result, lines } = await invoke();
-    expect(result).toMatchObject({ status: 'skipped', reason: 'revision-unchanged', latestKey: first.status === 'uploaded' ? first.key : '' });
-    expect(lines.some((l) => '_aws' in l && typeof l.BackupAgeSeconds === 'number')).toBe(true);
+    expect(result).toMatchObject({ status: 'skipped', reason: 'revision-unchanged', latestKey: first.status === 'uploaded' ? first.key : '', ageSeconds: 0 });
+    expect(result.status === 'skipped' ? result.newestBackupAgeSeconds : -1).toBeGreaterThanOrEqual(0);
+    expect(lines.filter((l) => '_aws' in l).map((l) => l.BackupAgeSeconds)).toEqual([0]);
   });
 
   it('a flipped byte: no valid backup appears, the multipart upload is aborted, the error names the cause', async () => {

@@ -78,8 +78,10 @@ describe('lifecycle handler (built bundle)', () => {
     expect(completions.map((c) => [c.params.LifecycleActionResult, c.params.InstanceId, c.params.LifecycleHookName, c.params.AutoScalingGroupName])).toEqual([
       ['CONTINUE', victim.instanceId, 'etcd-terminate', group.groupName],
     ]);
+    // Every attempt heartbeats first (so even one that times out leaves the instance waiting for the next),
+    // and each failed attempt once more before it fails the record.
     const heartbeats = callsFor('tok-sqs').filter((c) => c.action === 'RecordLifecycleActionHeartbeat');
-    expect(heartbeats).toHaveLength(invocations.length - 1);
+    expect(heartbeats).toHaveLength(invocations.length + (invocations.length - 1));
     expect(invocations.at(-1)!.lines.some((l) => l.MembersRemoved === 1)).toBe(true);
     await etcd.stop(victim.instanceId);
   });
@@ -110,12 +112,12 @@ describe('lifecycle handler (built bundle)', () => {
     expect(newLeader).toBeDefined();
     const { stdout } = await run(etcdctlBin(), ['--endpoints', newLeader!, 'endpoint', 'status', '-w', 'json']);
     expect(BigInt(/"member_id":(\d+)/.exec(stdout)?.[1] ?? '0').toString(16)).toBe(moved?.to);
-    expect(callsFor('tok-leader').map((c) => c.action)).toEqual(['CompleteLifecycleAction']);
+    expect(callsFor('tok-leader').map((c) => c.action)).toEqual(['RecordLifecycleActionHeartbeat', 'CompleteLifecycleAction']);
     await etcd.stop(leader.instanceId);
     for (const i of running.filter((r) => r !== leader)) await etcd.waitHealthy(i.instanceId);
   });
 
-  it('acknowledges, without touching etcd or the hook, a test notification, a malformed body, another group and a non-member (which it completes)', async () => {
+  it('acknowledges, without touching etcd or the hook, a test notification, a malformed body and another group; completes a non-member', async () => {
     const before = await memberNames();
     const testNote = readFileSync(path.join(REPO_ROOT, 'test', 'events', 'sqs', 'test-notification.json'), 'utf8');
     const { result, lines } = await invoke<BatchResult>(
@@ -124,7 +126,7 @@ describe('lifecycle handler (built bundle)', () => {
     expect(result.batchItemFailures).toEqual([]);
     expect(await memberNames()).toEqual(before);
     expect(callsFor('tok-other')).toEqual([]);
-    expect(callsFor('tok-stranger').map((c) => c.action)).toEqual(['CompleteLifecycleAction']);
+    expect(callsFor('tok-stranger').map((c) => c.action)).toEqual(['RecordLifecycleActionHeartbeat', 'CompleteLifecycleAction']);
     // EMF keeps every value of a metric added several times in one invocation.
     expect(lines.find((l) => '_aws' in l && 'IgnoredMessages' in l)?.IgnoredMessages).toEqual([1, 1, 1]);
     expect(lines.some((l) => l.message === 'termination decision' && l.decision === 'complete')).toBe(true);
@@ -145,6 +147,6 @@ describe('lifecycle handler (built bundle)', () => {
       ETCD_ENDPOINTS: 'http://127.0.0.1:1',
     });
     expect(result.batchItemFailures).toEqual([{ itemIdentifier: 'msg-1' }]);
-    expect(callsFor('tok-down').map((c) => c.action)).toEqual(['RecordLifecycleActionHeartbeat']);
+    expect(callsFor('tok-down').map((c) => c.action)).toEqual(['RecordLifecycleActionHeartbeat', 'RecordLifecycleActionHeartbeat']);
   });
 });

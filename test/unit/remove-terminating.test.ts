@@ -23,7 +23,10 @@ function deps(order: string[], finalBackup: RemovalDeps['finalBackup']): Removal
       order.push('complete');
       return Promise.resolve('completed');
     },
-    heartbeat: () => Promise.resolve(),
+    heartbeat: () => {
+      order.push('heartbeat');
+      return Promise.resolve();
+    },
   };
   return {
     groupName: 'g',
@@ -42,23 +45,30 @@ function deps(order: string[], finalBackup: RemovalDeps['finalBackup']): Removal
 }
 
 describe('removeTerminatingMember on scale-in to zero', () => {
-  it('backs up the last voting member through itself, keeps it, then lets the termination proceed', async () => {
+  it('hands the final backup of the last voting member over, keeps the member, and leaves the action to the backup', async () => {
     const order: string[] = [];
     const outcome = await removeTerminatingMember(
       notice,
-      deps(order, () => {
-        order.push('backup');
+      deps(order, (n) => {
+        order.push(`backup for ${n.instanceId}`);
         return Promise.resolve();
       }),
     );
-    expect(order).toEqual(['open http://10.0.0.1:2379', 'backup', 'complete']);
-    expect(outcome).toMatchObject({ kind: 'completed', removal: 'none', plan: { kind: 'keep-last-voter' } });
+    expect(order).toEqual(['heartbeat', 'open http://10.0.0.1:2379', 'backup for i-last']);
+    expect(outcome).toMatchObject({ kind: 'final-backup-started', plan: { kind: 'keep-last-voter' } });
   });
 
-  it('does not complete the action when the final backup fails: the message is retried', async () => {
+  it('does not complete the action when the final backup cannot be handed over: a heartbeat, and the message is retried', async () => {
     const order: string[] = [];
-    await expect(removeTerminatingMember(notice, deps(order, () => Promise.reject(new Error('S3 is down'))))).rejects.toThrow('S3 is down');
-    expect(order).not.toContain('complete');
+    await expect(removeTerminatingMember(notice, deps(order, () => Promise.reject(new Error('Lambda is down'))))).rejects.toThrow('Lambda is down');
+    expect(order).toEqual(['heartbeat', 'open http://10.0.0.1:2379', 'heartbeat']);
+  });
+
+  it('without a backup function, lets the last member go', async () => {
+    const order: string[] = [];
+    const outcome = await removeTerminatingMember(notice, deps(order, undefined));
+    expect(order).toEqual(['heartbeat', 'open http://10.0.0.1:2379', 'complete']);
+    expect(outcome).toMatchObject({ kind: 'completed', removal: 'none' });
   });
 });
 
@@ -141,13 +151,13 @@ describe('removeTerminatingMember of the leader', () => {
   it('hands leadership to the most caught-up voter through the leader, then removes it, then completes', async () => {
     const order: string[] = [];
     await removeTerminatingMember(leaving, withEtcd(order, () => Promise.resolve()));
-    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
+    expect(order).toEqual(['heartbeat', 'move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
   });
 
   it('removes the member anyway when the handoff fails (etcd then elects a leader itself)', async () => {
     const order: string[] = [];
     await removeTerminatingMember(leaving, withEtcd(order, () => Promise.reject(new Error('leader changed'))));
-    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
+    expect(order).toEqual(['heartbeat', 'move http://10.0.0.1:2379 -> 3', 'remove 1', 'complete']);
   });
 
   it('waits out etcd\'s "too soon" refusal after the handoff within the invocation, then removes and completes', async () => {
@@ -158,7 +168,7 @@ describe('removeTerminatingMember of the leader', () => {
       return next ? Promise.reject(next) : Promise.resolve('removed');
     };
     const outcome = await removeTerminatingMember(leaving, withEtcd(order, () => Promise.resolve(), remove));
-    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'remove 1', 'remove 1', 'complete']);
+    expect(order).toEqual(['heartbeat', 'move http://10.0.0.1:2379 -> 3', 'remove 1', 'remove 1', 'remove 1', 'complete']);
     expect(outcome).toMatchObject({ kind: 'completed', removal: 'removed' });
   });
 
@@ -166,11 +176,12 @@ describe('removeTerminatingMember of the leader', () => {
     const order: string[] = [];
     const tooSoon = () => Promise.reject(new MembershipChangeTooSoonError('etcdserver: unhealthy cluster'));
     await expect(removeTerminatingMember(leaving, withEtcd(order, () => Promise.resolve(), tooSoon))).rejects.toMatchObject({ retryable: true });
-    expect(order).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'remove 1', 'remove 1', 'heartbeat']);
+    // A heartbeat first (an attempt that then times out still leaves the instance waiting), one after the failure.
+    expect(order).toEqual(['heartbeat', 'move http://10.0.0.1:2379 -> 3', 'remove 1', 'remove 1', 'remove 1', 'heartbeat']);
 
     const other: string[] = [];
     const down = () => Promise.reject(new EtcdUnavailableError('14 UNAVAILABLE: no connection'));
     await expect(removeTerminatingMember(leaving, withEtcd(other, () => Promise.resolve(), down))).rejects.toMatchObject({ retryable: true });
-    expect(other).toEqual(['move http://10.0.0.1:2379 -> 3', 'remove 1', 'heartbeat']);
+    expect(other).toEqual(['heartbeat', 'move http://10.0.0.1:2379 -> 3', 'remove 1', 'heartbeat']);
   });
 });
