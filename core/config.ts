@@ -29,6 +29,15 @@ const SETTINGS = {
   ETCD_AWS_REGISTRATION_FRESH_MS: 'how old a peer agent\'s "no data" registration may be and still count',
   ETCD_AWS_QUORUM_LOSS_GRACE_MS: 'how long the local etcd must have had no quorum before the agent considers forcing a new cluster',
   ETCD_AWS_QUORUM_RECOVERY: '"auto" lets the survivor of a majority lost for good force a new cluster; "off" leaves that to an operator',
+  ETCD_AWS_LAUNCH_HOOK: 'the launching lifecycle hook the agent completes once its member votes',
+  ETCD_AWS_LAUNCH_TIMEOUT_MS: 'how long after its launch an instance may take to become a voting member before its launch is abandoned',
+  ETCD_AWS_LAUNCH_HEARTBEAT_MS: "how often the agent extends the launching hook's timeout while its member catches up",
+  ETCD_AWS_STACK_NAME: 'the CloudFormation stack whose rolling update waits for the agent\'s signal (unset: no signals)',
+  ETCD_AWS_STACK_RESOURCE: 'the logical ID of the Auto Scaling group in that stack',
+  ETCD_AWS_CRASH_LOOP_RUNS: 'how many failed etcd starts in a row make the agent mark its instance unhealthy',
+  ETCD_AWS_BACKUP_FUNCTION: 'the backup function, which takes the final backup when the last member terminates',
+  ETCD_AWS_AGENT_START_GRACE_MS: 'how long after its launch an instance may go without its agent registering before reconcile marks it unhealthy',
+  ETCD_QUOTA_BACKEND_BYTES: "etcd's space quota, against which reconcile reports each member's database size",
 } as const;
 
 type Setting = keyof typeof SETTINGS;
@@ -60,6 +69,10 @@ const functionSettings = {
   BACKUP_KEEP_HOURLY_HOURS: z.coerce.number().int().min(0).max(24 * 365).default(24),
   BACKUP_KEEP_DAILY_DAYS: z.coerce.number().int().min(0).max(3650).default(7),
   ETCD_AWS_SNAPSHOT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(900_000).default(600_000),
+  ETCD_AWS_BACKUP_FUNCTION: name.optional(),
+  ETCD_AWS_AGENT_START_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(900_000),
+  // etcd's own default quota is 2 GiB.
+  ETCD_QUOTA_BACKEND_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
 };
 
 const schemas = {
@@ -79,6 +92,12 @@ const schemas = {
     ETCD_AWS_QUORUM_RECOVERY: z.enum(['auto', 'off']).default('auto'),
     ETCD_AWS_ALLOW_EMPTY_START: z.enum(['true', 'false']).default('false'),
     ETCD_AWS_BUMP_REVISION: z.coerce.number().int().min(1).optional(),
+    ETCD_AWS_LAUNCH_HOOK: name.default('etcd-launch'),
+    ETCD_AWS_LAUNCH_TIMEOUT_MS: z.coerce.number().int().min(1000).max(86_400_000).default(1_800_000),
+    ETCD_AWS_LAUNCH_HEARTBEAT_MS: z.coerce.number().int().min(500).max(3_600_000).default(120_000),
+    ETCD_AWS_STACK_NAME: name.optional(),
+    ETCD_AWS_STACK_RESOURCE: name.default('NodeGroup'),
+    ETCD_AWS_CRASH_LOOP_RUNS: z.coerce.number().int().min(2).max(100).default(5),
   }),
 };
 
@@ -104,6 +123,12 @@ export interface BackupSettings {
 export interface FunctionConfig extends CommonConfig {
   readonly asgName: string;
   readonly orphanGraceMs: number;
+  /** lifecycle: the backup function that takes the final backup of a scale-in to zero. */
+  readonly backupFunction: string | undefined;
+  /** reconcile: how long an instance may run without its agent registering before it is marked unhealthy. */
+  readonly agentStartGraceMs: number;
+  /** reconcile: etcd's space quota, for the database size as a percentage of it. */
+  readonly quotaBytes: number;
   /** Set when BACKUP_BUCKET is (lifecycle uses it for the final backup of a cluster scaled in to zero). */
   readonly backup: BackupSettings | undefined;
 }
@@ -127,6 +152,12 @@ export interface AgentConfig extends CommonConfig {
   readonly quorumLossGraceMs: number;
   /** False: never force a new cluster; a majority lost for good waits for an operator. */
   readonly quorumRecovery: boolean;
+  /** The launching lifecycle hook: completed (CONTINUE) once the member votes, abandoned after the timeout. */
+  readonly launch: { readonly hookName: string; readonly timeoutMs: number; readonly heartbeatMs: number };
+  /** The stack and resource a rolling update waits on for this instance's signal; undefined outside CloudFormation. */
+  readonly stack: { readonly name: string; readonly resource: string } | undefined;
+  /** Failed etcd starts in a row after which the agent marks its instance unhealthy. */
+  readonly crashLoopRuns: number;
 }
 
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
@@ -182,7 +213,15 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
             }),
             snapshotTimeoutMs: c.ETCD_AWS_SNAPSHOT_TIMEOUT_MS,
           });
-    return Object.freeze({ ...commonOf(c), asgName: c.ETCD_ASG_NAME, orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS, backup });
+    return Object.freeze({
+      ...commonOf(c),
+      asgName: c.ETCD_ASG_NAME,
+      orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS,
+      backupFunction: c.ETCD_AWS_BACKUP_FUNCTION,
+      agentStartGraceMs: c.ETCD_AWS_AGENT_START_GRACE_MS,
+      quotaBytes: c.ETCD_QUOTA_BACKEND_BYTES,
+      backup,
+    });
   }
   const c = parse('agent', env);
   return Object.freeze({
@@ -197,5 +236,8 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     bumpRevision: c.ETCD_AWS_BUMP_REVISION,
     quorumLossGraceMs: c.ETCD_AWS_QUORUM_LOSS_GRACE_MS,
     quorumRecovery: c.ETCD_AWS_QUORUM_RECOVERY === 'auto',
+    launch: Object.freeze({ hookName: c.ETCD_AWS_LAUNCH_HOOK, timeoutMs: c.ETCD_AWS_LAUNCH_TIMEOUT_MS, heartbeatMs: c.ETCD_AWS_LAUNCH_HEARTBEAT_MS }),
+    stack: c.ETCD_AWS_STACK_NAME === undefined ? undefined : Object.freeze({ name: c.ETCD_AWS_STACK_NAME, resource: c.ETCD_AWS_STACK_RESOURCE }),
+    crashLoopRuns: c.ETCD_AWS_CRASH_LOOP_RUNS,
   });
 }

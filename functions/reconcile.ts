@@ -1,13 +1,17 @@
 /**
  * Scheduled safety net for missed lifecycle events and crashed agents: removes at most one member whose
  * instance has been gone longer than the grace period (only while quorum stays safe), promotes caught-up
- * learners of active instances, and publishes members, voting, learners, healthy and orphans as metrics.
+ * learners of active instances, marks unhealthy an instance whose agent never started (the group replaces
+ * it), and publishes members, voting, learners, healthy, orphans and database size as metrics.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
+import { S3Client } from '@aws-sdk/client-s3';
+import { AwsInstanceLifecycle } from '../core/aws/instance-lifecycle.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
+import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
 import { loadConfig } from '../core/config.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import { reconcileCluster, type ReconcileDeps, type ReconcileResult } from '../core/use-cases/reconcile.js';
@@ -15,13 +19,25 @@ import { reconcileCluster, type ReconcileDeps, type ReconcileResult } from '../c
 const config = loadConfig(process.env, 'function');
 const logger = new Logger({ serviceName: 'etcd-aws-reconcile' });
 const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'reconcile' });
+const autoScaling = new AutoScalingClient({});
+const backup = config.backup;
+const seeds = backup ? new S3SeedCoordinator(new S3Client({}), backup.bucket, backup.prefix, config.asgName) : undefined;
+const instances = new AwsInstanceLifecycle(autoScaling, config.asgName, 'etcd-launch');
 const deps: ReconcileDeps = {
-  inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
+  inventory: new AwsInstanceInventory(autoScaling, new EC2Client({})),
   openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
   clientPort: config.clientPort,
   log: logger,
   now: () => Date.now(),
   graceMs: config.orphanGraceMs,
+  quotaBytes: config.quotaBytes,
+  ...(seeds
+    ? {
+        registrations: () => seeds.registrations(),
+        agentStartGraceMs: config.agentStartGraceMs,
+        setUnhealthy: (instanceId: string) => instances.setUnhealthy(instanceId),
+      }
+    : {}),
 };
 
 export const handler = async (): Promise<ReconcileResult> => {
@@ -35,6 +51,9 @@ export const handler = async (): Promise<ReconcileResult> => {
   metrics.addMetric('Orphans', MetricUnit.Count, report.orphans.length);
   metrics.addMetric('InstancesWithoutMember', MetricUnit.Count, report.instancesWithoutMember.length);
   metrics.addMetric('OrphansRemoved', MetricUnit.Count, report.removed?.result === 'removed' ? 1 : 0);
+  metrics.addMetric('InstancesWithoutAgentMarked', MetricUnit.Count, report.markedUnhealthy ? 1 : 0);
+  metrics.addMetric('DbSizeBytes', MetricUnit.Bytes, report.dbSizeBytes);
+  metrics.addMetric('DbQuotaPercent', MetricUnit.Percent, report.dbQuotaPercent);
   metrics.publishStoredMetrics();
   logger.info('reconciled cluster', { ...report });
   return report;

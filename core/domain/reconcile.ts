@@ -1,3 +1,4 @@
+import type { AgentRegistration } from './election.js';
 import { activePeers, type GroupInstance } from './instances.js';
 import { memberOfInstance, quorumOf, type Member } from './members.js';
 
@@ -80,4 +81,27 @@ export function planReconcile(input: {
     else kept.push({ member: c.member, reason: 'removal-would-break-quorum' });
   }
   return { remove, promote, kept };
+}
+
+/**
+ * Instances whose agent never started: in the group (launching or in service) for longer than the grace
+ * period since their launch, with no registration at all, and no member of theirs in the cluster. The agent
+ * registers before it creates any etcd data and before it joins, so such an instance holds no data and no
+ * member: marking it unhealthy (the group replaces it) costs nothing, and ends a seed election that waits for
+ * its registration. At most one per run, the longest-running first. Pure.
+ */
+export function instancesWithoutAgent(input: {
+  instances: readonly GroupInstance[];
+  registrations: readonly AgentRegistration[];
+  members: readonly Member[] | undefined;
+  now: number;
+  graceMs: number;
+}): GroupInstance[] {
+  const registered = new Set(input.registrations.map((r) => r.instanceId));
+  return activePeers(input.instances)
+    .filter((i) => i.launchedAt !== undefined && input.now - i.launchedAt > input.graceMs)
+    .filter((i) => !registered.has(i.instanceId))
+    .filter((i) => input.members === undefined || memberOfInstance(input.members, i) === undefined)
+    .sort((a, b) => (a.launchedAt ?? 0) - (b.launchedAt ?? 0))
+    .slice(0, 1);
 }

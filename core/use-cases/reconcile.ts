@@ -1,8 +1,9 @@
 import { isActive } from '../domain/instances.js';
 import { hexMemberId } from '../domain/members.js';
-import { planReconcile } from '../domain/reconcile.js';
+import type { AgentRegistration } from '../domain/election.js';
+import { instancesWithoutAgent, planReconcile } from '../domain/reconcile.js';
 import { describeError } from '../errors.js';
-import type { EtcdCluster, EtcdMembership } from '../ports.js';
+import type { EtcdCluster, EtcdMembership, MemberStatus } from '../ports.js';
 import { discoverCluster, type ClusterView, type DiscoveryDeps } from './discover.js';
 
 /** Cluster health in numbers: what reconcile publishes as metrics so alarms can see a sick cluster. */
@@ -18,11 +19,17 @@ export interface HealthReport {
   readonly healthyMembers: number;
   readonly orphans: readonly string[];
   readonly instancesWithoutMember: readonly string[];
+  /** The largest database among the members that answered Status, in bytes, and as a percentage of the quota. */
+  readonly dbSizeBytes: number;
+  readonly dbQuotaPercent: number;
 }
 
-/** Pure: the numbers of a cluster view plus the set of members that answered Status. */
-export function healthReport(view: ClusterView, healthyMemberIds: ReadonlySet<string>): HealthReport {
+/** Pure: the numbers of a cluster view plus the Status answers of its members. */
+export function healthReport(view: ClusterView, statuses: readonly MemberStatus[], quotaBytes: number): HealthReport {
   const activeInstances = view.instances.filter(isActive).length;
+  const healthyMemberIds = new Set(statuses.map((s) => s.memberId));
+  const dbSizeBytes = Math.max(0, ...statuses.map((s) => s.dbSize));
+  const dbQuotaPercent = Math.round((dbSizeBytes / quotaBytes) * 1000) / 10;
   if (!view.cluster.live) {
     return {
       groupName: view.groupName,
@@ -35,6 +42,8 @@ export function healthReport(view: ClusterView, healthyMemberIds: ReadonlySet<st
       healthyMembers: 0,
       orphans: [],
       instancesWithoutMember: [],
+      dbSizeBytes,
+      dbQuotaPercent,
     };
   }
   const { members, membership } = view.cluster;
@@ -49,6 +58,8 @@ export function healthReport(view: ClusterView, healthyMemberIds: ReadonlySet<st
     healthyMembers: members.filter((m) => healthyMemberIds.has(m.id)).length,
     orphans: membership.orphans.map((m) => m.name || m.id),
     instancesWithoutMember: membership.withoutMember,
+    dbSizeBytes,
+    dbQuotaPercent,
   };
 }
 
@@ -57,12 +68,22 @@ export interface ReconcileDeps extends DiscoveryDeps {
   readonly now: () => number;
   /** How long a member's instance must have been gone before the member is removed. */
   readonly graceMs: number;
+  /** etcd's space quota, for DbQuotaPercent. */
+  readonly quotaBytes: number;
+  /** The agents' registrations; absent, instances without a started agent are not looked for. */
+  readonly registrations?: () => Promise<AgentRegistration[]>;
+  /** How long after its launch an instance may go without its agent registering. */
+  readonly agentStartGraceMs?: number;
+  /** SetInstanceHealth Unhealthy: the group replaces the instance. */
+  readonly setUnhealthy?: (instanceId: string) => Promise<void>;
 }
 
 export interface ReconcileResult extends HealthReport {
   readonly removed: { readonly memberId: string; readonly name: string; readonly reason: string; readonly result: string } | undefined;
   readonly promoted: ReadonlyArray<{ readonly memberId: string; readonly result: string }>;
   readonly kept: ReadonlyArray<{ readonly memberId: string; readonly name: string; readonly reason: string }>;
+  /** An instance whose agent never registered, marked unhealthy this run. */
+  readonly markedUnhealthy: string | undefined;
 }
 
 /**
@@ -76,8 +97,10 @@ export async function reconcileCluster(
   explicitEndpoints?: readonly string[],
 ): Promise<ReconcileResult> {
   const view = await discoverCluster(groupName, deps, explicitEndpoints);
-  const healthy = new Set<string>();
-  if (!view.cluster.live) return { ...healthReport(view, healthy), removed: undefined, promoted: [], kept: [] };
+  // Also without a live cluster: an instance whose agent never started blocks a seed election.
+  const markedUnhealthy = await markInstanceWithoutAgent(view, deps);
+  const statuses: MemberStatus[] = [];
+  if (!view.cluster.live) return { ...healthReport(view, statuses, deps.quotaBytes), removed: undefined, promoted: [], kept: [], markedUnhealthy };
   const { members, membership } = view.cluster;
   await Promise.all(
     members
@@ -86,7 +109,7 @@ export async function reconcileCluster(
         const etcd = deps.openCluster(m.clientUrls);
         try {
           const status = await etcd.status(m.clientUrls[0] as string);
-          if (status.memberId === m.id) healthy.add(m.id);
+          if (status.memberId === m.id) statuses.push(status);
         } catch {
           // An unanswered Status is exactly what the healthy-members count is for.
         } finally {
@@ -94,6 +117,7 @@ export async function reconcileCluster(
         }
       }),
   );
+  const healthy = new Set(statuses.map((s) => s.memberId));
   const orphanNames = membership.orphans.map((m) => m.name).filter((n) => n !== '');
   const facts = await deps.inventory.instanceFacts(orphanNames);
   const plan = planReconcile({ members, instances: view.instances, healthyMemberIds: healthy, facts, now: deps.now(), graceMs: deps.graceMs });
@@ -120,5 +144,30 @@ export async function reconcileCluster(
   }
   const kept = plan.kept.map((k) => ({ memberId: hexMemberId(k.member.id), name: k.member.name, reason: k.reason }));
   if (kept.length > 0) deps.log.info('kept orphan members', { kept });
-  return { ...healthReport(view, healthy), removed, promoted, kept };
+  return { ...healthReport(view, statuses, deps.quotaBytes), removed, promoted, kept, markedUnhealthy };
+}
+
+/** Marks unhealthy (at most) one instance whose agent never registered (instancesWithoutAgent); returns it. */
+async function markInstanceWithoutAgent(view: ClusterView, deps: ReconcileDeps): Promise<string | undefined> {
+  if (!deps.registrations || !deps.setUnhealthy || deps.agentStartGraceMs === undefined) return undefined;
+  try {
+    const [target] = instancesWithoutAgent({
+      instances: view.instances,
+      registrations: await deps.registrations(),
+      members: view.cluster.live ? view.cluster.members : undefined,
+      now: deps.now(),
+      graceMs: deps.agentStartGraceMs,
+    });
+    if (!target) return undefined;
+    await deps.setUnhealthy(target.instanceId);
+    deps.log.warn('marked an instance unhealthy: its agent never registered', {
+      instanceId: target.instanceId,
+      launchedAt: target.launchedAt === undefined ? undefined : new Date(target.launchedAt).toISOString(),
+      graceMs: deps.agentStartGraceMs,
+    });
+    return target.instanceId;
+  } catch (error) {
+    deps.log.warn('could not look for instances without a started agent', { error: describeError(error) });
+    return undefined;
+  }
 }

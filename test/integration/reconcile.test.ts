@@ -1,11 +1,14 @@
 import path from 'node:path';
+import { AutoScalingClient, DescribeAutoScalingInstancesCommand } from '@aws-sdk/client-auto-scaling';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { S3SeedCoordinator } from '../../core/aws/seed-coordinator.js';
 import { build } from '../../scripts/build.mjs';
 import { inspectCluster } from '../../testbed/agents.js';
-import { terminateInGroup } from '../../testbed/aws-world.js';
+import { scaleOut, terminateInGroup } from '../../testbed/aws-world.js';
 import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
 import { waitFor } from '../../testbed/wait.js';
-import { groupWithCluster, openBed, type Bed } from '../support/testbed.js';
+import { groupWithCluster, openBed, uniqueName, type Bed } from '../support/testbed.js';
 
 // The built reconcile handler against real etcd clusters on the emulated group's instances.
 let bed: Bed;
@@ -17,6 +20,9 @@ type Result = {
   healthyMembers: number;
   removed?: { name: string; reason: string; result: string };
   kept: Array<{ name: string; reason: string }>;
+  markedUnhealthy?: string;
+  dbSizeBytes: number;
+  dbQuotaPercent: number;
 };
 
 /**
@@ -73,5 +79,36 @@ describe('reconcile handler (built bundle)', () => {
     expect(result.kept).toEqual([expect.objectContaining({ name: c!.instanceId, reason: 'removal-would-break-quorum' })]);
     const after = await inspectCluster([etcd.node(group.instances[0]!.instanceId).clientUrl]);
     expect(after.members).toHaveLength(3);
+  });
+
+  it('marks unhealthy an instance whose agent never registered, and only that one; reports the database against its quota', async () => {
+    // Prepare: a cluster whose members registered (as their agents do), and one more instance whose agent never ran
+    const { group } = await groupWithCluster(bed, 3);
+    const bucket = uniqueName('reconcile').toLowerCase();
+    const s3 = new S3Client({ forcePathStyle: true });
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const seeds = new S3SeedCoordinator(s3, bucket, '', group.groupName);
+    for (const i of group.instances) await seeds.register({ instanceId: i.instanceId, hasData: true, at: Date.now() });
+    const [silent] = await scaleOut(group.groupName, 1);
+    const quota = String(64 * 1024 * 1024);
+
+    // Act: scheduled runs; the grace period (1 s) is over once the instance has run that long
+    const { result, lines } = await waitFor(
+      'a reconcile run that marks it',
+      async () => {
+        const out = await invoke(group.groupName, { BACKUP_BUCKET: bucket, ETCD_AWS_AGENT_START_GRACE_MS: '1000', ETCD_QUOTA_BACKEND_BYTES: quota });
+        return out.result.markedUnhealthy ? out : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 500 },
+    );
+
+    // Assess: that instance, in Auto Scaling's own view; the members untouched; the size metrics published
+    expect(result.markedUnhealthy).toBe(silent!.instanceId);
+    const described = await new AutoScalingClient({}).send(new DescribeAutoScalingInstancesCommand({ InstanceIds: [silent!.instanceId, group.instances[0]!.instanceId] }));
+    const health = Object.fromEntries((described.AutoScalingInstances ?? []).map((i) => [i.InstanceId ?? '', (i.HealthStatus ?? '').toUpperCase()]));
+    expect(health).toEqual({ [silent!.instanceId]: 'UNHEALTHY', [group.instances[0]!.instanceId]: 'HEALTHY' });
+    expect(result.dbSizeBytes).toBeGreaterThan(0);
+    expect(result.dbQuotaPercent).toBeCloseTo((result.dbSizeBytes / Number(quota)) * 100, 0);
+    expect(lines.some((l) => '_aws' in l && l.InstancesWithoutAgentMarked === 1 && typeof l.DbQuotaPercent === 'number')).toBe(true);
   });
 });

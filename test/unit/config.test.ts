@@ -13,6 +13,9 @@ describe('loadConfig', () => {
       dialTimeoutMs: 2000,
       callTimeoutMs: 5000,
       orphanGraceMs: 600_000,
+      backupFunction: undefined,
+      agentStartGraceMs: 900_000,
+      quotaBytes: 2 * 1024 ** 3,
       backup: undefined,
     });
     expect(Object.isFrozen(config)).toBe(true);
