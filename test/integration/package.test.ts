@@ -82,23 +82,34 @@ describe('serverless package (offline) and the stack it describes', () => {
     }
     const describe = ['autoscaling:DescribeAutoScalingGroups', 'ec2:DescribeInstances'];
     const backupObjects = ['s3:ListBucket', 's3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 'kms:GenerateDataKey', 'kms:Decrypt'];
-    expect(actions('ReconcileRole')).toEqual(new Set(describe));
-    expect(actions('BackupRole')).toEqual(new Set([...describe, ...backupObjects]));
+    const hook = ['autoscaling:CompleteLifecycleAction', 'autoscaling:RecordLifecycleActionHeartbeat'];
+    expect(actions('ReconcileRole')).toEqual(new Set([...describe, 'autoscaling:SetInstanceHealth', 's3:ListBucket', 's3:GetObject', 'sqs:SendMessage']));
+    expect(actions('BackupRole')).toEqual(new Set([...describe, ...backupObjects, ...hook, 'sqs:SendMessage']));
     expect(actions('LifecycleRole')).toEqual(
-      new Set([
-        ...describe,
-        'autoscaling:CompleteLifecycleAction',
-        'autoscaling:RecordLifecycleActionHeartbeat',
-        'sqs:ReceiveMessage',
-        'sqs:DeleteMessage',
-        'sqs:GetQueueAttributes',
-        'sqs:ChangeMessageVisibility',
-        ...backupObjects,
-      ]),
+      new Set([...describe, ...hook, 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility', 'lambda:InvokeFunction']),
     );
     expect(actions('NodeRole')).toEqual(
-      new Set(['autoscaling:DescribeAutoScalingInstances', ...describe, 's3:ListBucket', 's3:GetObject', 's3:PutObject', 'lambda:GetFunction', 'kms:GenerateDataKey', 'kms:Decrypt']),
+      new Set([
+        'autoscaling:DescribeAutoScalingInstances',
+        ...describe,
+        ...hook,
+        'autoscaling:SetInstanceHealth',
+        'cloudformation:SignalResource',
+        's3:ListBucket',
+        's3:GetObject',
+        's3:PutObject',
+        'lambda:GetFunction',
+        'kms:GenerateDataKey',
+        'kms:Decrypt',
+      ]),
     );
+    // Lifecycle actions and health only on the group; the stack's signal only on this stack.
+    for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole']) {
+      for (const s of statements(id).filter((x) => JSON.stringify(x.Action).includes('autoscaling:') && !JSON.stringify(x.Action).includes('Describe'))) {
+        expect(JSON.stringify(s.Resource)).toContain('autoScalingGroupName/etcd-aws-dev');
+      }
+    }
+    expect(JSON.stringify(statements('NodeRole').find((s) => s.Action === 'cloudformation:SignalResource')?.Resource)).toContain('stack/${AWS::StackName}/*');
     // Only Describe* (which has no resource-level permissions) may use "*" as resource.
     for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole']) {
       for (const s of statements(id).filter((x) => x.Resource === '*')) {
@@ -130,20 +141,66 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(policy).toContain('"Effect":"Deny"');
   });
 
-  it('defines the termination lifecycle hook inline on the group, which runs the cluster size behind an NLB health check', () => {
+  it('defines both lifecycle hooks inline on the group, health checks that never replace a member for lacking quorum, and a load balancer check for routing only', () => {
     const group = resource('NodeGroup').Properties;
     expect(group.LifecycleHookSpecificationList).toEqual([
+      { LifecycleHookName: 'etcd-launch', LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING', HeartbeatTimeout: 600, DefaultResult: 'ABANDON' },
       expect.objectContaining({
+        LifecycleHookName: 'etcd-terminate',
         LifecycleTransition: 'autoscaling:EC2_INSTANCE_TERMINATING',
+        DefaultResult: 'CONTINUE',
         NotificationTargetARN: { 'Fn::GetAtt': ['LifecycleQueue', 'Arn'] },
         RoleARN: { 'Fn::GetAtt': ['LifecycleHookRole', 'Arn'] },
       }),
     ]);
-    expect(group).toMatchObject({ HealthCheckType: 'ELB', DesiredCapacity: { Ref: 'ClusterSize' }, MaxSize: '7' });
+    // EC2 status checks and the agents' own verdicts: etcd's /health fails everywhere while quorum is lost.
+    expect(group).toMatchObject({ HealthCheckType: 'EC2', DesiredCapacity: { Ref: 'ClusterSize' }, MinSize: { Ref: 'ClusterSize' } });
     expect(byType('AWS::AutoScaling::LifecycleHook')).toEqual([]);
     expect(template.Parameters.ClusterSize).toMatchObject({ AllowedValues: [1, 3, 5, 7], Default: 3 });
     expect(resource('ClientTargetGroup').Properties).toMatchObject({ Port: 2379, HealthCheckPath: '/health', HealthCheckProtocol: 'HTTP' });
     expect(resource('ClientLoadBalancer').Properties).toMatchObject({ Scheme: 'internal', Type: 'network' });
+  });
+
+  it('leaves room for the rolling update\'s extra instance at every cluster size, and the update waits for each successor\'s signal', () => {
+    const node = template.Resources.NodeGroup as Resource & { UpdatePolicy: { AutoScalingRollingUpdate: Record<string, unknown> } };
+    expect(node.Properties.MaxSize).toEqual({ 'Fn::FindInMap': ['ClusterSizes', { Ref: 'ClusterSize' }, 'MaxSize'] });
+    const sizes = (template as unknown as { Mappings: { ClusterSizes: Record<string, { MaxSize: number }> } }).Mappings.ClusterSizes;
+    for (const size of template.Parameters.ClusterSize?.AllowedValues as number[]) expect(sizes[String(size)]?.MaxSize).toBe(size + 1);
+    expect(node.UpdatePolicy.AutoScalingRollingUpdate).toEqual({
+      MaxBatchSize: 1,
+      MinInstancesInService: { Ref: 'ClusterSize' },
+      PauseTime: 'PT30M',
+      WaitOnResourceSignals: true,
+      SuspendProcesses: ['HealthCheck', 'ReplaceUnhealthy', 'AZRebalance', 'AlarmNotification', 'ScheduledActions'],
+    });
+  });
+
+  it('times the hooks, the queue and the functions so that every retry finds the instance still waiting', () => {
+    const hooks = resource('NodeGroup').Properties.LifecycleHookSpecificationList as Array<{ LifecycleHookName: string; HeartbeatTimeout: number }>;
+    const terminateHeartbeat = hooks.find((h) => h.LifecycleHookName === 'etcd-terminate')!.HeartbeatTimeout;
+    const launchHeartbeat = hooks.find((h) => h.LifecycleHookName === 'etcd-launch')!.HeartbeatTimeout;
+    const lifecycleTimeout = resource('LifecycleLambdaFunction').Properties.Timeout as number;
+    const visibility = resource('LifecycleQueue').Properties.VisibilityTimeout as number;
+    // AWS: the visibility timeout at least six times the function's; a failed attempt (which heartbeats first)
+    // is redelivered one visibility timeout later, and may itself run a whole timeout.
+    expect(visibility).toBeGreaterThanOrEqual(6 * lifecycleTimeout);
+    expect(terminateHeartbeat).toBeGreaterThan(visibility + lifecycleTimeout);
+    // Nothing else triggers the lifecycle function: one path, no concurrent duplicate.
+    const triggers = [...byType('AWS::Lambda::EventSourceMapping'), ...byType('AWS::Events::Rule')].filter(([, r]) => JSON.stringify(r.Properties).includes('LifecycleLambdaFunction'));
+    expect(triggers.map(([, r]) => r.Type)).toEqual(['AWS::Lambda::EventSourceMapping']);
+    // The agent heartbeats the launching hook well within its timeout, and gives up before the update's PauseTime.
+    const env = (resource('NodeLaunchTemplate').Properties.LaunchTemplateData as { UserData: { 'Fn::Base64': { 'Fn::Sub': [string] } } }).UserData['Fn::Base64']['Fn::Sub'][0];
+    const setting = (name: string) => Number(new RegExp(`${name}=(\\d+)`).exec(env)?.[1]);
+    expect(setting('ETCD_AWS_LAUNCH_HEARTBEAT_MS') * 2).toBeLessThanOrEqual(launchHeartbeat * 1000);
+    expect(setting('ETCD_AWS_LAUNCH_TIMEOUT_MS')).toBeLessThan(30 * 60_000);
+    // The final backup of a scale-in to zero runs in the backup function (15 min), heartbeating every 5 min.
+    expect(resource('BackupLambdaFunction').Properties.Timeout).toBe(900);
+    expect(300).toBeLessThan(terminateHeartbeat);
+    // Every asynchronously invoked function has an on-failure destination.
+    for (const fn of ['BackupLambdaFunction', 'ReconcileLambdaFunction']) {
+      const config = byType('AWS::Lambda::EventInvokeConfig').find(([, r]) => JSON.stringify(r.Properties.FunctionName) === JSON.stringify({ Ref: fn }));
+      expect(config?.[1].Properties.DestinationConfig).toEqual({ OnFailure: { Destination: { 'Fn::GetAtt': ['AsyncFailureQueue', 'Arn'] } } });
+    }
   });
 
   it('deploys the newest 3.6 patch the test bed runs by default, and accepts exactly the etcd minors the test bed runs', () => {
@@ -181,11 +238,33 @@ describe('serverless package (offline) and the stack it describes', () => {
     for (const [, sg] of byType('AWS::EC2::SecurityGroup')) expect(sg.Properties.SecurityGroupIngress).toBeUndefined();
   });
 
-  it('alarms on backup age (missing data breaches), the DLQ, healthy members, lifecycle failures and orphans', () => {
-    const alarms = Object.fromEntries(byType('AWS::CloudWatch::Alarm').map(([, r]) => [r.Properties.MetricName as string, r.Properties]));
-    expect(Object.keys(alarms).sort()).toEqual(['ApproximateNumberOfMessagesVisible', 'BackupAgeSeconds', 'HealthyMembers', 'Orphans', 'RemovalFailures']);
-    expect(alarms.BackupAgeSeconds).toMatchObject({ TreatMissingData: 'breaching', Namespace: 'EtcdAws' });
-    expect(alarms.HealthyMembers).toMatchObject({ TreatMissingData: 'breaching', Threshold: { Ref: 'ClusterSize' } });
+  it('alarms on what puts data or quorum at risk, to a topic CloudWatch can publish to', () => {
+    const alarms = Object.fromEntries(byType('AWS::CloudWatch::Alarm').map(([id, r]) => [id, r.Properties]));
+    expect(Object.keys(alarms).sort()).toEqual(
+      [
+        'AsyncFailuresAlarm',
+        'BackupAgeAlarm',
+        'DbQuotaAlarm',
+        'HealthyMembersAlarm',
+        'LaunchesPendingAlarm',
+        'LifecycleDeadLetterAlarm',
+        'LifecycleFailuresAlarm',
+        'LifecycleQueueAgeAlarm',
+        'OrphansAlarm',
+        'QuorumLostAlarm',
+      ].sort(),
+    );
+    expect(alarms.BackupAgeAlarm).toMatchObject({ MetricName: 'BackupAgeSeconds', TreatMissingData: 'breaching', Namespace: 'EtcdAws' });
+    expect(alarms.HealthyMembersAlarm).toMatchObject({ TreatMissingData: 'breaching', Threshold: { Ref: 'ClusterSize' } });
+    // Quorum lost in under two minutes: the load balancer's healthy targets (etcd's /health), one-minute periods.
+    expect(alarms.QuorumLostAlarm).toMatchObject({ Namespace: 'AWS/NetworkELB', MetricName: 'HealthyHostCount', Period: 60, EvaluationPeriods: 1, Threshold: 1 });
+    expect(alarms.DbQuotaAlarm).toMatchObject({ MetricName: 'DbQuotaPercent', Threshold: 80 });
+    // alias/aws/sns cannot be used by CloudWatch: a key of the stack's own whose policy lets CloudWatch use it.
+    expect(resource('AlarmTopic').Properties.KmsMasterKeyId).toEqual({ Ref: 'AlarmKey' });
+    const keyPolicy = JSON.stringify(resource('AlarmKey').Properties.KeyPolicy);
+    expect(keyPolicy).toContain('"Service":"cloudwatch.amazonaws.com"');
+    expect(keyPolicy).toMatch(/kms:Decrypt.*kms:GenerateDataKey\*/);
+    expect(resource('AlarmKey').Properties.EnableKeyRotation).toBe(true);
     expect(Object.keys(template.Outputs)).toEqual(expect.arrayContaining(['ClientEndpoint', 'BackupBucketName', 'AutoScalingGroupName', 'LifecycleQueueUrl']));
   });
 
