@@ -46,6 +46,10 @@ const COMMANDS = `commands:
   capacity <n>               set the group's desired capacity (a scale-in goes through the hook)
   etcd <version>             the launch template installs that etcd release (3.5, 3.6, 3.7) on instances
                              launched from now on; then terminate the old ones one at a time to roll
+  update <version>           a stack update to that etcd release, rolled out as CloudFormation does it
+  pause <instance-id>...     the instances stop answering (frozen), their instances still running
+  resume <instance-id>...    they answer again
+  break <instance-id>        its etcd fails on every start from now on (a failing disk)
   help                       this list
   quit                       tear everything down (as Ctrl-C)`;
 
@@ -225,6 +229,23 @@ async function command(box: Sandbox, line: string): Promise<boolean> {
       const n = Number(args[0]);
       if (!Number.isInteger(n) || n < 0 || n > 7) print('capacity needs a number from 0 to 7');
       else await box.setCapacity(n);
+      return true;
+    }
+    case 'pause':
+    case 'resume':
+    case 'break': {
+      const ids = args.filter((a) => a.length > 0);
+      const known = new Set(box.instances().map((i) => i.instanceId));
+      if (ids.length === 0 || ids.some((id) => !known.has(id)) || (verb === 'break' && ids.length !== 1)) {
+        print(`${verb} needs ${verb === 'break' ? 'one instance ID' : 'instance IDs'} of the group: ${[...known].join(', ')}`);
+      } else if (verb === 'pause') box.pause(ids);
+      else if (verb === 'resume') box.resume(ids);
+      else box.breakEtcd(ids[0]!);
+      return true;
+    }
+    case 'update': {
+      if (args[0] === undefined) print('update needs an etcd release: 3.5, 3.6 or 3.7');
+      else print(`the stack update ended: ${await box.update({ etcdVersion: args[0] })}`);
       return true;
     }
     case 'etcd': {

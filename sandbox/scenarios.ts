@@ -28,6 +28,8 @@ interface Act {
   readonly violations?: readonly string[];
   /** upgrade: the releases rolled through and how the cluster version followed. */
   readonly etcd?: ScenarioSummary['etcd'];
+  /** The group's instances must be the same ones after the scenario (nothing was replaced). */
+  readonly sameInstances?: boolean;
 }
 
 interface Context {
@@ -46,10 +48,36 @@ export interface Scenario {
   readonly schedule: boolean;
   /** The etcd release the instances start with ("3.5"); the test bed's selected one when absent. */
   readonly etcdVersion?: string;
+  /** The group's health check type; the stack's (EC2) when absent. */
+  readonly healthCheckType?: 'EC2' | 'ELB';
   act(ctx: Context): Promise<Act>;
 }
 
 const CONVERGE_MS = 180_000;
+
+/** How long long-quorum-loss keeps two of three members frozen. */
+export const LONG_QUORUM_LOSS_MS = 180_000;
+
+/**
+ * Holds a fault for `ms` while watching the group: returns the instances that left it meanwhile (which a
+ * health check or a replacement would have taken away).
+ */
+async function holdFault(ctx: Context, ms: number, label: string): Promise<string[]> {
+  const before = new Set(ctx.sandbox.instances().map((i) => i.instanceId));
+  const gone = new Set<string>();
+  const until = Date.now() + ms;
+  await ctx.step(label, () =>
+    waitFor(
+      label,
+      () => {
+        for (const id of before) if (!ctx.sandbox.instances().some((i) => i.instanceId === id)) gone.add(id);
+        return Date.now() >= until;
+      },
+      { timeoutMs: ms + 10_000, intervalMs: 500 },
+    ),
+  );
+  return [...gone];
+}
 
 /** The minor releases the upgrade scenario rolls through: every supported one, oldest first. */
 const UPGRADE_PATH = ['3.5', '3.6', '3.7'] as const;
@@ -78,23 +106,12 @@ async function corruptSnapshot(bucket: string, key: string): Promise<void> {
   await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bytes }));
 }
 
-/**
- * A stack update that changes the launch template's etcd release, as CloudFormation's rolling update runs it
- * (MaxBatchSize 1, MinInstancesInService = the cluster size): for each instance of the old release, a
- * successor is launched first and becomes a voting member, then the old instance is terminated through the
- * lifecycle hook with the desired capacity lowered again.
- */
-async function rollingUpdate(ctx: Context, release: string): Promise<void> {
-  const { sandbox } = ctx;
-  sandbox.setLaunchTemplateEtcd(release);
-  const size = sandbox.instances().length;
-  const old = sandbox.instances().filter((i) => sandbox.etcdOf(i.instanceId) !== sandbox.launchTemplateEtcd());
-  for (const { instanceId } of old) {
-    await sandbox.setCapacity(size + 1);
-    await ctx.step(`the successor of ${instanceId} voting`, () => sandbox.converge(CONVERGE_MS));
-    await sandbox.terminate(instanceId, true);
-    await ctx.step(`${instanceId} removed`, () => sandbox.converge(CONVERGE_MS));
-  }
+/** The instance whose etcd leads, and another one. */
+async function leaderAndFollower(ctx: Context): Promise<{ leader: string; follower: string }> {
+  const leader = await waitFor('a leader', () => ctx.sandbox.leader(), { timeoutMs: 30_000, intervalMs: 250 });
+  const follower = ctx.sandbox.instances().find((i) => i.instanceId !== leader)?.instanceId;
+  if (follower === undefined) throw new Error('the group has no instance besides the leader');
+  return { leader, follower };
 }
 
 async function totalLoss(ctx: Context): Promise<{ faultAt: number; faultEndAt: number }> {
@@ -176,7 +193,10 @@ export const SCENARIOS: Record<string, Scenario> = {
         (version, servers) => ctx.say(`the cluster version is ${version} (members run ${servers.join(', ')})`),
       );
       try {
-        for (const release of UPGRADE_PATH.slice(1)) await rollingUpdate(ctx, release);
+        for (const release of UPGRADE_PATH.slice(1)) {
+          const result = await ctx.step(`rolling update to etcd ${release}`, () => ctx.sandbox.update({ etcdVersion: release }));
+          if (result !== 'complete') throw new Error(`the rolling update to etcd ${release} was rolled back`);
+        }
         const last = UPGRADE_PATH.at(-1) as string;
         await waitFor(`the cluster version to reach ${last} once every member runs it`, () => watch.changes.at(-1)?.clusterVersion === last, {
           timeoutMs: 60_000,
@@ -200,6 +220,60 @@ export const SCENARIOS: Record<string, Scenario> = {
       };
     },
   },
+  'long-quorum-loss': {
+    description:
+      'two of three instances stop answering for 3 minutes (frozen, their instances still running), then come back: the group replaces nothing (EC2 health checks), nothing is restored, the cluster resumes with every write',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const { leader, follower } = await leaderAndFollower(ctx);
+      const frozen = [leader, follower];
+      const at = Date.now();
+      ctx.sandbox.pause(frozen);
+      const gone = await holdFault(ctx, LONG_QUORUM_LOSS_MS, `${LONG_QUORUM_LOSS_MS / 1000} s without quorum`);
+      ctx.sandbox.resume(frozen);
+      return { faultAt: at, faultEndAt: Date.now(), sameInstances: true, violations: gone.map((id) => `${id} left the group during the quorum loss`) };
+    },
+  },
+  'unhealthy-node': {
+    description:
+      "one member's etcd can no longer start (a failing disk): its agent sees the crash loop and marks the instance unhealthy; Auto Scaling replaces it through the hook; the others keep quorum throughout",
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const { follower: victim } = await leaderAndFollower(ctx);
+      const at = Date.now();
+      ctx.sandbox.breakEtcd(victim);
+      await ctx.step(`${victim} marked unhealthy and replaced`, () =>
+        waitFor(`${victim} to leave the group`, () => !ctx.sandbox.instances().some((i) => i.instanceId === victim), { timeoutMs: CONVERGE_MS, intervalMs: 250 }),
+      );
+      const marked = ctx.sandbox.shim.calls.some((c) => c.action === 'SetInstanceHealth' && c.params.InstanceId === victim && c.params.HealthStatus === 'Unhealthy');
+      return { faultAt: at, violations: marked ? [] : [`${victim} left the group without its agent marking it unhealthy`] };
+    },
+  },
+  'rolling-update': {
+    description:
+      'a stack update changes the launch template: every instance is replaced, one at a time, each only after its successor signalled that it votes; then an update with a broken agent stops at its first successor and rolls back, replacing no member',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const at = Date.now();
+      const violations: string[] = [];
+      const originals = ctx.sandbox.instances().map((i) => i.instanceId);
+      const good = await ctx.step('rolling update to launch template 2', () => ctx.sandbox.update({ env: { ETCD_AWS_QUORUM_LOSS_GRACE_MS: '4000' } }));
+      if (good !== 'complete') violations.push(`the good update ended ${good}`);
+      const updated = ctx.sandbox.instances().map((i) => i.instanceId);
+      const kept = updated.filter((id) => originals.includes(id));
+      if (kept.length > 0) violations.push(`instances of the old template still in service after the update: ${kept.join(', ')}`);
+      // An agent that cannot start (a bad setting in the new template): no signal, the update must stop.
+      const broken = await ctx.step('rolling update to a broken launch template 3', () => ctx.sandbox.update({ env: { ETCD_AWS_POLL_MS: 'every-now-and-then' } }));
+      if (broken !== 'rolled-back') violations.push(`the broken update ended ${broken}, not rolled back`);
+      const after = ctx.sandbox.instances().map((i) => i.instanceId);
+      const lost = updated.filter((id) => !after.includes(id));
+      if (lost.length > 0) violations.push(`the broken update replaced members it should have kept: ${lost.join(', ')}`);
+      return { faultAt: at, violations };
+    },
+  },
   'kill-leader': {
     description: "the leader's instance dies (no lifecycle hook): a new leader is elected, the replacement removes the dead member and joins",
     size: 3,
@@ -218,8 +292,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     size: 3,
     schedule: true,
     act: async (ctx) => {
-      const leader = await waitFor('a leader', () => ctx.sandbox.leader(), { timeoutMs: 30_000, intervalMs: 250 });
-      const other = ctx.sandbox.instances().find((i) => i.instanceId !== leader)!.instanceId;
+      const { leader, follower: other } = await leaderAndFollower(ctx);
       const at = Date.now();
       await ctx.sandbox.kill([leader, other]);
       // The survivor may not yet have learned that the newest entries were committed when the majority died;
@@ -333,6 +406,7 @@ export async function runScenario(
     onEvent: say,
     backupEveryMs: scenario.schedule ? 20_000 : 0,
     ...(scenario.etcdVersion === undefined ? {} : { etcdVersion: scenario.etcdVersion }),
+    ...(scenario.healthCheckType === undefined ? {} : { healthCheckType: scenario.healthCheckType }),
   });
   let writer: SequenceWriter | undefined;
   try {
@@ -348,6 +422,7 @@ export async function runScenario(
     const initial = await step(`cluster of ${scenario.size} converging`, () => sandbox.converge(CONVERGE_MS));
     const coldStartMs = Date.now() - started;
     const before = initial.clusterIds[0];
+    const initialInstances = sandbox.instances().map((i) => i.instanceId);
     say(`cluster ${hex(before) ?? '?'}: ${initial.members.length} voting members`);
     writer = new SequenceWriter(() => sandbox.endpoints());
     writer.start();
@@ -366,6 +441,11 @@ export async function runScenario(
     const violations: string[] = [];
     const faultEndAt = act.faultEndAt ?? act.faultAt;
     violations.push(...(act.violations ?? []));
+    if (act.sameInstances) {
+      const now = sandbox.instances().map((i) => i.instanceId).sort();
+      const replaced = initialInstances.filter((id) => !now.includes(id));
+      if (replaced.length > 0) violations.push(`instances were replaced: ${replaced.join(', ')} (now ${now.join(', ')})`);
+    }
 
     // Invariant: one cluster throughout, unless a restore was expected, which must be from the right backup.
     let restoredFrom: string | undefined;

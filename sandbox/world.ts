@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -53,7 +53,29 @@ export interface SandboxOptions {
   readonly onEvent?: (message: string) => void;
   /** The etcd release the launch template installs at first ("3.5"); the test bed's selected one by default. */
   readonly etcdVersion?: string;
+  /**
+   * The group's health check type: `EC2` (the stack's: status checks and the agents' own verdicts) or `ELB`
+   * (the load balancer's /health check, which fails on every member while quorum is lost).
+   */
+  readonly healthCheckType?: 'EC2' | 'ELB';
 }
+
+/**
+ * AWS's timings, shortened for one machine (the stack's values in brackets): the launching hook's heartbeat
+ * timeout (600 s) and the agent's heartbeat (120 s) and deadline (25 min); the terminating hook's heartbeat
+ * timeout (900 s; longer than the queue's redelivery, 30 s here); the health check grace period (300 s), the
+ * load balancer's check interval (10 s) and threshold (2); the rolling update's PauseTime (30 min).
+ */
+export const SANDBOX_TIMING = {
+  launchHookTimeoutMs: 30_000,
+  launchHeartbeatMs: 5_000,
+  launchDeadlineMs: 90_000,
+  terminationHookTimeoutMs: 60_000,
+  healthGraceMs: 20_000,
+  healthIntervalMs: 2_000,
+  healthThreshold: 2,
+  pauseTimeMs: 75_000,
+} as const;
 
 type LifecycleResult = { batchItemFailures: Array<{ itemIdentifier: string }> };
 
@@ -73,6 +95,10 @@ const NOTABLE = new Set([
   'etcd has no quorum',
   'forcing a new cluster from this member',
   'etcd restarted with force-new-cluster; replacements can join it now',
+  'launch completed: the member votes',
+  'launch abandoned',
+  'marked this instance unhealthy; Auto Scaling replaces it',
+  'refusing to start',
 ]);
 
 /** The systemd unit's RestartSec, shortened: an agent that exited on a live instance is started again. */
@@ -126,17 +152,22 @@ export class Sandbox {
       bundle: options.bundles.agent,
       bucket,
       awsEndpoint,
-      env: { AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint },
+      env: {
+        AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint,
+        // The stack's signals go to CloudFormation, which the shim plays too.
+        AWS_ENDPOINT_URL_CLOUDFORMATION: shim.endpoint,
+        ETCD_AWS_STACK_NAME: groupName,
+        ETCD_AWS_LAUNCH_HOOK: 'etcd-launch',
+        ETCD_AWS_LAUNCH_TIMEOUT_MS: String(SANDBOX_TIMING.launchDeadlineMs),
+        ETCD_AWS_LAUNCH_HEARTBEAT_MS: String(SANDBOX_TIMING.launchHeartbeatMs),
+      },
       etcdVersion: options.etcdVersion,
     });
-    this.etcd = etcdRelease(options.etcdVersion).version;
   }
 
   /** The etcd release the launch template installs on instances launched from now on. */
-  private etcd: string;
-
   launchTemplateEtcd(): string {
-    return this.etcd;
+    return etcdRelease(this.fleet.launchTemplate().etcdVersion).version;
   }
 
   /**
@@ -145,8 +176,62 @@ export class Sandbox {
    */
   setLaunchTemplateEtcd(version: string): void {
     this.fleet.setEtcdRelease(version);
-    this.etcd = etcdRelease(version).version;
-    this.say(`the launch template now installs etcd ${this.etcd}; instances launched from now on run it`);
+    this.say(`the launch template now installs etcd ${this.launchTemplateEtcd()}; instances launched from now on run it`);
+  }
+
+  /**
+   * A stack update that changes the launch template (another etcd release, other agent settings), rolled out
+   * as CloudFormation's rolling update does it (see testbed/autoscaling/rolling-update.ts): each successor
+   * must signal SUCCESS before an old instance goes; a failure or PauseTime rolls the update back.
+   */
+  async update(change: { etcdVersion?: string; env?: Record<string, string> }): Promise<'complete' | 'rolled-back'> {
+    const before = this.fleet.launchTemplate();
+    const after = { version: before.version + 1, etcdVersion: change.etcdVersion ?? before.etcdVersion, env: { ...before.env, ...change.env } };
+    this.say(`stack update: launch template version ${after.version}${change.etcdVersion ? ` (etcd ${etcdRelease(change.etcdVersion).version})` : ''}${change.env ? ` (agent settings ${JSON.stringify(change.env)})` : ''}`);
+    const outcome = await this.shim.rollingUpdate(
+      {
+        groupName: this.groupName,
+        pauseTimeMs: SANDBOX_TIMING.pauseTimeMs,
+        instances: async () => (await describeGroupInstances(this.groupName, this.shim.endpoint)).map((i) => i.instanceId).filter((id) => !this.shim.waiting.has(id)),
+        isCurrent: (id) => !this.fleet.list().some((n) => n.instance.instanceId === id) || this.fleet.node(id).template.version === this.fleet.launchTemplate().version,
+      },
+      () => this.fleet.setLaunchTemplate(after),
+      () => this.fleet.setLaunchTemplate(before),
+    );
+    return outcome.result;
+  }
+
+  /** The instances stop answering, their processes frozen (SIGSTOP), while EC2 still sees them running. */
+  pause(instanceIds: readonly string[]): void {
+    for (const id of instanceIds) this.fleet.pause(id);
+    this.say(`paused ${instanceIds.join(', ')} (SIGSTOP to agent and etcd; the instances still run)`);
+  }
+
+  resume(instanceIds: readonly string[]): void {
+    for (const id of instanceIds) this.fleet.resume(id);
+    this.say(`resumed ${instanceIds.join(', ')}`);
+  }
+
+  /**
+   * The instance's etcd can no longer start (a failing disk, a broken binary): it is killed, and every start
+   * from now on exits at once with an error. Its agent restarts it, sees a crash loop, and says so.
+   */
+  breakEtcd(instanceId: string): void {
+    const dir = path.join(this.options.workDir, 'broken-etcd');
+    mkdirSync(dir, { recursive: true });
+    const real = path.join(this.fleet.node(instanceId).etcdBinDir, 'etcd');
+    writeFileSync(
+      path.join(dir, 'etcd'),
+      `#!/bin/sh\n[ "$1" = --version ] && exec ${real} --version\necho '{"level":"fatal","msg":"simulated failure: cannot open the data dir"}' >&2\nexit 1\n`,
+      { mode: 0o755 },
+    );
+    for (const tool of ['etcdctl', 'etcdutl']) {
+      const link = path.join(dir, tool);
+      if (!existsSync(link)) symlinkSync(path.join(path.dirname(real), tool), link);
+    }
+    this.fleet.overrideEtcd(instanceId, dir);
+    this.fleet.killEtcd(instanceId);
+    this.say(`${instanceId}: its etcd crashed and fails on every start from now on`);
   }
 
   /** The etcd release each running instance's agent runs. */
@@ -170,7 +255,20 @@ export class Sandbox {
     const bucket = `${name}-backups`.toLowerCase();
     await new S3Client({ forcePathStyle: true }).send(new CreateBucketCommand({ Bucket: bucket }));
     const queueUrl = (await new SQSClient({}).send(new CreateQueueCommand({ QueueName: `${name}-lifecycle` }))).QueueUrl ?? '';
-    const shim = await startAutoScalingShim({ upstream: endpoint, lifecycleQueueUrl: queueUrl });
+    const shim = await startAutoScalingShim({
+      upstream: endpoint,
+      lifecycleQueueUrl: queueUrl,
+      terminationHeartbeatTimeoutMs: SANDBOX_TIMING.terminationHookTimeoutMs,
+      launchHook: { name: 'etcd-launch', heartbeatTimeoutMs: SANDBOX_TIMING.launchHookTimeoutMs },
+      healthChecks: {
+        groupName: name,
+        type: options.healthCheckType ?? 'EC2',
+        graceMs: SANDBOX_TIMING.healthGraceMs,
+        intervalMs: SANDBOX_TIMING.healthIntervalMs,
+        unhealthyThreshold: SANDBOX_TIMING.healthThreshold,
+      },
+      say,
+    });
     say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
     const sandbox = new Sandbox(options, endpoint, shim, queueUrl, group.groupName, bucket, [...group.instances]);
@@ -203,19 +301,19 @@ export class Sandbox {
   }
 
   private async every(ms: number, task: () => Promise<void>, waitFirst = false): Promise<void> {
-    if (waitFirst) await this.pause(ms);
+    if (waitFirst) await this.nap(ms);
     while (!this.isStopping()) {
       try {
         await task();
       } catch (error) {
         if (!this.isStopping()) this.say(`warning: ${error instanceof Error ? error.message : String(error)}`);
       }
-      await this.pause(ms);
+      await this.nap(ms);
     }
   }
 
   /** A sleep that ends early when the sandbox stops. */
-  private async pause(ms: number): Promise<void> {
+  private async nap(ms: number): Promise<void> {
     const deadline = Date.now() + ms;
     while (!this.isStopping() && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
   }
@@ -229,8 +327,9 @@ export class Sandbox {
     for (const instance of this.current) {
       const id = instance.instanceId;
       if (!known.has(id)) {
-        this.say(`instance ${id} (${instance.privateIp}) launched with etcd ${this.etcd}; cloud-init starts its agent`);
-        this.watchExit(await this.fleet.start(instance));
+        const node = await this.fleet.start(instance);
+        this.say(`instance ${id} (${instance.privateIp}) launched with etcd ${node.etcdVersion} (launch template ${node.template.version}); cloud-init starts its agent`);
+        this.watchExit(node);
         continue;
       }
       const node = this.fleet.node(id);
@@ -392,7 +491,7 @@ export class Sandbox {
 
   /**
    * Waits until the system has converged: the group has its desired capacity, nothing waits in
-   * Terminating:Wait, and the members are exactly the group's instances, all voting, all answering, one
+   * Terminating:Wait or Pending:Wait, and the members are exactly the group's instances, all voting, all answering, one
    * cluster ID.
    */
   async converge(timeoutMs = 120_000): Promise<ClusterSnapshot> {
@@ -410,6 +509,10 @@ export class Sandbox {
           }
           if (this.shim.waiting.size > 0) {
             why = `${[...this.shim.waiting].join(', ')} in Terminating:Wait`;
+            return undefined;
+          }
+          if (this.shim.launching.size > 0) {
+            why = `${[...this.shim.launching].join(', ')} in Pending:Wait (launching hook not completed)`;
             return undefined;
           }
           const endpoints = instances.map((i) => `http://${i.privateIp}:2379`);

@@ -21,7 +21,7 @@ describe('membership scenarios', () => {
 
   it('replace-one: the hook removes the member exactly once, the replacement joins the same cluster, no write lost', async () => {
     const { summary } = await runObserved(sb, 'replace-one', (observed) => {
-      const completions = observed.sandbox.shim.calls.filter((c) => c.action === 'CompleteLifecycleAction');
+      const completions = observed.sandbox.shim.calls.filter((c) => c.action === 'CompleteLifecycleAction' && c.params.LifecycleHookName === 'etcd-terminate');
       expect(completions).toHaveLength(1);
       expect(completions[0]?.params.LifecycleActionResult).toBe('CONTINUE');
     });
@@ -31,7 +31,7 @@ describe('membership scenarios', () => {
 
   it('rolling-replace: every instance replaced one at a time, same cluster, available throughout, no write lost', async () => {
     const { summary, observed } = await runObserved(sb, 'rolling-replace', (o) => {
-      expect(o.sandbox.shim.calls.filter((c) => c.action === 'CompleteLifecycleAction')).toHaveLength(3);
+      expect(o.sandbox.shim.calls.filter((c) => c.action === 'CompleteLifecycleAction' && c.params.LifecycleHookName === 'etcd-terminate')).toHaveLength(3);
     });
     const originals = summary.timeline.filter((e) => e.event.startsWith('terminating ')).map((e) => e.event.split(' ')[1]);
     expect(originals).toHaveLength(3);

@@ -19,7 +19,7 @@ describe('scaling scenarios', () => {
 
   it('scale-in: 5 → 3 through the hook, both members removed before their instances go, no write lost', async () => {
     const { summary, observed } = await runObserved(sb, 'scale-in', async (o) => {
-      const completions = o.sandbox.shim.calls.filter((c) => c.action === 'CompleteLifecycleAction');
+      const completions = o.sandbox.shim.calls.filter((c) => c.action === 'CompleteLifecycleAction' && c.params.LifecycleHookName === 'etcd-terminate');
       expect(completions).toHaveLength(2);
       expect(await o.sandbox.desiredCapacity()).toBe(3);
     });

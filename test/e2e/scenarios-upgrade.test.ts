@@ -1,8 +1,12 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Sandbox } from '../../sandbox/world.js';
 import { etcdRelease, etcdctlBin } from '../../testbed/tools.js';
 import { runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
+import { uniqueName } from '../support/testbed.js';
 
 // `npm run sandbox -- upgrade`: 3.5 → 3.6 → 3.7 by rolling updates under writes. It names its releases, so CI
 // runs it once, not once per selected release.
@@ -36,6 +40,41 @@ describe('upgrade scenario', () => {
     for (const change of summary.etcd?.clusterVersions.slice(1) ?? []) {
       const minor = Number(change.clusterVersion.split('.')[1]);
       for (const server of change.servers) expect(Number(server.split('=')[1]?.split('.')[1]), `${server} at cluster version ${change.clusterVersion}`).toBeGreaterThanOrEqual(minor);
+    }
+  });
+
+  it('a stack update that skips a minor (3.5 → 3.7) stops at its first successor, which refuses, abandons its launch and signals FAILURE; it rolls back and the members stay', async () => {
+    // Prepare
+    const sandbox = await Sandbox.start({
+      size: 3,
+      workDir: path.join(sb.bed.workDir, 'skip'),
+      processes: sb.bed.processes,
+      network: sb.bed.network,
+      bundles: sb.bundles,
+      awsEndpoint: process.env.AWS_ENDPOINT_URL,
+      name: uniqueName('skip'),
+      backupEveryMs: 0,
+      reconcileEveryMs: 0,
+      etcdVersion: '3.5',
+    });
+    try {
+      const before = await sandbox.converge(180_000);
+      const members = before.members.map((m) => m.id).sort();
+
+      // Act
+      const result = await sandbox.update({ etcdVersion: '3.7' });
+
+      // Assess: rolled back on the successor's own FAILURE (not PauseTime), the members are the same ones
+      expect(result).toBe('rolled-back');
+      const failure = sandbox.shim.signals.log.find((s) => s.status === 'FAILURE' && s.accepted);
+      expect(failure).toBeDefined();
+      expect(sandbox.shim.abandoned.has(failure!.uniqueId)).toBe(true);
+      expect(readFileSync(sandbox.fleet.node(failure!.uniqueId).logFile, 'utf8')).toContain('etcd upgrades one minor version at a time (3.5 → 3.6 → 3.7)');
+      const after = await sandbox.converge(120_000);
+      expect(after.members.map((m) => m.id).sort()).toEqual(members);
+      expect(after.clusterIds).toEqual(before.clusterIds);
+    } finally {
+      await sandbox.close();
     }
   });
 });
