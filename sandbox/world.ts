@@ -19,6 +19,7 @@ import { handlerEnv, invokeBundle } from '../testbed/lambda.js';
 import { emulatorEnv, startMoto } from '../testbed/moto.js';
 import type { LoopbackNetwork } from '../testbed/network.js';
 import type { ProcessGroup } from '../testbed/processes.js';
+import { startLambdaService, type LambdaService } from '../testbed/lambda-service.js';
 import { pollOnce } from '../testbed/sqs-poller.js';
 import { etcdRelease } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
@@ -273,6 +274,7 @@ export class Sandbox {
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
     const sandbox = new Sandbox(options, endpoint, shim, queueUrl, group.groupName, bucket, [...group.instances]);
     sandbox.emulatorPid = emulatorPid;
+    await sandbox.startLambda();
     sandbox.startLoops();
     return sandbox;
   }
@@ -288,6 +290,10 @@ export class Sandbox {
 
   endpoints(): string[] {
     return this.current.map((i) => `http://${i.privateIp}:2379`);
+  }
+
+  private async startLambda(): Promise<void> {
+    this.lambda = await startLambdaService({ backup: { bundle: this.options.bundles.backup, env: () => this.handlerEnv() } });
   }
 
   private startLoops(): void {
@@ -423,18 +429,24 @@ export class Sandbox {
         this.say(`lifecycle handler: ${result.batchItemFailures.length} record(s) failed${typeof why === 'string' ? ` (${why.slice(0, 160)})` : ''}; SQS redelivers them`);
       }
       return result;
-    });
+    }, { batchSize: 1 });
   }
 
   private handlerEnv(): NodeJS.ProcessEnv {
     return handlerEnv({
       AWS_ENDPOINT_URL_AUTO_SCALING: this.shim.endpoint,
+      // The final backup of a scale-in to zero: the lifecycle function invokes the backup function.
+      AWS_ENDPOINT_URL_LAMBDA: this.lambda?.endpoint ?? '',
+      ETCD_AWS_BACKUP_FUNCTION: 'backup',
       ETCD_ASG_NAME: this.groupName,
       BACKUP_BUCKET: this.bucket,
       ETCD_AWS_ORPHAN_GRACE_MS: '10000',
       ETCD_AWS_CALL_TIMEOUT_MS: '3000',
     });
   }
+
+  /** Lambda's Invoke API for the functions that invoke others (started with the loops). */
+  private lambda: LambdaService | undefined;
 
   /** The backup function, as its schedule or a manual invoke runs it. */
   async backup(): Promise<BackupSummary> {
@@ -539,5 +551,6 @@ export class Sandbox {
     await Promise.allSettled(this.loops);
     await this.fleet.closeAll();
     await this.shim.close();
+    await this.lambda?.close();
   }
 }

@@ -8,13 +8,13 @@ import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from '@aw
 export async function pollOnce(
   queueUrl: string,
   handler: (event: { Records: Array<Record<string, unknown>> }) => Promise<{ batchItemFailures: Array<{ itemIdentifier: string }> }>,
-  options: { waitSeconds?: number; visibilitySeconds?: number } = {},
+  options: { waitSeconds?: number; visibilitySeconds?: number; batchSize?: number } = {},
 ): Promise<{ received: number; failed: number }> {
   const sqs = new SQSClient({});
   const out = await sqs.send(
     new ReceiveMessageCommand({
       QueueUrl: queueUrl,
-      MaxNumberOfMessages: 10,
+      MaxNumberOfMessages: options.batchSize ?? 10,
       // Short polls by default: the test bed's emulator serves one request at a time, so a long poll
       // would hold up every other AWS call for its whole wait.
       WaitTimeSeconds: options.waitSeconds ?? 0,

@@ -1,4 +1,4 @@
-import { activePeers, clientUrls, type GroupInstance } from '../domain/instances.js';
+import { clientUrls, runningPeers, type GroupInstance } from '../domain/instances.js';
 import { compareMembership, type MembershipView } from '../domain/membership.js';
 import type { Member } from '../domain/members.js';
 import { DiscoveryError, describeError } from '../errors.js';
@@ -45,8 +45,10 @@ export async function resolveGroup(
 }
 
 /**
- * Describes the group and probes its active instances' client URLs (or the explicit endpoints) for a live
- * cluster. 1. describe the group 2. pick active peers 3. list members through any that answers.
+ * Describes the group and probes its running instances' client URLs (or the explicit endpoints) for a live
+ * cluster: the active ones and those held in Terminating:Wait, which still run a member until the hook
+ * removes it (the last member of a scale-in to zero, backed up there). 1. describe the group 2. pick running
+ * peers 3. list members through any that answers.
  */
 export async function discoverCluster(
   groupName: string,
@@ -54,9 +56,9 @@ export async function discoverCluster(
   explicitEndpoints?: readonly string[],
 ): Promise<ClusterView> {
   const instances = await deps.inventory.instancesOf(groupName);
-  const endpoints = explicitEndpoints ?? clientUrls(activePeers(instances), deps.clientPort);
+  const endpoints = explicitEndpoints ?? clientUrls(runningPeers(instances), deps.clientPort);
   if (endpoints.length === 0) {
-    return { groupName, instances, endpoints, cluster: { live: false, reason: 'no active instance has an address' } };
+    return { groupName, instances, endpoints, cluster: { live: false, reason: 'no running instance has an address' } };
   }
   const etcd = deps.openCluster(endpoints);
   try {
