@@ -9,7 +9,7 @@ export type TerminationPlan =
       readonly matchedBy: 'name' | 'peer-ip';
     }
   | { readonly kind: 'keep-last-voter'; readonly memberId: string; readonly reason: 'last-voting-member' }
-  | { readonly kind: 'complete'; readonly reason: 'not-a-member' };
+  | { readonly kind: 'complete'; readonly reason: 'not-a-member' | 'silent-without-quorum' };
 
 /**
  * What to do for a terminating instance: remove its member (found by name, else by peer URL on its IP, for
@@ -62,4 +62,20 @@ export function leadershipHandoff(memberId: string, members: readonly Member[], 
     });
   const target = candidates[0];
   return target ? { kind: 'move', targetId: target.memberId } : { kind: 'no-target' };
+}
+
+/** What a termination does when no member answers with quorum, so its member cannot be removed. */
+export type NoQuorumPlan =
+  | { readonly kind: 'complete'; readonly reason: 'silent-without-quorum' }
+  | { readonly kind: 'hold'; readonly reason: 'member-answers-without-quorum' };
+
+/**
+ * Without quorum the member cannot be removed. Holding the instance (heartbeats, retries) is worth it only
+ * while its etcd still answers: its data may be what a quorum (or a forced recovery) needs. A member whose
+ * etcd is silent too (a dead instance, the usual reason Auto Scaling replaces one) gains nothing by waiting,
+ * and holding it would keep its replacement's seed election and the cluster's recovery waiting for up to the
+ * hook's retries (about 50 minutes): it goes at once. Pure.
+ */
+export function planWithoutQuorum(own: 'answers' | 'silent'): NoQuorumPlan {
+  return own === 'answers' ? { kind: 'hold', reason: 'member-answers-without-quorum' } : { kind: 'complete', reason: 'silent-without-quorum' };
 }

@@ -1,7 +1,7 @@
 import { activePeers, clientUrls } from '../domain/instances.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
 import { hexMemberId, type Member } from '../domain/members.js';
-import { leadershipHandoff, planTermination, type TerminationPlan } from '../domain/termination.js';
+import { leadershipHandoff, planTermination, planWithoutQuorum, type TerminationPlan } from '../domain/termination.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { EtcdCluster, EtcdMembership, InstanceInventory, LifecycleActions } from '../ports.js';
@@ -67,7 +67,19 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
     const endpoints = others.length > 0 ? others : own ? [own] : all;
     const etcd = deps.openCluster(endpoints);
     try {
-      const { members } = await etcd.listMembers();
+      let members: readonly Member[];
+      try {
+        ({ members } = await etcd.listMembers());
+      } catch (error) {
+        if (!(error instanceof EtcdUnavailableError)) throw error;
+        const fallback = planWithoutQuorum(await ownEtcd(own, deps));
+        deps.log.warn('no member answers with quorum', { ...fields, decision: fallback.kind, reason: fallback.reason });
+        if (fallback.kind === 'hold') throw error;
+        plan = { kind: 'complete', reason: fallback.reason };
+        const lifecycle = await deps.lifecycle.complete(notice);
+        deps.log.info('lifecycle action completed', { ...fields, result: lifecycle });
+        return { kind: 'completed', plan, removal: 'none', lifecycle };
+      }
       plan = planTermination(notice, members, privateIp);
       deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
       if (plan.kind === 'remove') {
@@ -94,6 +106,27 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
   const lifecycle = await deps.lifecycle.complete(notice);
   deps.log.info('lifecycle action completed', { ...fields, result: lifecycle });
   return { kind: 'completed', plan, removal, lifecycle };
+}
+
+/**
+ * Whether the terminating instance's own etcd answers Status (twice, a few seconds apart, so a restart in
+ * progress does not count as silence); no address at all is silence.
+ */
+async function ownEtcd(own: string | undefined, deps: RemovalDeps): Promise<'answers' | 'silent'> {
+  if (own === undefined) return 'silent';
+  for (let check = 0; check < 2; check += 1) {
+    if (check > 0) await deps.sleep(3000);
+    const etcd = deps.openCluster([own]);
+    try {
+      await etcd.status(own);
+      return 'answers';
+    } catch {
+      // silent this time
+    } finally {
+      etcd.close();
+    }
+  }
+  return 'silent';
 }
 
 /**

@@ -64,6 +64,21 @@ describe('removeTerminatingMember on scale-in to zero', () => {
     expect(order).toEqual(['heartbeat', 'open http://10.0.0.1:2379', 'heartbeat']);
   });
 
+  it('without quorum, lets a member whose etcd is silent too go at once, and holds one whose etcd answers', async () => {
+    const noQuorum = (ownAnswers: boolean): RemovalDeps => {
+      const order: string[] = [];
+      const base = deps(order, undefined);
+      const etcd = {
+        listMembers: () => Promise.reject(new EtcdUnavailableError('no etcd member with quorum answered')),
+        status: () => (ownAnswers ? Promise.resolve({ memberId: '1' }) : Promise.reject(new Error('connection refused'))),
+        close: () => undefined,
+      } as unknown as EtcdCluster & EtcdMembership;
+      return { ...base, openCluster: () => etcd };
+    };
+    await expect(removeTerminatingMember(notice, noQuorum(false))).resolves.toMatchObject({ kind: 'completed', plan: { kind: 'complete', reason: 'silent-without-quorum' } });
+    await expect(removeTerminatingMember(notice, noQuorum(true))).rejects.toMatchObject({ retryable: true });
+  });
+
   it('without a backup function, lets the last member go', async () => {
     const order: string[] = [];
     const outcome = await removeTerminatingMember(notice, deps(order, undefined));
