@@ -27,6 +27,7 @@ import { checkLocalVersion, formatVersion, type EtcdVersion } from '../core/doma
 import { crashLoopVerdict, DEFAULT_CRASH_LOOP } from '../core/domain/health.js';
 import { activePeers, clientUrls, runningPeers } from '../core/domain/instances.js';
 import { hexMemberId, memberOfInstance } from '../core/domain/members.js';
+import { othersHoldQuorum } from '../core/domain/health.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import { EtcdRestoreTool, toolVersion } from '../core/etcd/restore-tool.js';
 import { readLocalMember } from '../core/etcd/wal.js';
@@ -178,18 +179,42 @@ function launchDeps(ctx: Context, log: Log, stopped: () => boolean): LaunchDeps 
     signals: config.stack ? new CloudFormationStackSignals(new CloudFormationClient(clients), config.stack.name, config.stack.resource) : NO_STACK_SIGNALS,
     openLocal: () => new Etcd3Cluster([selfUrl], config),
     removeOwnMember: async () => {
-      // Only a learner: this instance never voted, so removing it cannot cost the cluster its quorum.
-      const instances = await ctx.inventory.instancesOf(ctx.groupName);
-      const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
-      if (peers.length === 0) return;
-      const etcd = new Etcd3Cluster(peers, config);
+      // The own etcd knows whether it votes, even when the peers cannot be asked: a voter is never removed.
+      const local = new Etcd3Cluster([selfUrl], config);
+      const ownStatus = await local.status(selfUrl).catch(() => undefined);
+      local.close();
+      if (ownStatus && !ownStatus.isLearner) return 'voter';
+      // A learner (or none): removing it cannot cost the cluster its quorum. Best effort: a learner left
+      // behind is removed by the next joiner, as a member whose instance left the group.
       try {
-        const { members } = await etcd.listMembers();
-        const own = memberOfInstance(members, ctx.self);
-        if (own?.member.isLearner) {
+        const instances = await ctx.inventory.instancesOf(ctx.groupName);
+        const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
+        if (peers.length === 0) return 'none';
+        const etcd = new Etcd3Cluster(peers, config);
+        try {
+          const { members } = await etcd.listMembers();
+          const own = memberOfInstance(members, ctx.self);
+          if (own && !own.member.isLearner) return 'voter';
+          if (!own) return 'none';
           const result = await etcd.remove(own.member.id);
           log.info('removed the own learner before abandoning the launch', { memberId: hexMemberId(own.member.id), result });
+          return 'removed-learner';
+        } finally {
+          etcd.close();
         }
+      } catch (error) {
+        log.warn('could not remove the own learner before abandoning the launch', { error: describeError(error) });
+        return 'none';
+      }
+    },
+    othersHoldQuorum: async () => {
+      const instances = await ctx.inventory.instancesOf(ctx.groupName);
+      const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
+      if (peers.length === 0) return false;
+      const etcd = new Etcd3Cluster(peers, config);
+      try {
+        const probe = await etcd.probe();
+        return probe.kind === 'live' && othersHoldQuorum(probe, ctx.self);
       } finally {
         etcd.close();
       }
@@ -242,7 +267,16 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
       throw new BootstrapRefusedError(`not starting etcd again: ${verdict.detail}; a new instance (a new volume) is the cure`, 'etcd-crash-loop');
     }
     log.info('starting', { instanceId: ctx.self.instanceId, privateIp: ctx.self.privateIp, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion), lifecycleState: self?.lifecycleState });
-    outcome = await bootstrap(ctx.self, ctx.groupName, bootstrapDeps(ctx, log, etcdVersion, restorer));
+    const deps = bootstrapDeps(ctx, log, etcdVersion, restorer);
+    outcome = await bootstrap(ctx.self, ctx.groupName, {
+      ...deps,
+      // Failures of etcd on the data set aside say nothing about the member that starts from scratch.
+      setAsideLocalData: async () => {
+        const movedTo = await deps.setAsideLocalData();
+        await history.reset();
+        return movedTo;
+      },
+    });
   } catch (error) {
     exiting = true;
     await reportFailure(error, launch, log);

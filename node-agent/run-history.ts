@@ -26,6 +26,11 @@ export class RunHistory {
     }
   }
 
+  /** Forgets every run: the data they failed on was set aside (a new member starts from scratch). */
+  async reset(): Promise<void> {
+    await this.update(() => []);
+  }
+
   /** Records a start; returns a handle to record what became of it. */
   async started(at: number): Promise<{ served(at: number): Promise<void>; exited(at: number, exit: number | string, stopped: boolean): Promise<void> }> {
     await this.update((runs) => [...runs, { startedAt: at }]);

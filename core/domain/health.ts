@@ -1,3 +1,6 @@
+import type { Probe, Self } from './bootstrap.js';
+import { memberOfInstance, quorumOf } from './members.js';
+
 /**
  * The agent's verdict on its own instance, for Auto Scaling: unhealthy only for what a new instance would
  * fix. A cluster without quorum, a NOSPACE alarm, a version the launch template got wrong or a peer that is
@@ -66,4 +69,16 @@ export function healthAction(verdict: HealthVerdict, lifecycleState: string | un
   if (lifecycleState === 'Pending:Wait') return { kind: 'abandon-launch' };
   if (lifecycleState === 'InService') return { kind: 'set-unhealthy' };
   return { kind: 'none', reason: 'not-in-service' };
+}
+
+/**
+ * Whether the live cluster's other members hold a quorum of all its voters without this instance's member:
+ * the healthy voters that are not this instance's number at least a majority of the voters. Only then can the
+ * instance be replaced (its member removed first) without the cluster losing quorum. Pure.
+ */
+export function othersHoldQuorum(probe: Extract<Probe, { kind: 'live' }>, self: Self): boolean {
+  const own = memberOfInstance(probe.members, self)?.member.id;
+  const voters = probe.members.filter((m) => !m.isLearner);
+  const healthyOthers = voters.filter((m) => m.id !== own && probe.healthyMemberIds.includes(m.id)).length;
+  return healthyOthers >= quorumOf(voters.length);
 }

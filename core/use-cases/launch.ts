@@ -12,8 +12,16 @@ export interface LaunchDeps {
   readonly lifecycle: InstanceLifecycle;
   readonly signals: StackSignals;
   readonly openLocal: () => EtcdCluster & EtcdLocalView;
-  /** Removes this instance's own member, if it has one, before a launch is abandoned (best effort). */
-  readonly removeOwnMember: () => Promise<void>;
+  /**
+   * Removes this instance's own member when it is a learner, before a launch is abandoned; says what it found:
+   * a voter is never removed (promotion may have landed meanwhile), and its launch is not abandoned.
+   */
+  readonly removeOwnMember: () => Promise<'removed-learner' | 'voter' | 'none'>;
+  /**
+   * Whether the other members hold a quorum of the voters without this one (healthy voters other than this
+   * member ≥ a majority of all voters): only then can its replacement happen without the cluster losing quorum.
+   */
+  readonly othersHoldQuorum: () => Promise<boolean>;
   readonly now: () => number;
   readonly sleep: (ms: number) => Promise<void>;
   readonly log: Log;
@@ -27,9 +35,10 @@ export interface LaunchDeps {
 
 export type LaunchOutcome =
   | { readonly kind: 'continued'; readonly afterMs: number }
+  /** The launching action had ended meanwhile (its heartbeat timeout): the instance is going; FAILURE signalled. */
+  | { readonly kind: 'lost-launch'; readonly afterMs: number }
   | { readonly kind: 'abandoned'; readonly reason: string }
-  | { readonly kind: 'voting'; readonly state: string | undefined }
-  | { readonly kind: 'gave-up-waiting'; readonly state: string | undefined }
+  | { readonly kind: 'not-launching'; readonly state: string | undefined }
   | { readonly kind: 'stopped' };
 
 /** True when this member votes and its cluster has a quorum (a linearizable read through it succeeds). */
@@ -50,37 +59,50 @@ async function votingWithQuorum(deps: LaunchDeps): Promise<boolean> {
  * member votes and the cluster has quorum. Until then the instance stays in Pending:Wait (the launching
  * lifecycle hook, heartbeats keep it there), so a rollout never terminates an old member before its successor
  * is one; after `timeoutMs` from the instance's launch the launch is abandoned (Auto Scaling replaces the
- * instance) and the rollout is signalled a failure, which stops it with the cluster intact.
+ * instance) and the rollout is signalled a failure, which stops it with the cluster intact. Only an instance
+ * found launching signals: an old member restarting its agent during a rollout must not count as a successor.
+ * Every AWS call that fails is retried at the next poll; the hook is heartbeated at once and then every
+ * `heartbeatMs` (the installation may have used much of its timeout).
  *
- * 1. read the own lifecycle state 2. until voting: heartbeat the hook, check the deadline 3. CONTINUE and
- * signal SUCCESS (or ABANDON and signal FAILURE).
+ * 1. read the own lifecycle state (again at every heartbeat) 2. until voting: heartbeat the hook, check the
+ * deadline 3. CONTINUE, and SUCCESS only when the action was still there (else FAILURE: it timed out and the
+ * instance goes) 4. or, past the deadline and not a voter: remove the own learner, ABANDON, FAILURE.
  */
 export async function finishLaunch(deps: LaunchDeps): Promise<LaunchOutcome> {
   const started = deps.now();
-  const state = await deps.lifecycle.state(deps.instanceId);
-  const launching = state === 'Pending:Wait';
   const since = deps.launchedAt ?? started;
-  let beatAt = started;
+  let state: string | undefined;
+  let readAt = Number.NEGATIVE_INFINITY;
+  let beatAt = Number.NEGATIVE_INFINITY;
   while (!deps.stopped()) {
-    if (await votingWithQuorum(deps)) {
-      if (launching) {
-        const result = await deps.lifecycle.completeLaunch(deps.instanceId, 'CONTINUE');
-        deps.log.info('launch completed: the member votes', { instanceId: deps.instanceId, result, afterMs: deps.now() - since });
+    try {
+      if (deps.now() - readAt >= deps.heartbeatMs) {
+        state = await deps.lifecycle.state(deps.instanceId);
+        readAt = deps.now();
       }
-      await signal(deps, 'SUCCESS');
-      return launching ? { kind: 'continued', afterMs: deps.now() - since } : { kind: 'voting', state };
-    }
-    if (deps.now() - since >= deps.timeoutMs) {
-      if (!launching) return { kind: 'gave-up-waiting', state };
-      const reason = `not a voting member ${Math.round(deps.timeoutMs / 1000)} s after launch`;
-      await abandonLaunch(deps, reason);
-      return { kind: 'abandoned', reason };
-    }
-    if (launching && deps.now() - beatAt >= deps.heartbeatMs) {
-      beatAt = deps.now();
-      await deps.lifecycle.heartbeatLaunch(deps.instanceId).catch((error: unknown) => {
-        deps.log.warn('launch heartbeat failed', { error: describeError(error) });
-      });
+      if (state !== 'Pending:Wait') return { kind: 'not-launching', state };
+      if (await votingWithQuorum(deps)) {
+        const result = await deps.lifecycle.completeLaunch(deps.instanceId, 'CONTINUE');
+        const afterMs = deps.now() - since;
+        if (result === 'completed') {
+          deps.log.info('launch completed: the member votes', { instanceId: deps.instanceId, afterMs });
+          await signal(deps, 'SUCCESS');
+          return { kind: 'continued', afterMs };
+        }
+        deps.log.warn('the member votes, but the launching action had already ended (timed out): the instance is going', { instanceId: deps.instanceId, afterMs });
+        await signal(deps, 'FAILURE');
+        return { kind: 'lost-launch', afterMs };
+      }
+      if (deps.now() - since >= deps.timeoutMs) {
+        const reason = `not a voting member ${Math.round(deps.timeoutMs / 1000)} s after launch`;
+        if (await abandonLaunch(deps, reason)) return { kind: 'abandoned', reason };
+      }
+      if (deps.now() - beatAt >= deps.heartbeatMs) {
+        await deps.lifecycle.heartbeatLaunch(deps.instanceId);
+        beatAt = deps.now();
+      }
+    } catch (error) {
+      deps.log.warn('launch completion step failed; retrying', { error: describeError(error) });
     }
     await deps.sleep(deps.pollMs);
   }
@@ -97,9 +119,10 @@ async function signal(deps: Pick<LaunchDeps, 'signals' | 'instanceId' | 'log'>, 
 }
 
 /**
- * Gives a launch up, when the instance is still in Pending:Wait: removes its own member first (a learner
- * that would otherwise stay behind), then ABANDON (Auto Scaling terminates and replaces the instance) and a
- * FAILURE signal (a rolling update stops and rolls back). Returns false when the instance was not launching.
+ * Gives a launch up, when the instance is still in Pending:Wait: removes its own learner first (it would stay
+ * behind), then ABANDON (Auto Scaling terminates and replaces the instance) and a FAILURE signal (a rolling
+ * update stops and rolls back). A member that votes by now (its promotion landed meanwhile) is never
+ * abandoned: that would take a voter away. Returns false when nothing was abandoned.
  */
 export async function abandonLaunch(
   deps: Pick<LaunchDeps, 'instanceId' | 'lifecycle' | 'signals' | 'removeOwnMember' | 'log'>,
@@ -107,7 +130,11 @@ export async function abandonLaunch(
 ): Promise<boolean> {
   const state = await deps.lifecycle.state(deps.instanceId);
   if (state !== 'Pending:Wait') return false;
-  await deps.removeOwnMember().catch((error: unknown) => deps.log.warn('could not remove the own member before abandoning', { error: describeError(error) }));
+  const own = await deps.removeOwnMember();
+  if (own === 'voter') {
+    deps.log.warn('not abandoning the launch: the member votes by now', { instanceId: deps.instanceId, reason });
+    return false;
+  }
   const result = await deps.lifecycle.completeLaunch(deps.instanceId, 'ABANDON');
   deps.log.warn('launch abandoned', { instanceId: deps.instanceId, reason, result });
   await signal(deps, 'FAILURE');
@@ -116,12 +143,12 @@ export async function abandonLaunch(
 
 /**
  * Acts on the agent's verdict on its own instance: a launch in progress is abandoned, an instance in service
- * is marked unhealthy (the group replaces it through the termination hook, which removes its member), and
- * nothing is done otherwise. Every decision is logged with its reason.
+ * is marked unhealthy (the group replaces it through the termination hook, which removes its member) when the
+ * others hold a quorum without it, and nothing is done otherwise. Every decision is logged with its reason.
  */
 export async function reportHealth(
   verdict: HealthVerdict,
-  deps: Pick<LaunchDeps, 'instanceId' | 'lifecycle' | 'signals' | 'removeOwnMember' | 'log'>,
+  deps: Pick<LaunchDeps, 'instanceId' | 'lifecycle' | 'signals' | 'removeOwnMember' | 'othersHoldQuorum' | 'log'>,
 ): Promise<'abandoned' | 'marked-unhealthy' | 'none'> {
   if (verdict.kind === 'healthy') return 'none';
   const state = await deps.lifecycle.state(deps.instanceId);
@@ -131,6 +158,12 @@ export async function reportHealth(
       await abandonLaunch(deps, `${verdict.reason}: ${verdict.detail}`);
       return 'abandoned';
     case 'set-unhealthy':
+      // A cause shared by every member (a full disk, a bad setting) must not get them all replaced at once:
+      // only a member the others can do without is handed to Auto Scaling; the others keep retrying.
+      if (!(await deps.othersHoldQuorum())) {
+        deps.log.warn('not marking this instance unhealthy: the other members hold no quorum without it', { reason: verdict.reason, detail: verdict.detail });
+        return 'none';
+      }
       await deps.lifecycle.setUnhealthy(deps.instanceId);
       deps.log.warn('marked this instance unhealthy; Auto Scaling replaces it', { instanceId: deps.instanceId, reason: verdict.reason, detail: verdict.detail });
       return 'marked-unhealthy';

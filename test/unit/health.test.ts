@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { crashLoopVerdict, failedRun, healthAction, type EtcdRun, type HealthVerdict } from '../../core/domain/health.js';
+import { crashLoopVerdict, failedRun, healthAction, othersHoldQuorum, type EtcdRun, type HealthVerdict } from '../../core/domain/health.js';
+import { planWithoutQuorum } from '../../core/domain/termination.js';
 import { ConfigError, EtcdUnavailableError } from '../../core/errors.js';
 import { BootstrapRefusedError } from '../../core/use-cases/bootstrap.js';
 import { IncompatibleBackupError, NoRestorableBackupError } from '../../core/use-cases/restore.js';
@@ -72,5 +73,29 @@ describe('respondToFailure: who can fix what ended the agent run', () => {
     const response = respondToFailure(error);
     expect(response.kind).toBe(kind);
     if (reason) expect(response).toMatchObject({ verdict: { reason } });
+  });
+});
+
+describe('othersHoldQuorum: may this member be replaced without the cluster losing quorum', () => {
+  const self = { instanceId: 'i-self', privateIp: '10.0.0.1' };
+  const v = (id: string, name: string, ip: string, isLearner = false) => ({ id, name, peerUrls: [`http://${ip}:2380`], clientUrls: [`http://${ip}:2379`], isLearner });
+  const mine = v('1', 'i-self', '10.0.0.1');
+  const b = v('2', 'i-b', '10.0.0.2');
+  const c = v('3', 'i-c', '10.0.0.3');
+  const live = (members: ReturnType<typeof v>[], healthy: string[]) => ({ kind: 'live' as const, clusterId: 'C', members, healthyMemberIds: healthy, memberVersions: {} });
+  it.each<[string, ReturnType<typeof live>, boolean]>([
+    ['both others healthy: 2 of 3 voters without it', live([mine, b, c], ['2', '3']), true],
+    ['one other down: 1 of 3 is no quorum', live([mine, b, c], ['1', '2']), false],
+    ['this instance is a learner: the voters decide alone', live([{ ...mine, isLearner: true }, b, c], ['2', '3']), true],
+    ['a cluster of one: nothing holds it without this member', live([mine], ['1']), false],
+  ])('%s', (_why, probe, expected) => {
+    expect(othersHoldQuorum(probe, self)).toBe(expected);
+  });
+});
+
+describe('planWithoutQuorum: a termination while no member answers with quorum', () => {
+  it('holds an instance whose etcd still answers (its data may be needed), lets a silent one go at once', () => {
+    expect(planWithoutQuorum('answers')).toEqual({ kind: 'hold', reason: 'member-answers-without-quorum' });
+    expect(planWithoutQuorum('silent')).toEqual({ kind: 'complete', reason: 'silent-without-quorum' });
   });
 });

@@ -10,15 +10,28 @@ import { abandonLaunch, finishLaunch, reportHealth, type LaunchDeps } from '../.
 import { groupInstance, member } from '../support/fixtures.js';
 
 /** A clock the fakes advance: every sleep moves it on, so deadlines pass without waiting. */
-function fakes(options: { state: string | undefined; votingAfter?: number; launchedAt?: number }) {
+function fakes(options: {
+  state: string | undefined;
+  votingAfter?: number;
+  launchedAt?: number;
+  own?: 'removed-learner' | 'voter' | 'none';
+  othersHoldQuorum?: boolean;
+  completeAnswer?: 'completed' | 'no-action';
+  failingStateReads?: number;
+}) {
   const events: string[] = [];
   let now = 1_000_000;
   let checks = 0;
+  let stateReads = 0;
   const lifecycle: InstanceLifecycle = {
-    state: () => Promise.resolve(options.state),
+    state: () => {
+      stateReads += 1;
+      if (stateReads <= (options.failingStateReads ?? 0)) return Promise.reject(new Error('Rate exceeded'));
+      return Promise.resolve(options.state);
+    },
     completeLaunch: (_id, result) => {
       events.push(`complete ${result}`);
-      return Promise.resolve('completed');
+      return Promise.resolve(options.completeAnswer ?? 'completed');
     },
     heartbeatLaunch: () => {
       events.push('heartbeat');
@@ -53,9 +66,11 @@ function fakes(options: { state: string | undefined; votingAfter?: number; launc
     signals,
     openLocal: () => local,
     removeOwnMember: () => {
-      events.push('remove own learner');
-      return Promise.resolve();
+      const own = options.own ?? 'removed-learner';
+      if (own === 'removed-learner') events.push('remove own learner');
+      return Promise.resolve(own);
     },
+    othersHoldQuorum: () => Promise.resolve(options.othersHoldQuorum ?? true),
     now: () => now,
     sleep: (ms) => {
       now += ms;
@@ -71,12 +86,31 @@ function fakes(options: { state: string | undefined; votingAfter?: number; launc
 }
 
 describe('finishLaunch', () => {
-  it('keeps the hook alive while the learner catches up, then CONTINUE and a SUCCESS signal once it votes', async () => {
+  it('heartbeats the hook at once and while the learner catches up, then CONTINUE and a SUCCESS signal once it votes', async () => {
     const { deps, events } = fakes({ state: 'Pending:Wait', votingAfter: 25 });
     const outcome = await finishLaunch(deps);
     expect(outcome).toMatchObject({ kind: 'continued' });
-    expect(events.filter((e) => e === 'heartbeat')).toHaveLength(2);
+    expect(events.filter((e) => e === 'heartbeat')).toHaveLength(3);
+    expect(events[0]).toBe('heartbeat');
     expect(events.slice(-2)).toEqual(['complete CONTINUE', 'signal SUCCESS']);
+  });
+
+  it('retries a failed AWS call instead of giving the launch up', async () => {
+    const { deps, events } = fakes({ state: 'Pending:Wait', votingAfter: 2, failingStateReads: 3 });
+    expect(await finishLaunch(deps)).toMatchObject({ kind: 'continued' });
+    expect(events.slice(-2)).toEqual(['complete CONTINUE', 'signal SUCCESS']);
+  });
+
+  it('signals FAILURE, not SUCCESS, when the launching action had already ended (the instance is going)', async () => {
+    const { deps, events } = fakes({ state: 'Pending:Wait', votingAfter: 1, completeAnswer: 'no-action' });
+    expect(await finishLaunch(deps)).toMatchObject({ kind: 'lost-launch' });
+    expect(events.slice(-2)).toEqual(['complete CONTINUE', 'signal FAILURE']);
+  });
+
+  it('never abandons a member that votes by the deadline (its promotion landed meanwhile)', async () => {
+    const { deps, events } = fakes({ state: 'Pending:Wait', votingAfter: 70, own: 'voter' });
+    expect(await finishLaunch(deps)).toMatchObject({ kind: 'continued' });
+    expect(events).not.toContain('complete ABANDON');
   });
 
   it('gives the launch up at the deadline: its learner removed, ABANDON, a FAILURE signal (the rollout stops)', async () => {
@@ -89,17 +123,14 @@ describe('finishLaunch', () => {
   it('counts the deadline from the instance launch, not from the agent start (a restarted agent gets no extra time)', async () => {
     const { deps, events } = fakes({ state: 'Pending:Wait', votingAfter: Number.POSITIVE_INFINITY, launchedAt: 1_000_000 - 59_500 });
     await finishLaunch(deps);
-    expect(events.filter((e) => e === 'heartbeat')).toHaveLength(0);
+    expect(events.filter((e) => e === 'heartbeat')).toHaveLength(1);
     expect(events).toContain('complete ABANDON');
   });
 
-  it('an instance already in service only signals once it votes, and never abandons', async () => {
-    const ready = fakes({ state: 'InService', votingAfter: 2 });
-    expect(await finishLaunch(ready.deps)).toMatchObject({ kind: 'voting' });
-    expect(ready.events).toEqual(['signal SUCCESS']);
-    const stuck = fakes({ state: 'InService', votingAfter: Number.POSITIVE_INFINITY });
-    expect(await finishLaunch(stuck.deps)).toMatchObject({ kind: 'gave-up-waiting' });
-    expect(stuck.events).toEqual([]);
+  it('an instance already in service (an agent restart) signals nothing: it is no successor in a rollout', async () => {
+    const ready = fakes({ state: 'InService', votingAfter: 0 });
+    expect(await finishLaunch(ready.deps)).toMatchObject({ kind: 'not-launching', state: 'InService' });
+    expect(ready.events).toEqual([]);
   });
 });
 
@@ -111,6 +142,12 @@ describe('abandonLaunch and reportHealth', () => {
     const inService = fakes({ state: 'InService' });
     expect(await abandonLaunch(inService.deps, 'refused')).toBe(false);
     expect(inService.events).toEqual([]);
+  });
+
+  it('an unhealthy verdict leaves an instance in service alone while the others hold no quorum without it (a cause shared by all)', async () => {
+    const f = fakes({ state: 'InService', othersHoldQuorum: false });
+    expect(await reportHealth({ kind: 'unhealthy', reason: 'etcd-crash-loop', detail: 'x' }, f.deps)).toBe('none');
+    expect(f.events).toEqual([]);
   });
 
   it('an unhealthy verdict abandons a launch, marks an instance in service unhealthy, and leaves a terminating one alone', async () => {
