@@ -83,7 +83,7 @@ describe('serverless package (offline) and the stack it describes', () => {
     const describe = ['autoscaling:DescribeAutoScalingGroups', 'ec2:DescribeInstances'];
     const backupObjects = ['s3:ListBucket', 's3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 'kms:GenerateDataKey', 'kms:Decrypt'];
     const hook = ['autoscaling:CompleteLifecycleAction', 'autoscaling:RecordLifecycleActionHeartbeat'];
-    expect(actions('ReconcileRole')).toEqual(new Set([...describe, 'autoscaling:SetInstanceHealth', 's3:ListBucket', 's3:GetObject', 'sqs:SendMessage']));
+    expect(actions('ReconcileRole')).toEqual(new Set([...describe, 'autoscaling:SetInstanceHealth', 's3:ListBucket', 's3:GetObject', 'sqs:SendMessage', 'kms:Decrypt']));
     expect(actions('BackupRole')).toEqual(new Set([...describe, ...backupObjects, ...hook, 'sqs:SendMessage']));
     expect(actions('LifecycleRole')).toEqual(
       new Set([...describe, ...hook, 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility', 'lambda:InvokeFunction']),
