@@ -98,6 +98,16 @@ const schemas = {
     ETCD_AWS_STACK_NAME: name.optional(),
     ETCD_AWS_STACK_RESOURCE: name.default('NodeGroup'),
     ETCD_AWS_CRASH_LOOP_RUNS: z.coerce.number().int().min(2).max(100).default(5),
+  }).superRefine((c, ctx) => {
+    // The seed election is safe only if a peer's "no data" registration cannot be older than a lease: see
+    // docs/ARCHITECTURE.md, "Seed election".
+    if (c.ETCD_AWS_REGISTRATION_FRESH_MS > c.ETCD_AWS_SEED_LEASE_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ETCD_AWS_REGISTRATION_FRESH_MS'],
+        message: `must not be longer than ETCD_AWS_SEED_LEASE_MS (${c.ETCD_AWS_SEED_LEASE_MS})`,
+      });
+    }
   }),
 };
 

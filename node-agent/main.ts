@@ -243,6 +243,7 @@ async function reportFailure(error: unknown, deps: LaunchDeps, log: Log): Promis
 async function run(config: AgentConfig, log: Log): Promise<number> {
   const ctx = await context(config);
   let exiting = false;
+  const onExit = { setAside: false };
   const lifecycle = launchDeps(ctx, log, () => exiting);
   const self = (await ctx.inventory.instancesOf(ctx.groupName)).find((i) => i.instanceId === ctx.self.instanceId);
   const launch: LaunchDeps = { ...lifecycle, launchedAt: self?.launchedAt };
@@ -309,7 +310,8 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
   })();
   const wonLease = outcome.lease;
   if (wonLease !== undefined) {
-    // Keep the seed lease until the new cluster serves, so no one takes it over while etcd starts.
+    // Keep the seed lease until the new cluster serves, so no one takes it over while etcd starts. Losing it
+    // before then means another agent may be founding: this etcd stops, and its data is set aside.
     const seeds = new S3SeedCoordinator(ctx.s3, config.bucket, config.prefix, ctx.groupName);
     void (async () => {
       let lease: SeedLease = wonLease;
@@ -320,7 +322,17 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
         if (serving) return;
         await sleep(Math.max(config.timing.leaseMs / 3, 100));
         const held = lease;
-        lease = (await seeds.writeLease(ctx.self.instanceId, Date.now() + config.timing.leaseMs, held.etag).catch(() => held)) ?? held;
+        const renewed = await seeds.writeLease(ctx.self.instanceId, Date.now() + config.timing.leaseMs, held.etag).catch((error: unknown) => {
+          log.warn('seed lease renewal failed; retrying', { error: describeError(error) });
+          return held;
+        });
+        if (renewed === undefined || Date.now() >= held.expiresAt) {
+          log.error('lost the seed lease before the new cluster served; stopping etcd and setting its data aside', { holderWas: held.holder });
+          onExit.setAside = true;
+          process.kill(process.pid, 'SIGTERM');
+          return;
+        }
+        lease = renewed;
       }
     })();
   }
@@ -356,8 +368,10 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
   const code = await supervised.exited;
   exiting = true;
   await run.exited(Date.now(), code, supervised.stoppedOnPurpose());
+  const setAside = (): boolean => onExit.setAside;
+  if (setAside()) log.warn('set aside the data of a cluster founded without its lease', { movedTo: await setAsideDataDir(config.dataDir, new Date()) });
   await launched;
-  return code;
+  return setAside() ? 1 : code;
 }
 
 async function listBackups(config: AgentConfig): Promise<number> {

@@ -236,34 +236,84 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
         if (again.plan.kind !== 'seed') continue;
         // Registered as holding data before the restore writes any: no one founds beside this instance.
         await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
+        // Still ours? The probe and the registration took time; a lease that expired meanwhile may have been
+        // taken over, and its new holder may be founding right now.
+        const stillHeld = await deps.seeds.readLease();
+        if (stillHeld?.holder !== self.instanceId || stillHeld.etag !== lease.etag) {
+          deps.log.warn('lost the seed lease before founding; deciding again', { holder: stillHeld?.holder });
+          await deps.seeds.register({ instanceId: self.instanceId, hasData: false, at: deps.now() });
+          continue;
+        }
         deps.log.info('founding a new cluster', { reason: plan.reason });
         const token = `${groupName}-${randomUUID()}`;
-        let held = lease;
-        // A large restore outlasts the lease: keep renewing it meanwhile.
-        const renewal = setInterval(() => {
-          void deps.seeds.writeLease(self.instanceId, deps.now() + deps.timing.leaseMs, held.etag).then(
-            (renewed) => {
-              if (renewed) held = renewed;
-            },
-            () => undefined,
-          );
-        }, Math.max(deps.timing.leaseMs / 3, 100));
+        // A large restore outlasts the lease: keep renewing it meanwhile, and give the restore up if it is lost.
+        const keeper = keepLease(self.instanceId, lease, deps);
         let seeded: SeedData;
         try {
           seeded = await deps.seedData({ name: self.instanceId, peerUrl, token });
         } finally {
-          clearInterval(renewal);
+          keeper.stop();
+        }
+        if (keeper.lost()) {
+          // Someone else may be seeding: what this restore wrote must never start as a cluster.
+          if ((await deps.localData()).kind !== 'none') {
+            const movedTo = await deps.setAsideLocalData();
+            deps.log.warn('set aside the data of a restore whose seed lease was lost', { movedTo });
+          }
+          throw new SeedLeaseLostError(
+            'lost the seed lease while seeding (renewals failed, or it expired and was taken over): not starting what was restored; ' +
+              'the agent starts again and joins (or founds) anew',
+          );
         }
         return {
           plan,
           launch: { state: 'new', initialCluster: [`${self.instanceId}=${peerUrl}`], token },
           learnerId: undefined,
-          lease: held,
+          lease: keeper.held(),
           seeded,
         };
       }
     }
   }
+}
+
+/** The seed lease was lost while this agent seeded: another agent may be founding, so this one must not. */
+export class SeedLeaseLostError extends EtcdAwsError {
+  constructor(message: string) {
+    super(message, { retryable: true });
+  }
+}
+
+/**
+ * Renews a won seed lease every third of its duration until stopped. Lost when a renewal finds the lease
+ * changed (compare-and-swap refused: it was taken over) or the lease expired without a renewal getting
+ * through: from then on another agent may hold it.
+ */
+function keepLease(selfId: string, won: SeedLease, deps: BootstrapDeps): { stop(): void; lost(): boolean; held(): SeedLease } {
+  let held = won;
+  let taken = false;
+  const state = { stopped: false };
+  const stopped = () => state.stopped;
+  void (async () => {
+    while (!stopped() && !taken) {
+      await deps.sleep(Math.max(deps.timing.leaseMs / 3, 100));
+      if (stopped()) return;
+      try {
+        const renewed = await deps.seeds.writeLease(selfId, deps.now() + deps.timing.leaseMs, held.etag);
+        if (renewed) held = renewed;
+        else taken = true;
+      } catch (error) {
+        deps.log.warn('seed lease renewal failed; retrying', { error: describeError(error) });
+      }
+    }
+  })();
+  return {
+    stop: () => {
+      state.stopped = true;
+    },
+    lost: () => taken || deps.now() >= held.expiresAt,
+    held: () => held,
+  };
 }
 
 /**
