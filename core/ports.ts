@@ -54,6 +54,8 @@ export interface EtcdCluster {
    * decides the data's format), or undefined when it reports none yet (the cluster is still deciding).
    */
   clusterVersion(endpoint: string): Promise<string | undefined>;
+  /** etcd's HashKV of the member at `endpoint`: a hash of its keys up to `revision` (its content at that revision). */
+  hashKV(endpoint: string, revision: string): Promise<{ revision: string; hash: string; compactRevision: string }>;
   close(): void;
 }
 

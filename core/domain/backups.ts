@@ -24,6 +24,12 @@ export const BackupMetadataSchema = z.object({
     /** True when the snapshot's revision is known exactly (header present, or before == after). */
     exact: z.boolean(),
   }),
+  /**
+   * etcd's HashKV of the cluster's keys at `revision.after`, taken right after the snapshot: what tells an
+   * unchanged cluster from one whose revision came back with other content (after a recovery from a member
+   * that lagged behind). Absent in backups taken before it was recorded.
+   */
+  hashKV: z.object({ revision: z.string(), hash: z.string(), compactRevision: z.string() }).optional(),
   size: z.number().int().positive(),
   /** SHA-256 of the whole object, hex: what a download is checked against. */
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
@@ -139,7 +145,20 @@ export function selectForDeletion(
   return { keep: backups.filter((b) => keep.has(b)), delete: [...doomed, ...staleOrphans] };
 }
 
-/** Skip a backup when the cluster has not changed since the newest valid one. Pure. */
-export function unchangedSince(latest: BackupMetadata | undefined, clusterId: string, revision: string): boolean {
-  return latest !== undefined && latest.clusterId === clusterId && BigInt(latest.revision.after) === BigInt(revision);
+/**
+ * Skip a backup only when the cluster provably has not changed since the newest valid one: the same cluster,
+ * the same revision, and the same content at that revision (etcd's HashKV). A revision alone is not enough:
+ * after a forced recovery from a member that lagged behind, the revisions it had not seen come back with other
+ * writes. A backup without a recorded hash cannot be compared, so it never justifies a skip. Pure.
+ */
+export function unchangedSince(latest: BackupMetadata | undefined, current: { clusterId: string; revision: string; hashKV: string | undefined }): boolean {
+  return (
+    latest !== undefined &&
+    latest.clusterId === current.clusterId &&
+    BigInt(latest.revision.after) === BigInt(current.revision) &&
+    latest.hashKV !== undefined &&
+    BigInt(latest.hashKV.revision) === BigInt(current.revision) &&
+    current.hashKV !== undefined &&
+    latest.hashKV.hash === current.hashKV
+  );
 }

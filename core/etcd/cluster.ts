@@ -1,4 +1,4 @@
-import { Etcd3, type IMember, type IOptions, type ISnapshotResponse } from 'etcd3';
+import { Etcd3, type ICallable, type IHashKVRequest, type IMember, type IOptions, type ISnapshotResponse } from 'etcd3';
 import type { Member } from '../domain/members.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
@@ -121,6 +121,23 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
       return typeof body.etcdcluster === 'string' && body.etcdcluster !== 'not_decided' ? body.etcdcluster : undefined;
     } catch (error) {
       throw new EtcdUnavailableError(`etcd member at ${endpoint} did not say its cluster version: ${describeError(error)}`, { cause: error });
+    }
+  }
+
+  async hashKV(endpoint: string, revision: string): Promise<{ revision: string; hash: string; compactRevision: string }> {
+    const single = new Etcd3(clientOptions([endpoint], this.options));
+    try {
+      // etcd3 1.1.2's `maintenance.hashKV` calls a gRPC method named `hashKV`, which the generated client does
+      // not have (it names it `HashKV` and `hashKv`): the call always fails. Its connection pool is called
+      // directly with the method's proto name instead.
+      const pool = (single as unknown as { pool: Pick<ICallable<unknown>, 'exec'> }).pool;
+      // The typings say strings; the uint32 hash arrives as a number.
+      const out = await pool.exec<{ hash: string | number; compact_revision: string | number }>('Maintenance', 'HashKV', { revision } satisfies IHashKVRequest);
+      return { revision, hash: String(out.hash), compactRevision: String(out.compact_revision) };
+    } catch (error) {
+      throw new EtcdUnavailableError(`etcd member at ${endpoint} did not hash its keys at revision ${revision}: ${describeError(error)}`, { cause: error });
+    } finally {
+      single.close();
     }
   }
 

@@ -98,9 +98,12 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
     const { backups } = pairBackups(await deps.store.list(folder));
     const newest = backups[0];
     const latest = newest ? await deps.store.readMetadata(newest.metadataKey).catch(() => undefined) : undefined;
-    if (!options.force && newest && latest && unchangedSince(latest, clusterId, before.revision)) {
+    // The content hash is worth computing (a scan of every key) only when the revision says nothing changed.
+    const sameRevision = latest !== undefined && latest.clusterId === clusterId && BigInt(latest.revision.after) === BigInt(before.revision);
+    const hashNow = !options.force && sameRevision ? await etcd.hashKV(leader.endpoint, before.revision).then((h) => h.hash, () => undefined) : undefined;
+    if (!options.force && newest && latest && unchangedSince(latest, { clusterId, revision: before.revision, hashKV: hashNow })) {
       const newestBackupAgeSeconds = Math.round((deps.now() - Date.parse(latest.createdAt)) / 1000);
-      deps.log.info('backup skipped: revision unchanged', { revision: before.revision, latestKey: newest.snapshotKey, newestBackupAgeSeconds });
+      deps.log.info('backup skipped: revision and content unchanged since the newest backup', { revision: before.revision, latestKey: newest.snapshotKey, newestBackupAgeSeconds });
       return {
         status: 'skipped',
         reason: 'revision-unchanged',
@@ -138,6 +141,11 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
       return undefined;
     });
     const header = snapshot.headerRevision() ?? null;
+    // The content at `after`, for the next run's "unchanged" check (none when etcd cannot say: never skipped).
+    const hashKV = await etcd.hashKV(leader.endpoint, after.revision).catch((error: unknown) => {
+      deps.log.warn('content hash unknown; the next backup will not be skipped', { error: describeError(error) });
+      return undefined;
+    });
     const metadata: BackupMetadata = {
       format: 'etcd-aws/backup-v1',
       bucket: deps.store.bucket,
@@ -146,6 +154,7 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
       clusterId,
       etcdVersion: before.version,
       ...(clusterVersion === undefined ? {} : { clusterVersion }),
+      ...(hashKV === undefined ? {} : { hashKV }),
       revision: { before: before.revision, after: after.revision, header, exact: header !== null || before.revision === after.revision },
       size,
       sha256,

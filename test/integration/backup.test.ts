@@ -110,6 +110,8 @@ describe('backup', () => {
     expect(meta.clusterVersion).toBe(`${release.minor}.0`);
     expect(meta.revision).toEqual({ before: meta.revision.after, after: meta.revision.after, header: null, exact: true });
     expect(meta.members).toHaveLength(3);
+    // The content at that revision, what lets the next run skip only when nothing changed
+    expect(meta.hashKV).toMatchObject({ revision: meta.revision.after, hash: expect.stringMatching(/^\d+$/) as unknown });
 
     // Download, check the object's SHA-256, restore it with etcd's own tool and serve it
     const file = path.join(bed.workDir, 'downloaded.db');

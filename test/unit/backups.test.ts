@@ -89,13 +89,18 @@ describe('selectForDeletion', () => {
 });
 
 describe('unchangedSince', () => {
-  const meta = { clusterId: '7', revision: { before: '10', after: '12', header: null, exact: false } } as unknown as BackupMetadata;
+  const hashed = { revision: '12', hash: '55', compactRevision: '0' };
+  const meta = { clusterId: '7', revision: { before: '10', after: '12', header: null, exact: false }, hashKV: hashed } as unknown as BackupMetadata;
+  const unhashed = { ...meta, hashKV: undefined } as BackupMetadata;
   it.each([
-    [meta, '7', '12', true],
-    [meta, '7', '13', false],
-    [meta, '8', '12', false],
-    [undefined, '7', '12', false],
-  ])('%#', (latest, clusterId, revision, expected) => {
-    expect(unchangedSince(latest, clusterId, revision)).toBe(expected);
+    ['same cluster, revision and content', meta, '7', '12', '55', true],
+    ['a newer revision', meta, '7', '13', '55', false],
+    ['another cluster', meta, '8', '12', '55', false],
+    ['same revision, other content', meta, '7', '12', '56', false],
+    ['content hash unknown now', meta, '7', '12', undefined, false],
+    ['backup without a content hash', unhashed, '7', '12', '55', false],
+    ['no backup yet', undefined, '7', '12', '55', false],
+  ])('%s', (_name, latest, clusterId, revision, hashKV, expected) => {
+    expect(unchangedSince(latest, { clusterId, revision, hashKV })).toBe(expected);
   });
 });

@@ -57,6 +57,7 @@ function harness(quorum: (t: number, check: number) => boolean, graceMs = 1000) 
       localMembers: () => Promise.resolve({ clusterId: '9', memberId: '1', members }),
       listMembers: () => Promise.reject(new Error('not used')),
       clusterVersion: () => Promise.reject(new Error('not used')),
+      hashKV: () => Promise.reject(new Error('not used')),
       close: () => {},
     }),
     inventory: { instanceFacts: () => Promise.resolve(facts) },
