@@ -45,6 +45,16 @@ export class QuorumAtRiskError extends EtcdAwsError {}
 /** A snapshot failed its SHA-256 or size check. */
 export class SnapshotIntegrityError extends EtcdAwsError {}
 
+/**
+ * A download ended before the whole object arrived (a reset connection, a read timeout): it says nothing about
+ * the object, and a retry may read it whole.
+ */
+export class DownloadInterruptedError extends EtcdAwsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, { ...options, retryable: true });
+  }
+}
+
 /** The instance's own identity or its Auto Scaling group could not be established. */
 export class DiscoveryError extends EtcdAwsError {}
 

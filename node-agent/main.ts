@@ -124,6 +124,9 @@ function bootstrapDeps(ctx: Context, log: Log, etcdVersion: EtcdVersion, restore
         dataDir: config.dataDir,
         allowEmptyStart: config.allowEmptyStart,
         bumpRevision: config.bumpRevision,
+        // About half a minute of S3 or disk trouble before the agent gives up and starts again (the seed
+        // lease is renewed meanwhile).
+        retries: { count: 4, initialDelayMs: 2_000, maxDelayMs: 16_000 },
         log,
       });
     },

@@ -1,8 +1,8 @@
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand, S3Client, paginateListObjectsV2 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { BackupMetadataSchema, type BackupMetadata } from '../domain/backups.js';
-import { SnapshotIntegrityError } from '../errors.js';
+import { DownloadInterruptedError, SnapshotIntegrityError, describeError } from '../errors.js';
 import type { SnapshotStore } from '../ports.js';
 
 export interface S3StoreOptions {
@@ -96,9 +96,36 @@ export class S3SnapshotStore implements SnapshotStore {
     return deleted;
   }
 
+  /**
+   * The object's bytes. A download that fails or ends before the object's length fails with a
+   * DownloadInterruptedError: it says nothing about the object (unlike bytes that arrive whole and fail
+   * their checks), so a caller may try again rather than give the backup up.
+   */
   async download(key: string): Promise<Readable> {
+    const url = `s3://${this.bucket}/${key}`;
     const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-    if (!out.Body) throw new Error(`s3://${this.bucket}/${key} has no body`);
-    return out.Body as Readable;
+    if (!out.Body) throw new DownloadInterruptedError(`${url}: S3 returned no body`);
+    const expected = out.ContentLength;
+    let received = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        callback(null, chunk);
+      },
+      flush(callback) {
+        if (expected !== undefined && received < expected) {
+          callback(new DownloadInterruptedError(`${url}: the download ended after ${received} of ${expected} bytes`));
+          return;
+        }
+        callback();
+      },
+    });
+    const body = out.Body as Readable;
+    body.on('error', (error) => {
+      counted.destroy(new DownloadInterruptedError(`${url}: the download failed after ${received} of ${expected ?? '?'} bytes: ${describeError(error)}`, { cause: error }));
+    });
+    // A consumer that gives up (a failed check, a full disk) closes the connection too.
+    counted.on('close', () => body.destroy());
+    return body.pipe(counted);
   }
 }

@@ -15,8 +15,32 @@ export interface RestoreTarget {
   readonly bumpRevision: number | undefined;
 }
 
-/** A snapshot file could not be restored by etcd's own tool. */
+/**
+ * A snapshot file could not be restored by etcd's own tool. Retryable when the cause is this machine (the tool
+ * was killed, the disk is full or read-only): the same snapshot may restore later. Not retryable when etcd
+ * rejected the snapshot itself, which has already passed its SHA-256 check: then the backup is bad.
+ */
 export class RestoreFailedError extends EtcdAwsError {}
+
+/** How the restore tool ended: its exit code (or spawn error code), the signal that killed it, its stderr. */
+export interface RestoreToolFailure {
+  readonly code: number | string | null | undefined;
+  readonly signal: string | null | undefined;
+  readonly stderr: string;
+}
+
+/** Errors of the machine, not of the snapshot, as the Go runtime and etcd print them. */
+const LOCAL_CAUSES = /no space left on device|disk quota exceeded|read-only file system|permission denied|input\/output error|too many open files|cannot allocate memory|out of memory/i;
+
+/**
+ * Whose fault a failed restore is: `local` when the tool was killed, could not start, or reports an error of
+ * the machine (disk, permissions, memory); `snapshot` when it ran and rejected the file. Pure.
+ */
+export function classifyRestoreToolFailure(failure: RestoreToolFailure): 'snapshot' | 'local' {
+  if (failure.signal) return 'local';
+  if (typeof failure.code !== 'number') return 'local';
+  return LOCAL_CAUSES.test(failure.stderr) ? 'local' : 'snapshot';
+}
 
 /** The version an etcd tool reports (`etcdutl version`, `etcd --version`); a ConfigError when it says none in time. */
 export async function toolVersion(binary: string, args: readonly string[]): Promise<EtcdVersion> {
@@ -79,9 +103,14 @@ export class EtcdRestoreTool {
     try {
       await run(this.binary, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, maxBuffer: 16 * 1024 * 1024 });
     } catch (error) {
-      const e = error as { stderr?: string; message: string };
+      const e = error as { stderr?: string; message: string; code?: number | string | null; signal?: string | null };
       const detail = (e.stderr ?? '').trim().split('\n').slice(-3).join(' | ') || e.message;
-      throw new RestoreFailedError(`etcdutl snapshot restore failed: ${detail}`, { cause: error });
+      const whose = classifyRestoreToolFailure({ code: e.code, signal: e.signal, stderr: e.stderr ?? '' });
+      throw new RestoreFailedError(
+        `etcdutl snapshot restore failed${e.signal ? ` (killed by ${e.signal})` : ''}: ${detail}` +
+          (whose === 'local' ? ' (a problem of this machine, not of the backup: retried)' : ' (the snapshot was rejected)'),
+        { cause: error, retryable: whose === 'local' },
+      );
     }
   }
 }

@@ -86,7 +86,7 @@ describe('disaster recovery', () => {
     expect((await clusterContents(urls(replacements), 'two')).count).toBe(0);
     const restorer = replacements.find((i) => log(second, i).includes('"message":"restored backup"'))!;
     const lines = log(second, restorer);
-    expect(lines).toMatch(new RegExp(`"message":"backup cannot be restored; trying the previous one".*"key":"${newest}".*SHA-256 mismatch`));
+    expect(lines).toMatch(new RegExp(`"message":"backup is invalid; trying the previous one".*"key":"${newest}".*SHA-256 mismatch`));
     expect(lines).toMatch(new RegExp(`"message":"restored backup".*"key":"${older}"`));
   });
 
