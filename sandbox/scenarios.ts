@@ -26,6 +26,8 @@ interface Act {
   readonly mayLoseAckedAfter?: number;
   /** Invariants of the scenario's own that did not hold, in words. */
   readonly violations?: readonly string[];
+  /** Invariants of the scenario's own, checked after convergence: what did not hold, in words. */
+  readonly afterwards?: () => readonly string[];
   /** upgrade: the releases rolled through and how the cluster version followed. */
   readonly etcd?: ScenarioSummary['etcd'];
   /** The group's instances must be the same ones after the scenario (nothing was replaced). */
@@ -324,7 +326,39 @@ export const SCENARIOS: Record<string, Scenario> = {
       return { ...(await totalLoss(ctx)), restoreFrom: previous, mustSkip: latest.key };
     },
   },
+  'flaky-restore': {
+    description:
+      "every instance dies, and the newest backup's downloads keep breaking off half-way (more often than one agent run retries): the restore retries the same backup, never an older one",
+    size: 3,
+    schedule: false,
+    act: async (ctx) => {
+      await uploadedBackup(ctx, 'A (older)');
+      await writesAcknowledged(ctx.writer, 20, 'between the two backups (an older restore would lose them)');
+      const latest = await uploadedBackup(ctx, 'B (newest)');
+      const cut = FLAKY_RESTORE_CUTS;
+      ctx.sandbox.s3Faults.cutDownloads(latest.key, cut, Math.floor(latest.size / 2));
+      ctx.say(`the next ${cut} downloads of ${latest.key} break off after ${Math.floor(latest.size / 2)} of ${latest.size} bytes`);
+      await writesAcknowledged(ctx.writer, 10, 'after backup B');
+      return {
+        ...(await totalLoss(ctx)),
+        restoreFrom: latest,
+        afterwards: () => {
+          const made = ctx.sandbox.s3Faults.cuts.filter((c) => c.key === latest.key).length;
+          const violations = made < cut ? [`only ${made} of ${cut} downloads of ${latest.key} were cut: the fault did not happen as planned`] : [];
+          const skipped = ctx.sandbox.restores().skipped.filter((s) => s.key === latest.key);
+          if (skipped.length > 0) violations.push(`the agents gave ${latest.key} up as invalid after a cut download: ${skipped[0]?.reason ?? ''}`);
+          return violations;
+        },
+      };
+    },
+  },
 };
+
+/**
+ * How often flaky-restore cuts the newest backup's download: more than the 5 tries of one agent run (the
+ * agent then exits and systemd starts it again), fewer than two runs' worth.
+ */
+export const FLAKY_RESTORE_CUTS = 7;
 
 export interface ScenarioSummary {
   readonly scenario: string;
@@ -429,6 +463,7 @@ export async function runScenario(
     await writesAcknowledged(writer, 10, 'before the fault');
     const act = await scenario.act(ctx(writer));
     const converged: ClusterSnapshot = await step('convergence', () => sandbox.converge(CONVERGE_MS));
+    const afterwards = act.afterwards?.() ?? [];
     const convergeMs = name === 'cold-start' ? coldStartMs : Date.now() - act.faultAt;
     await writesAcknowledged(writer, 10, 'after convergence');
     await writer.stop();
@@ -440,7 +475,7 @@ export async function runScenario(
     const restores = sandbox.restores();
     const violations: string[] = [];
     const faultEndAt = act.faultEndAt ?? act.faultAt;
-    violations.push(...(act.violations ?? []));
+    violations.push(...(act.violations ?? []), ...afterwards);
     if (act.sameInstances) {
       const now = sandbox.instances().map((i) => i.instanceId).sort();
       const replaced = initialInstances.filter((id) => !now.includes(id));

@@ -23,6 +23,7 @@ import { startLambdaService, type LambdaService } from '../testbed/lambda-servic
 import { pollOnce } from '../testbed/sqs-poller.js';
 import { etcdRelease } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
+import { S3FaultProxy } from '../testbed/s3-faults.js';
 
 export interface Bundles {
   readonly agent: string;
@@ -86,7 +87,8 @@ const NOTABLE = new Set([
   'no backup exists; founding an empty cluster',
   'restoring backup',
   'restored backup',
-  'backup cannot be restored; trying the previous one',
+  'backup is invalid; trying the previous one',
+  'could not read or restore a backup for a reason that says nothing about it; trying it again',
   'took over an expired seed lease',
   'restarting from local data',
   'removed stale member',
@@ -136,6 +138,8 @@ export class Sandbox {
     private readonly options: SandboxOptions,
     readonly awsEndpoint: string,
     readonly shim: AutoScalingShim,
+    /** S3 as the agents reach it: forwards to the emulator, and cuts the downloads a scenario chooses. */
+    readonly s3Faults: S3FaultProxy,
     readonly queueUrl: string,
     groupName: string,
     bucket: string,
@@ -155,6 +159,7 @@ export class Sandbox {
       awsEndpoint,
       env: {
         AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint,
+        AWS_ENDPOINT_URL_S3: s3Faults.endpoint,
         // The stack's signals go to CloudFormation, which the shim plays too.
         AWS_ENDPOINT_URL_CLOUDFORMATION: shim.endpoint,
         ETCD_AWS_STACK_NAME: groupName,
@@ -270,9 +275,10 @@ export class Sandbox {
       },
       say,
     });
+    const s3Faults = await S3FaultProxy.start(endpoint);
     say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
-    const sandbox = new Sandbox(options, endpoint, shim, queueUrl, group.groupName, bucket, [...group.instances]);
+    const sandbox = new Sandbox(options, endpoint, shim, s3Faults, queueUrl, group.groupName, bucket, [...group.instances]);
     sandbox.emulatorPid = emulatorPid;
     await sandbox.startLambda();
     sandbox.startLoops();
@@ -401,7 +407,7 @@ export class Sandbox {
         const message = typeof entry.message === 'string' ? entry.message : '';
         const key = typeof entry.key === 'string' ? entry.key : undefined;
         if (message === 'restored backup' && key) this.restoreLog.restored.push(key);
-        if (message.startsWith('backup cannot be restored') && key) this.restoreLog.skipped.push({ key, reason: typeof entry.reason === 'string' ? entry.reason : '' });
+        if (message.startsWith('backup is invalid') && key) this.restoreLog.skipped.push({ key, reason: typeof entry.reason === 'string' ? entry.reason : '' });
         if (!NOTABLE.has(message)) continue;
         const detail = ['key', 'reason', 'memberId', 'gone']
           .filter((k) => entry[k] !== undefined)
@@ -551,6 +557,7 @@ export class Sandbox {
     await Promise.allSettled(this.loops);
     await this.fleet.closeAll();
     await this.shim.close();
+    await this.s3Faults.close();
     await this.lambda?.close();
   }
 }
