@@ -56,14 +56,17 @@ export type BootstrapPlan =
  * Members to remove before this instance joins: its own earlier incarnations (by name, or by peer URL on
  * its IP, e.g. after a lost data dir or a crash between MemberAdd and start), always first; then members
  * whose instance is no longer an active instance of the group, each only while the healthy voting members
- * still form a quorum of what remains (the others are kept and reported). Pure.
+ * still form a quorum of what remains. A member that answers is never removed for being outside the group:
+ * it runs (in Standby, Detached, held in Terminating:Wait for the lifecycle handler, or missing from a lagging
+ * listing), and removing it would take a working voter away, or, in Terminating:Wait, the member with the
+ * newest data before the handler's final backup. The members kept are reported with why. Pure.
  */
 export function staleMembers(
   self: Self,
   members: readonly Member[],
   instances: readonly GroupInstance[],
   healthyMemberIds: ReadonlySet<string>,
-): { remove: StaleMember[]; keptForQuorum: Member[]; selfRemovalBreaksQuorum: boolean } {
+): { remove: StaleMember[]; kept: Array<{ member: Member; reason: 'removal-would-break-quorum' | 'member-answers' }>; selfRemovalBreaksQuorum: boolean } {
   const remove: StaleMember[] = [];
   for (const m of members) {
     if (m.name === self.instanceId) remove.push({ member: m, reason: 'named-after-this-instance' });
@@ -78,18 +81,22 @@ export function staleMembers(
 
   const others = activePeers(instances).filter((i) => i.instanceId !== self.instanceId);
   const owned = new Set(others.map((i) => memberOfInstance(members, i)?.member.id));
-  const keptForQuorum: Member[] = [];
+  const kept: Array<{ member: Member; reason: 'removal-would-break-quorum' | 'member-answers' }> = [];
   for (const m of members) {
     if (owned.has(m.id) || removed.has(m.id)) continue;
+    if (healthyMemberIds.has(m.id)) {
+      kept.push({ member: m, reason: 'member-answers' });
+      continue;
+    }
     const after = voting.filter((v) => v.id !== m.id);
     if (m.isLearner || healthy(after) >= quorumOf(after.length)) {
       remove.push({ member: m, reason: 'instance-left-group' });
       voting = after;
     } else {
-      keptForQuorum.push(m);
+      kept.push({ member: m, reason: 'removal-would-break-quorum' });
     }
   }
-  return { remove, keptForQuorum, selfRemovalBreaksQuorum };
+  return { remove, kept, selfRemovalBreaksQuorum };
 }
 
 /** The versions of the members that answered, for the join check (a member without a parsable version is left out). */

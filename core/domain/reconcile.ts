@@ -9,7 +9,7 @@ export interface InstanceFact {
   readonly since: number | undefined;
 }
 
-export type KeptReason = 'within-grace-period' | 'removal-would-break-quorum' | 'instance-running-outside-group' | 'one-removal-per-run';
+export type KeptReason = 'member-answers' | 'within-grace-period' | 'removal-would-break-quorum' | 'instance-running-outside-group' | 'one-removal-per-run';
 
 export interface ReconcilePlan {
   /** At most one member to remove this run. */
@@ -29,8 +29,8 @@ export function parseTransitionTime(reason: string | undefined): number | undefi
 
 /**
  * The safety net's decision: which orphan member to remove (one per run, oldest reason first, only when
- * its instance has been gone longer than the grace period and the healthy voters keep a quorum without
- * it) and which learners of active instances to promote. Pure.
+ * it does not answer, its instance has been gone longer than the grace period and the healthy voters keep a
+ * quorum without it) and which learners of active instances to promote. Pure.
  */
 export function planReconcile(input: {
   members: readonly Member[];
@@ -54,6 +54,11 @@ export function planReconcile(input: {
     if (owned.has(m.id)) continue;
     if (m.name === '') {
       candidates.push({ member: m, reason: 'unstarted-learner-without-instance' });
+      continue;
+    }
+    // A member that answers runs somewhere, whatever EC2 says of the instance it is named after.
+    if (healthyMemberIds.has(m.id)) {
+      kept.push({ member: m, reason: 'member-answers' });
       continue;
     }
     const fact = input.facts.get(m.name);

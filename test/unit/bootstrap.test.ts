@@ -92,7 +92,7 @@ describe('staleMembers', () => {
   it('removes a member whose instance left the group when the healthy rest keeps quorum', () => {
     const out = staleMembers(self, [a, b, c], group, new Set(['11', '12']));
     expect(out.remove).toEqual([{ member: c, reason: 'instance-left-group' }]);
-    expect(out.keptForQuorum).toEqual([]);
+    expect(out.kept).toEqual([]);
   });
 
   it('keeps an orphan whose removal would leave fewer healthy voters than a quorum', () => {
@@ -102,7 +102,7 @@ describe('staleMembers', () => {
     const e = member('15', 'i-e', '10.0.1.15');
     const out = staleMembers(self, [a, b, c, d, e], group, new Set(['11', '12']));
     expect(out.remove).toEqual([]);
-    expect(out.keptForQuorum).toEqual([c, d, e]);
+    expect(out.kept).toEqual([c, d, e].map((member) => ({ member, reason: 'removal-would-break-quorum' })));
   });
 
   it('removes orphaned learners regardless of quorum: they do not vote', () => {
@@ -116,9 +116,22 @@ describe('staleMembers', () => {
     expect(staleMembers(self, [a, b, unstarted], pendingGroup, new Set(['11', '12'])).remove).toEqual([]);
   });
 
-  it('treats members of terminating instances as gone', () => {
+  it('removes the silent member of a terminating instance, and leaves one that answers to the lifecycle handler', () => {
     const terminating = [...group.slice(0, 2), instance('i-b', '10.0.1.12', 'Terminating:Wait')];
-    expect(staleMembers(self, [a, b, c], terminating, new Set(['11', '12', '13'])).remove.map((r) => r.member.id)).toEqual(['12', '13']);
+    const silent = staleMembers(self, [a, b], terminating, new Set(['11']));
+    expect(silent.remove.map((r) => r.member.id)).toEqual(['12']);
+    const answering = staleMembers(self, [a, b], terminating, new Set(['11', '12']));
+    expect(answering.remove).toEqual([]);
+    expect(answering.kept).toEqual([{ member: b, reason: 'member-answers' }]);
+  });
+
+  it.each(['Standby', 'Detached', 'EnteringStandby'])('never removes a member that answers while its instance is %s (it runs and votes)', (state) => {
+    const parked = [...group.slice(0, 2), instance('i-b', '10.0.1.12', state)];
+    expect(staleMembers(self, [a, b], parked, new Set(['11', '12'])).remove).toEqual([]);
+  });
+
+  it('never removes a member that answers although the group listing does not show its instance (a lagging listing)', () => {
+    expect(staleMembers(self, [a, b], group.filter((i) => i.instanceId !== 'i-b'), new Set(['11', '12'])).remove).toEqual([]);
   });
 });
 

@@ -43,18 +43,25 @@ describe('planReconcile', () => {
     expect(plan([a, b, c], ['1', '2'], {}).remove).toEqual({ member: c, reason: 'instance-gone' });
   });
 
-  it('keeps a member whose instance runs outside the group (detached, standby): not ours to judge', () => {
-    expect(plan([a, b, c], ['1', '2', '3'], { 'i-c': { state: 'running', since: undefined } }).kept).toEqual([
+  it('keeps a silent member whose instance runs outside the group (detached, standby): not ours to judge', () => {
+    expect(plan([a, b, c], ['1', '2'], { 'i-c': { state: 'running', since: undefined } }).kept).toEqual([
       { member: c, reason: 'instance-running-outside-group' },
     ]);
   });
 
   it('refuses a removal that would leave the healthy voters without quorum', () => {
-    // a healthy, b down but still in the group, c gone from the group yet still answering
-    expect(plan([a, b, c], ['1', '3'], { 'i-c': { state: 'terminated', since: NOW - 60 * MIN } })).toMatchObject({
+    // a healthy, b down but still in the group, c gone from the group and silent
+    expect(plan([a, b, c], ['1'], { 'i-c': { state: 'terminated', since: NOW - 60 * MIN } })).toMatchObject({
       remove: undefined,
       kept: [{ member: c, reason: 'removal-would-break-quorum' }],
     });
+  });
+
+  it.each<[string, Record<string, InstanceFact>]>([
+    ['EC2 does not know its instance (a member added by hand, or named after an instance EC2 forgot)', {}],
+    ['EC2 says its instance terminated (a member name reused, a stale describe)', { 'i-c': { state: 'terminated', since: NOW - 60 * MIN } }],
+  ])('never removes a member that answers Status: %s', (_name, facts) => {
+    expect(plan([a, b, c], ['1', '2', '3'], facts)).toMatchObject({ remove: undefined, kept: [{ member: c, reason: 'member-answers' }] });
   });
 
   it('removes at most one member per run', () => {
