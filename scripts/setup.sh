@@ -3,6 +3,7 @@
 #   - npm packages (npm ci) when node_modules is missing or older than package-lock.json
 #   - etcd, etcdctl and etcdutl of every supported etcd version, built with Go from etcd's modules (scripts/etcd-build.mjs)
 #   - the Python virtualenv .venv with moto (AWS emulator) and cfn-lint, pinned in requirements-dev.txt
+#   - iptables and iproute2 (tc) from Debian's packages, for the test bed's network faults (testbed/net-faults.ts)
 # Usage: bash scripts/setup.sh [--quiet]   (--quiet prints only what it installs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,22 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 node_version=$(node -p 'process.versions.node' 2>/dev/null) || die "node is not installed; install Node.js 20.19 or newer"
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' \
   || die "Node.js $node_version is too old; install Node.js 20.19 or newer"
+
+# Network faults between simulated instances: iptables (cgroup match, CLASSIFY) and tc (htb on lo). Root only,
+# as the faults themselves are.
+missing=()
+command -v iptables >/dev/null || missing+=(iptables)
+command -v tc >/dev/null || missing+=(iproute2)
+if ((${#missing[@]} > 0)); then
+  [[ $(id -u) == 0 ]] || die "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}); the network-fault tests need root anyway"
+  command -v apt-get >/dev/null || die "${missing[*]} missing and no apt-get: install them with this system's package manager"
+  say "installing ${missing[*]} (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } \
+    || die "apt-get install ${missing[*]} failed"
+else
+  ok "iptables and tc are installed"
+fi
 
 # npm packages.
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then

@@ -73,3 +73,13 @@ export function claimLoopbackNetwork(): LoopbackNetwork {
   }
   throw new Error(`every loopback /16 from 127.${FIRST} to 127.${LAST} is claimed; see ${CLAIMS}`);
 }
+
+/** Whether a live process holds the claim on 127.N.0.0/16 (what it set up may not be taken away). */
+export function claimOwnerAlive(octet: number): boolean {
+  try {
+    const owner = Number(readFileSync(path.join(CLAIMS, String(octet), 'pid'), 'utf8'));
+    return !Number.isNaN(owner) && alive(owner);
+  } catch {
+    return false;
+  }
+}

@@ -17,6 +17,11 @@ export interface SpawnOptions {
   /** Run as another user (root only), e.g. to test permission errors that root would not see. */
   readonly uid?: number;
   readonly gid?: number;
+  /**
+   * A cgroup v2 directory the process (and every process it starts) runs in from its first instruction:
+   * what the test bed's network faults match on (see net-faults.ts).
+   */
+  readonly cgroup?: string;
 }
 
 const owned = new Set<ChildProcess>();
@@ -51,7 +56,11 @@ export class ProcessGroup {
     const fd = openSync(options.logFile, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(command, args, {
+      // The shell joins the cgroup, then becomes the command (same PID): nothing runs outside it.
+      const [file, argv] = options.cgroup
+        ? ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', options.cgroup, command, ...args]]
+        : [command, [...args]];
+      child = spawn(file, argv, {
         stdio: ['ignore', fd, fd],
         env: options.env ?? process.env,
         cwd: options.cwd,
