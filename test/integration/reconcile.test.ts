@@ -65,7 +65,7 @@ describe('reconcile handler (built bundle)', () => {
     expect(after.members.map((m) => m.name).sort()).toEqual(group.instances.slice(0, 2).map((i) => i.instanceId).sort());
   });
 
-  it('refuses to remove an orphan when the healthy members would lose quorum without it', async () => {
+  it('keeps the member of an instance that left the group while its etcd still answers (standby, detached), whatever the group says', async () => {
     // Prepare: b's etcd is down (its instance stays in the group); c left the group but its etcd still serves
     const { group, etcd } = await groupWithCluster(bed, 3);
     const [, b, c] = group.instances;
@@ -76,7 +76,7 @@ describe('reconcile handler (built bundle)', () => {
 
     expect(result.reachable).toBe(true);
     expect(result.removed).toBeUndefined();
-    expect(result.kept).toEqual([expect.objectContaining({ name: c!.instanceId, reason: 'removal-would-break-quorum' })]);
+    expect(result.kept).toEqual([expect.objectContaining({ name: c!.instanceId, reason: 'member-answers' })]);
     const after = await inspectCluster([etcd.node(group.instances[0]!.instanceId).clientUrl]);
     expect(after.members).toHaveLength(3);
   });
