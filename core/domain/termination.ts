@@ -9,12 +9,18 @@ export type TerminationPlan =
       readonly matchedBy: 'name' | 'peer-ip';
     }
   | { readonly kind: 'keep-last-voter'; readonly memberId: string; readonly reason: 'last-voting-member' }
+  /**
+   * The last voter, while learners exist: once it goes, no leader is left to promote them, and they wait
+   * forever. One of them must vote first; then the member can be removed like any other.
+   */
+  | { readonly kind: 'promote-first'; readonly memberId: string; readonly learnerIds: readonly string[]; readonly reason: 'last-voter-with-learners' }
   | { readonly kind: 'complete'; readonly reason: 'not-a-member' | 'silent-without-quorum' };
 
 /**
  * What to do for a terminating instance: remove its member (found by name, else by peer URL on its IP, for
  * a member added but never started), or only let the termination proceed. The last voting member is never
- * removed (etcd cannot remove it, and nothing would be left to serve); the caller backs it up first. Pure.
+ * removed (etcd cannot remove it, and nothing would be left to serve): while learners exist, one of them is
+ * promoted first (the instance waits meanwhile); alone, the caller backs it up first. Pure.
  */
 export function planTermination(
   notice: TerminationNotice,
@@ -25,6 +31,8 @@ export function planTermination(
   if (!hit) return { kind: 'complete', reason: 'not-a-member' };
   const voters = votingMembers(members);
   if (!hit.member.isLearner && voters.length === 1) {
+    const learnerIds = members.filter((m) => m.isLearner).map((m) => m.id);
+    if (learnerIds.length > 0) return { kind: 'promote-first', memberId: hit.member.id, learnerIds, reason: 'last-voter-with-learners' };
     return { kind: 'keep-last-voter', memberId: hit.member.id, reason: 'last-voting-member' };
   }
   return { kind: 'remove', memberId: hit.member.id, memberName: hit.member.name, matchedBy: hit.matchedBy };

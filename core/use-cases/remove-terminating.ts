@@ -27,6 +27,8 @@ export interface RemovalDeps {
    * again within the same invocation, instead of waiting for the queue's redelivery.
    */
   readonly tooSoonRetry?: { readonly attempts: number; readonly delayMs: number };
+  /** How often, and how far apart, the last voter's learners are offered promotion within one invocation. */
+  readonly promoteRetry?: { readonly attempts: number; readonly delayMs: number };
 }
 
 export type RemovalOutcome =
@@ -82,6 +84,13 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
       }
       plan = planTermination(notice, members, privateIp);
       deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
+      if (plan.kind === 'promote-first') {
+        await promoteALearner(etcd, plan.learnerIds, deps, fields);
+        ({ members } = await etcd.listMembers());
+        plan = planTermination(notice, members, privateIp);
+        deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
+        if (plan.kind === 'promote-first') throw new EtcdUnavailableError('a learner was promoted, yet the member list still shows none voting besides this member');
+      }
       if (plan.kind === 'remove') {
         await handOffLeadership(etcd, plan.memberId, members, deps.log, fields);
         removal = await removeWhenAllowed(etcd, () => deps.openCluster(endpoints), plan.memberId, deps, fields);
@@ -160,6 +169,33 @@ async function removeWhenAllowed(
   }
 }
 
+/** The last voter cannot go before a learner votes: nothing could promote one afterwards. */
+export class LearnersNotReadyError extends EtcdUnavailableError {}
+
+/**
+ * Promotes the first learner etcd accepts (it must have caught up with the leader's log), trying again for
+ * a while within this invocation; none ready: a retryable error, so the instance keeps waiting (the caller
+ * records a heartbeat) and the message comes back.
+ */
+async function promoteALearner(etcd: EtcdMembership, learnerIds: readonly string[], deps: RemovalDeps, fields: Record<string, unknown>): Promise<void> {
+  const { attempts, delayMs } = deps.promoteRetry ?? { attempts: 10, delayMs: 3000 };
+  for (let attempt = 1; attempt <= attempts; attempt += 1) {
+    for (const id of learnerIds) {
+      const result = await etcd.promote(id).catch((error: unknown) => `failed: ${describeError(error)}`);
+      if (result === 'promoted' || result === 'not-a-learner') {
+        deps.log.info('promoted a learner before the last voter goes', { ...fields, memberId: hexMemberId(id), result });
+        return;
+      }
+    }
+    if (attempt === 1) deps.log.info('the last voter waits for a learner to catch up and vote', { ...fields, learners: learnerIds.map(hexMemberId) });
+    if (attempt < attempts) await deps.sleep(delayMs);
+  }
+  throw new LearnersNotReadyError(
+    `the last voting member stays until a learner has caught up and votes (learners ${learnerIds.map(hexMemberId).join(', ')}): ` +
+      'without a voter nothing could ever promote them; the instance keeps waiting and this is tried again',
+  );
+}
+
 /**
  * Moves leadership off the member about to be removed, so the cluster keeps serving writes without waiting
  * out an election. Best effort: when it fails, the removal goes ahead and etcd elects a new leader itself.
@@ -198,6 +234,8 @@ function planFields(plan: TerminationPlan): Record<string, unknown> {
       return { memberId: hexMemberId(plan.memberId), memberName: plan.memberName, matchedBy: plan.matchedBy };
     case 'keep-last-voter':
       return { memberId: hexMemberId(plan.memberId), reason: plan.reason };
+    case 'promote-first':
+      return { memberId: hexMemberId(plan.memberId), reason: plan.reason, learners: plan.learnerIds.map(hexMemberId) };
     default:
       return { reason: plan.reason };
   }

@@ -51,7 +51,14 @@ describe('planTermination', () => {
     ['member named after the instance', [m('1', 'i-aaa', '10.0.0.1'), m('2', 'i-b', '10.0.0.2')], '10.0.0.1', { kind: 'remove', memberId: '1', memberName: 'i-aaa', matchedBy: 'name' }],
     ['a member added but never started, found by peer IP', [m('1', '', '10.0.0.1', true), m('2', 'i-b', '10.0.0.2')], '10.0.0.1', { kind: 'remove', memberId: '1', memberName: '', matchedBy: 'peer-ip' }],
     ['not a member', [m('2', 'i-b', '10.0.0.2')], '10.0.0.1', { kind: 'complete', reason: 'not-a-member' }],
-    ['the last voting member', [m('1', 'i-aaa', '10.0.0.1'), m('3', '', '10.0.0.3', true)], '10.0.0.1', { kind: 'keep-last-voter', memberId: '1', reason: 'last-voting-member' }],
+    ['the last voting member, alone', [m('1', 'i-aaa', '10.0.0.1')], '10.0.0.1', { kind: 'keep-last-voter', memberId: '1', reason: 'last-voting-member' }],
+    [
+      'the last voting member while learners exist: they must vote before it goes, or nothing can ever promote them',
+      [m('1', 'i-aaa', '10.0.0.1'), m('3', 'i-c', '10.0.0.3', true), m('4', '', '10.0.0.4', true)],
+      '10.0.0.1',
+      { kind: 'promote-first', memberId: '1', learnerIds: ['3', '4'], reason: 'last-voter-with-learners' },
+    ],
+    ['a learner while one voter remains', [m('1', 'i-aaa', '10.0.0.1', true), m('2', 'i-b', '10.0.0.2')], '10.0.0.1', { kind: 'remove', memberId: '1', memberName: 'i-aaa', matchedBy: 'name' }],
   ])('%s', (_why, members, ip, expected) => {
     expect(planTermination(notice, members, ip)).toEqual(expected);
   });

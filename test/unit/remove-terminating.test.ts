@@ -200,3 +200,88 @@ describe('removeTerminatingMember of the leader', () => {
     expect(other).toEqual(['heartbeat', 'move http://10.0.0.1:2379 -> 3', 'remove 1', 'heartbeat']);
   });
 });
+
+describe('removeTerminatingMember of the last voter while learners exist', () => {
+  const leaving: TerminationNotice = { groupName: 'g', hookName: 'h', instanceId: 'i-1', token: 't', time: undefined };
+  const member = (id: string, isLearner: boolean): Member => ({
+    id,
+    name: `i-${id}`,
+    peerUrls: [`http://10.0.0.${id}:2380`],
+    clientUrls: [`http://10.0.0.${id}:2379`],
+    isLearner,
+  });
+  const instances: GroupInstance[] = ['1', '2'].map((id) => ({
+    instanceId: `i-${id}`,
+    lifecycleState: id === '1' ? 'Terminating:Wait' : 'InService',
+    healthStatus: 'Healthy',
+    availabilityZone: 'a',
+    privateIp: `10.0.0.${id}`,
+  }));
+
+  /** A voter (1) leaving and a learner (2) that catches up after `notReadyFor` promotion attempts. */
+  function world(notReadyFor: number) {
+    const order: string[] = [];
+    let learner = true;
+    let refusals = notReadyFor;
+    const etcd = {
+      listMembers: () => Promise.resolve({ clusterId: 'c', members: [member('1', false), member('2', learner)] }),
+      status: (endpoint: string) => Promise.resolve({ memberId: endpoint.includes('.1:') ? '1' : '2', leaderId: '1', raftIndex: '9', isLearner: false }),
+      moveLeader: (_endpoint: string, target: string) => {
+        order.push(`move -> ${target}`);
+        return Promise.resolve();
+      },
+      promote: (id: string) => {
+        order.push(`promote ${id}`);
+        if (refusals > 0) {
+          refusals -= 1;
+          return Promise.resolve('not-ready');
+        }
+        learner = false;
+        return Promise.resolve('promoted');
+      },
+      remove: (id: string) => {
+        order.push(`remove ${id}`);
+        return Promise.resolve('removed');
+      },
+      close: () => undefined,
+    } as unknown as EtcdCluster & EtcdMembership;
+    const finalBackup = vi.fn(() => Promise.resolve());
+    const deps: RemovalDeps = {
+      groupName: 'g',
+      inventory: { instancesOf: () => Promise.resolve(instances), groupOf: () => Promise.resolve('g'), instanceFacts: () => Promise.resolve(new Map()) },
+      openCluster: () => etcd,
+      lifecycle: {
+        complete: () => {
+          order.push('complete');
+          return Promise.resolve('completed');
+        },
+        heartbeat: () => {
+          order.push('heartbeat');
+          return Promise.resolve();
+        },
+      },
+      clientPort: 2379,
+      endpoints: undefined,
+      finalBackup,
+      log: silentLog,
+      sleep: () => Promise.resolve(),
+      promoteRetry: { attempts: 3, delayMs: 1 },
+    };
+    return { order, deps, finalBackup };
+  }
+
+  it('promotes the learner once it has caught up, then removes the leaving member like any other', async () => {
+    const { order, deps, finalBackup } = world(2);
+    const outcome = await removeTerminatingMember(leaving, deps);
+    expect(order).toEqual(['heartbeat', 'promote 2', 'promote 2', 'promote 2', 'move -> 2', 'remove 1', 'complete']);
+    expect(outcome).toMatchObject({ kind: 'completed', removal: 'removed', plan: { kind: 'remove', memberId: '1' } });
+    expect(finalBackup).not.toHaveBeenCalled();
+  });
+
+  it('keeps the instance waiting (heartbeat, retryable error) while no learner is ready: never lets the last voter go', async () => {
+    const { order, deps, finalBackup } = world(99);
+    await expect(removeTerminatingMember(leaving, deps)).rejects.toMatchObject({ retryable: true, message: expect.stringMatching(/learner/) as unknown });
+    expect(order).toEqual(['heartbeat', 'promote 2', 'promote 2', 'promote 2', 'heartbeat']);
+    expect(finalBackup).not.toHaveBeenCalled();
+  });
+});
