@@ -24,7 +24,7 @@ import { pairBackups, snapshotFolder } from '../core/domain/backups.js';
 import { etcdEnvironment, forceNewClusterEnvironment, type Self } from '../core/domain/bootstrap.js';
 import type { SeedLease } from '../core/domain/election.js';
 import { checkLocalVersion, formatVersion, type EtcdVersion } from '../core/domain/versions.js';
-import { crashLoopVerdict, DEFAULT_CRASH_LOOP } from '../core/domain/health.js';
+import { crashLoopVerdict, DEFAULT_CRASH_LOOP, interruptedFirstStart } from '../core/domain/health.js';
 import { activePeers, clientUrls, runningPeers } from '../core/domain/instances.js';
 import { hexMemberId, memberOfInstance } from '../core/domain/members.js';
 import { othersHoldQuorum } from '../core/domain/health.js';
@@ -266,6 +266,11 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     const etcdVersion = await localEtcdVersion(binary, log);
     const restorer = await EtcdRestoreTool.find(config.binDir, { bumpRevision: config.bumpRevision });
     await assertDataDirWritable(config.dataDir);
+    if (interruptedFirstStart(await readLocalMember(config.dataDir), await history.runs())) {
+      const movedTo = await setAsideDataDir(config.dataDir, new Date());
+      await history.reset();
+      log.warn('set aside the data dir of a first start that failed before etcd wrote its WAL; starting over', { movedTo });
+    }
     const verdict = crashLoopVerdict(await history.runs(), { ...DEFAULT_CRASH_LOOP, failedRuns: config.crashLoopRuns });
     if (verdict.kind === 'unhealthy') {
       throw new BootstrapRefusedError(`not starting etcd again: ${verdict.detail}; a new instance (a new volume) is the cure`, 'etcd-crash-loop');
@@ -296,7 +301,8 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     inherited: process.env,
   });
   log.info('starting etcd', { decision: outcome.plan.kind, reason: outcome.plan.reason, state: outcome.launch.state, initialCluster: env.ETCD_INITIAL_CLUSTER });
-  const run = await history.started(Date.now());
+  // A join, or a new empty cluster: etcd starts on an empty data dir (what interruptedFirstStart looks for).
+  const run = await history.started(Date.now(), { fromScratch: outcome.plan.kind === 'join' || outcome.seeded?.kind === 'empty' });
   const supervised: SupervisedEtcd = superviseEtcd(binary, env, log, { stopTimeoutMs: ETCD_STOP_TIMEOUT_MS });
   const selfUrl = launch.selfUrl;
   const stopped = () => supervised.stopped();

@@ -32,8 +32,8 @@ export class RunHistory {
   }
 
   /** Records a start; returns a handle to record what became of it. */
-  async started(at: number): Promise<{ served(at: number): Promise<void>; exited(at: number, exit: number | string, stopped: boolean): Promise<void> }> {
-    await this.update((runs) => [...runs, { startedAt: at }]);
+  async started(at: number, options: { fromScratch: boolean } = { fromScratch: false }): Promise<{ served(at: number): Promise<void>; exited(at: number, exit: number | string, stopped: boolean): Promise<void> }> {
+    await this.update((runs) => [...runs, { startedAt: at, ...(options.fromScratch ? { fromScratch: true } : {}) }]);
     const patch = (change: Partial<EtcdRun>) =>
       this.update((runs) => runs.map((r) => (r.startedAt === at ? { ...r, ...change } : r)));
     let servedOnce = false;

@@ -18,6 +18,19 @@ export interface EtcdRun {
   readonly exit?: number | string | undefined;
   /** True when the agent stopped it on purpose (a forwarded SIGTERM, a forced-recovery restart). */
   readonly stopped?: boolean | undefined;
+  /** True when etcd started on an empty data dir (a join, or a new empty cluster): nothing of its own to keep. */
+  readonly fromScratch?: boolean | undefined;
+}
+
+/**
+ * A data dir with a member dir but no WAL, left by the agent's own last start, which began on an empty data
+ * dir and never served: etcd failed during its first bootstrap (a peer it asked for the membership had a stale
+ * view, a crash), before it wrote anything of value. Setting it aside (never deleting it) and starting over is
+ * safe; any other WAL-less data dir is a damaged one, for an operator. Pure.
+ */
+export function interruptedFirstStart(local: { readonly kind: string; readonly noWal?: true }, runs: readonly EtcdRun[]): boolean {
+  const last = runs.at(-1);
+  return local.kind === 'unreadable' && local.noWal === true && last !== undefined && last.fromScratch === true && last.servedAt === undefined;
 }
 
 /** Why this instance cannot become or stay a member, in a way a new instance would fix. */

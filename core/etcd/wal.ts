@@ -5,7 +5,8 @@ import path from 'node:path';
 export type LocalMemberData =
   | { readonly kind: 'none' }
   | { readonly kind: 'member'; readonly memberId: string; readonly clusterId: string }
-  | { readonly kind: 'unreadable'; readonly reason: string };
+  /** `noWal`: a member dir without any WAL (an interrupted first start, or a damaged data dir). */
+  | { readonly kind: 'unreadable'; readonly reason: string; readonly noWal?: true };
 
 const METADATA_TYPE = 1n;
 
@@ -63,7 +64,7 @@ export async function readLocalMember(dataDir: string): Promise<LocalMemberData>
     try {
       const entries = await readdir(dataDir);
       return entries.includes('member')
-        ? { kind: 'unreadable', reason: `${dataDir}/member has no WAL: an interrupted start or a damaged data dir` }
+        ? { kind: 'unreadable', reason: `${dataDir}/member has no WAL: an interrupted start or a damaged data dir`, noWal: true }
         : { kind: 'none' };
     } catch (inner) {
       if ((inner as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'none' };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { crashLoopVerdict, failedRun, healthAction, othersHoldQuorum, type EtcdRun, type HealthVerdict } from '../../core/domain/health.js';
+import { crashLoopVerdict, failedRun, healthAction, interruptedFirstStart, othersHoldQuorum, type EtcdRun, type HealthVerdict } from '../../core/domain/health.js';
 import { planWithoutQuorum } from '../../core/domain/termination.js';
 import { ConfigError, EtcdUnavailableError } from '../../core/errors.js';
 import { BootstrapRefusedError } from '../../core/use-cases/bootstrap.js';
@@ -97,5 +97,21 @@ describe('planWithoutQuorum: a termination while no member answers with quorum',
   it('holds an instance whose etcd still answers (its data may be needed), lets a silent one go at once', () => {
     expect(planWithoutQuorum('answers')).toEqual({ kind: 'hold', reason: 'member-answers-without-quorum' });
     expect(planWithoutQuorum('silent')).toEqual({ kind: 'complete', reason: 'silent-without-quorum' });
+  });
+});
+
+describe('interruptedFirstStart', () => {
+  const noWal = { kind: 'unreadable', reason: 'member has no WAL', noWal: true } as const;
+  const ioError = { kind: 'unreadable', reason: 'cannot list wal: EIO' } as const;
+  const first = { startedAt: 1, exitedAt: 2, exit: 1, fromScratch: true } as const;
+  it.each<[string, { kind: string; noWal?: true }, EtcdRun[], boolean]>([
+    ['a join that failed before its WAL', noWal, [first], true],
+    ['a start that served once (its data may matter)', noWal, [{ ...first, servedAt: 2 }], false],
+    ['a start on data it had (a restart, a restore)', noWal, [{ ...first, fromScratch: undefined }], false],
+    ['no run recorded (someone else left the dir)', noWal, [], false],
+    ['an unreadable WAL dir (an I/O error)', ioError, [first], false],
+    ['no data at all', { kind: 'none' }, [first], false],
+  ])('%s → %s', (_name, local, runs, expected) => {
+    expect(interruptedFirstStart(local, runs)).toBe(expected);
   });
 });
