@@ -45,6 +45,7 @@ import {
 } from '../core/use-cases/bootstrap.js';
 import { abandonLaunch, finishLaunch, reportHealth, type LaunchDeps } from '../core/use-cases/launch.js';
 import { recoverFromQuorumLoss } from '../core/use-cases/quorum-recovery.js';
+import { publishServingState } from '../core/use-cases/serving-heartbeat.js';
 import { restoreBackup, seedFromBackups } from '../core/use-cases/restore.js';
 import { discoverCluster, resolveGroup } from '../core/use-cases/discover.js';
 import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
@@ -246,7 +247,8 @@ async function reportFailure(error: unknown, deps: LaunchDeps, log: Log): Promis
 async function run(config: AgentConfig, log: Log): Promise<number> {
   const ctx = await context(config);
   let exiting = false;
-  const onExit = { setAside: false };
+  /** Why this run's data must be set aside once etcd has stopped (undefined: keep it). */
+  const onExit: { setAside: string | undefined } = { setAside: undefined };
   const lifecycle = launchDeps(ctx, log, () => exiting);
   const self = (await ctx.inventory.instancesOf(ctx.groupName)).find((i) => i.instanceId === ctx.self.instanceId);
   const launch: LaunchDeps = { ...lifecycle, launchedAt: self?.launchedAt };
@@ -337,7 +339,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
         });
         if (renewed === undefined || Date.now() >= held.expiresAt) {
           log.error('lost the seed lease before the new cluster served; stopping etcd and setting its data aside', { holderWas: held.holder });
-          onExit.setAside = true;
+          onExit.setAside = 'a cluster founded without its lease';
           process.kill(process.pid, 'SIGTERM');
           return;
         }
@@ -357,15 +359,36 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
       });
     })().catch((error: unknown) => log.error('promotion stopped', { error: describeError(error) }));
   }
+  const seeds = new S3SeedCoordinator(ctx.s3, config.bucket, config.prefix, ctx.groupName);
+  void publishServingState({
+    selfInstanceId: ctx.self.instanceId,
+    selfUrl,
+    openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+    seeds,
+    now: () => Date.now(),
+    sleep: (ms) => sleep(ms),
+    intervalMs: Math.max(config.timing.freshMs / 3, 250),
+    stopped,
+    log,
+  }).catch((error: unknown) => log.error('registration heartbeat stopped', { error: describeError(error) }));
   if (!config.quorumRecovery) {
     log.info('automatic recovery from a permanent majority loss is off (ETCD_AWS_QUORUM_RECOVERY=off)');
   } else {
     void recoverFromQuorumLoss({
       selfUrl,
+      selfInstanceId: ctx.self.instanceId,
       openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
       inventory: ctx.inventory,
       // The flag goes to this one process only: a later start (by this agent or after a restart) decides anew.
       forceNewCluster: () => supervised.restart(forceNewClusterEnvironment(env)),
+      restoreInstead: () => {
+        onExit.setAside = 'a lone survivor behind the newest backup: the group restores that backup instead';
+        process.kill(process.pid, 'SIGTERM');
+        return Promise.resolve();
+      },
+      registrations: () => seeds.registrations(),
+      freshMs: config.timing.freshMs,
+      newestBackup: () => newestBackupOf(ctx),
       now: () => Date.now(),
       sleep: (ms) => sleep(ms),
       log,
@@ -377,10 +400,22 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
   const code = await supervised.exited;
   exiting = true;
   await run.exited(Date.now(), code, supervised.stoppedOnPurpose());
-  const setAside = (): boolean => onExit.setAside;
-  if (setAside()) log.warn('set aside the data of a cluster founded without its lease', { movedTo: await setAsideDataDir(config.dataDir, new Date()) });
+  const setAside = onExit.setAside;
+  if (setAside !== undefined) {
+    log.warn('set aside the data of this member', { reason: setAside, movedTo: await setAsideDataDir(config.dataDir, new Date()) });
+    await history.reset();
+  }
   await launched;
-  return setAside() ? 1 : code;
+  return setAside !== undefined ? 1 : code;
+}
+
+/** The group's newest valid backup: its key, the cluster it is of, and the revision before it was taken. */
+async function newestBackupOf(ctx: Context): Promise<{ key: string; clusterId: string; revision: string } | undefined> {
+  const store = snapshotStore(ctx);
+  const newest = pairBackups(await store.list(snapshotFolder(ctx.config.prefix, ctx.groupName))).backups[0];
+  if (!newest) return undefined;
+  const meta = await store.readMetadata(newest.metadataKey);
+  return { key: newest.snapshotKey, clusterId: meta.clusterId, revision: meta.revision.before };
 }
 
 async function listBackups(config: AgentConfig): Promise<number> {

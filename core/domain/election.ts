@@ -7,6 +7,29 @@ export interface AgentRegistration {
   readonly hasData: boolean;
   /** Epoch milliseconds of the last write; registrations are heartbeats. */
   readonly at: number;
+  /**
+   * What the agent's etcd serves, refreshed while it runs: whether it has a quorum (a voter with a leader
+   * that answers a linearizable read; a learner whose leader answers), and since when that has been so.
+   * What a survivor weighs before forcing a cluster, and what tells reconcile a member is cut off.
+   */
+  readonly serving?: ServingState | undefined;
+}
+
+export interface ServingState {
+  readonly clusterId: string;
+  readonly memberId: string;
+  readonly quorum: boolean;
+  /** Epoch ms since which `quorum` has had this value without interruption. */
+  readonly since: number;
+}
+
+/**
+ * The other instances whose agent says, within `freshMs`, that its etcd serves `clusterId` with quorum. Pure.
+ */
+export function servingElsewhere(selfId: string, clusterId: string, registrations: readonly AgentRegistration[], now: number, freshMs: number): string[] {
+  return registrations
+    .filter((r) => r.instanceId !== selfId && r.serving?.clusterId === clusterId && r.serving.quorum && now - r.at <= freshMs)
+    .map((r) => r.instanceId);
 }
 
 /** The seed lease: who may found (or restore) the cluster, until when. Replaced only by compare-and-swap. */

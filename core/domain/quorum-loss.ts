@@ -17,6 +17,8 @@ export interface AnsweredStatus {
   readonly memberId: string;
   readonly clusterId: string;
   readonly raftIndex: string;
+  /** The member's store revision (what a backup's revision compares with). */
+  readonly revision?: string;
 }
 
 /** A voter's position in the raft log, compared to pick the survivor with the newest data. */
@@ -35,11 +37,13 @@ export interface GoneVoter {
 export type QuorumRecoveryDecline =
   | 'quorum-present'
   | 'grace-not-elapsed'
-  | 'not-a-voter'
+  | 'not-a-member'
   | 'own-instance-not-confirmed'
+  | 'cluster-serves-elsewhere'
   | 'quorum-still-possible'
   | 'gone-member-answers'
   | 'remaining-voter-silent'
+  | 'remaining-learner-silent'
   | 'newer-data-elsewhere';
 
 /** Whether this agent restarts its etcd with --force-new-cluster, and why (not). */
@@ -50,6 +54,20 @@ export type QuorumRecoveryPlan =
       readonly gone: readonly GoneVoter[];
       /** Every remaining voter (this one included) with its raft index, newest first: this member is first. */
       readonly compared: readonly RaftPosition[];
+      /** True when the survivors are learners: every voter is gone for good. */
+      readonly fromLearner: boolean;
+    }
+  /**
+   * This member alone survives, and the group's newest backup of this cluster is ahead of it (it lagged when
+   * the others died): forcing would throw away what that backup holds. Its data is set aside instead, and the
+   * group restores the backup as after a total loss.
+   */
+  | {
+      readonly kind: 'restore-instead';
+      readonly gone: readonly GoneVoter[];
+      readonly backupKey: string;
+      readonly backupRevision: string;
+      readonly ownRevision: string;
     }
   | {
       readonly kind: 'decline';
@@ -72,8 +90,16 @@ export interface QuorumLossInput {
   readonly members: readonly Member[];
   /** EC2's facts by instance ID for the voters' names (absent: EC2 does not know the instance). */
   readonly facts: ReadonlyMap<string, InstanceFact>;
-  /** Status answers by member ID, from each voter's own client URL; a voter that did not answer is absent. */
+  /** Status answers by member ID, from each member's own client URL; a member that did not answer is absent. */
   readonly statuses: ReadonlyMap<string, AnsweredStatus>;
+  /**
+   * Other instances whose agent says, recently, that its etcd serves this cluster with quorum (their S3
+   * registrations). This member's own view may be stale (a partition cut it off while the others replaced
+   * their members): any such instance means the cluster lives on without it.
+   */
+  readonly servingElsewhere: readonly string[];
+  /** The group's newest valid backup (its cluster and the revision before it was taken), if any. */
+  readonly newestBackup: { readonly key: string; readonly clusterId: string; readonly revision: string } | undefined;
 }
 
 /** True once quorum has been missing for the whole grace period. */
@@ -103,24 +129,30 @@ function newestFirst(a: RaftPosition, b: RaftPosition): number {
  * of the voters for good. Pure; every branch is table-tested. It forces only when all of these hold:
  *
  * 1. its own etcd has had no quorum for the whole grace period;
- * 2. the voters whose instances EC2 reports terminated, shutting down or unknown are so many that the
+ * 2. no other instance's agent says, recently, that it serves this cluster with quorum (this member's view
+ *    may be stale: cut off by a partition, it still lists members the live cluster has since replaced);
+ * 3. the voters whose instances EC2 reports terminated, shutting down or unknown are so many that the
  *    others can never form a quorum again (a stopped, running or unreachable instance may come back with
  *    newer data, so it is never counted as gone: that would be a split brain);
- * 3. every other remaining voter answers Status in the same cluster, and this member holds the highest raft
+ * 4. every other remaining voter answers Status in the same cluster, and this member holds the highest raft
  *    index among them (equal: the lowest member ID), so exactly one survivor acts, the one with the newest data.
  *
- * Learners never count for quorum and never act. This member's own instance must be one EC2 describes as
- * running: an EC2 view that does not know the caller (wrong region, missing permission) is not trusted.
+ * Learners never count for quorum. They act only when every voter is gone for good (the last voter died
+ * while its replacements were still catching up): then the same rules pick one learner, or the cluster would
+ * wait forever. A lone survivor behind the group's newest backup of this cluster restores that backup
+ * instead of forcing (`restore-instead`). This member's own instance must be one EC2 describes as running:
+ * an EC2 view that does not know the caller (wrong region, missing permission) is not trusted.
  */
 export function decideQuorumRecovery(input: QuorumLossInput): QuorumRecoveryPlan {
   const { self, members, facts, statuses } = input;
   if (input.lostForMs === undefined) return { kind: 'decline', reason: 'quorum-present' };
   if (!graceElapsed(input.lostForMs, input.graceMs)) return { kind: 'decline', reason: 'grace-not-elapsed' };
-  const voters = members.filter((m) => !m.isLearner);
-  const me = voters.find((m) => m.id === self.memberId);
-  if (!me) return { kind: 'decline', reason: 'not-a-voter' };
+  const me = members.find((m) => m.id === self.memberId);
+  if (!me) return { kind: 'decline', reason: 'not-a-member' };
   if (facts.get(me.name)?.state !== 'running') return { kind: 'decline', reason: 'own-instance-not-confirmed', members: [me.name] };
+  if (input.servingElsewhere.length > 0) return { kind: 'decline', reason: 'cluster-serves-elsewhere', members: [...input.servingElsewhere] };
 
+  const voters = members.filter((m) => !m.isLearner);
   const gone: GoneVoter[] = [];
   const remaining: Array<{ memberId: string; name: string; why: string }> = [];
   for (const v of voters) {
@@ -128,7 +160,11 @@ export function decideQuorumRecovery(input: QuorumLossInput): QuorumRecoveryPlan
     if (fate.gone) gone.push({ memberId: v.id, name: v.name, why: fate.why });
     else remaining.push({ memberId: v.id, name: v.name, why: fate.why });
   }
-  if (remaining.length >= quorumOf(voters.length)) return { kind: 'decline', reason: 'quorum-still-possible', gone, remaining };
+  const fromLearner = me.isLearner;
+  // A voter may come back while one remains (a learner); a quorum may form again while enough remain.
+  if (fromLearner ? remaining.length > 0 : remaining.length >= quorumOf(voters.length)) {
+    return { kind: 'decline', reason: 'quorum-still-possible', gone, remaining };
+  }
 
   const answers = (id: string) => {
     const s = statuses.get(id);
@@ -138,14 +174,24 @@ export function decideQuorumRecovery(input: QuorumLossInput): QuorumRecoveryPlan
   if (answeringGone.length > 0) {
     return { kind: 'decline', reason: 'gone-member-answers', gone, remaining, members: answeringGone.map((g) => g.name) };
   }
-  const silent = remaining.filter((r) => r.memberId !== me.id && answers(r.memberId) === undefined);
-  if (silent.length > 0) return { kind: 'decline', reason: 'remaining-voter-silent', gone, remaining, members: silent.map((s) => s.name) };
+  // Those that compete: the remaining voters; or, when every voter is gone, the learners EC2 does not call gone.
+  const competing = fromLearner
+    ? members.filter((m) => m.isLearner && (m.id === me.id || !voterFate(m, facts).gone)).map((m) => ({ memberId: m.id, name: m.name }))
+    : remaining;
+  const silent = competing.filter((r) => r.memberId !== me.id && answers(r.memberId) === undefined);
+  if (silent.length > 0) {
+    return { kind: 'decline', reason: fromLearner ? 'remaining-learner-silent' : 'remaining-voter-silent', gone, remaining, members: silent.map((s) => s.name) };
+  }
 
-  const compared = remaining
+  const compared = competing
     .map((r) => ({ memberId: r.memberId, name: r.name, raftIndex: r.memberId === me.id ? self.raftIndex : (answers(r.memberId) as AnsweredStatus).raftIndex }))
     .sort(newestFirst);
   if (compared[0]?.memberId !== me.id) {
     return { kind: 'decline', reason: 'newer-data-elsewhere', gone, remaining, members: [compared[0]?.name ?? ''], compared };
   }
-  return { kind: 'force', voters: voters.length, gone, compared };
+  const backup = input.newestBackup;
+  if (compared.length === 1 && backup && backup.clusterId === self.clusterId && self.revision !== undefined && BigInt(backup.revision) > BigInt(self.revision)) {
+    return { kind: 'restore-instead', gone, backupKey: backup.key, backupRevision: backup.revision, ownRevision: self.revision };
+  }
+  return { kind: 'force', voters: voters.length, gone, compared, fromLearner };
 }

@@ -1,3 +1,4 @@
+import { servingElsewhere, type AgentRegistration } from '../domain/election.js';
 import { decideQuorumRecovery, graceElapsed, type AnsweredStatus, type QuorumRecoveryPlan } from '../domain/quorum-loss.js';
 import { hexMemberId } from '../domain/members.js';
 import { describeError } from '../errors.js';
@@ -14,6 +15,18 @@ export interface QuorumRecoveryDeps {
    * no etcd to restart any more (it exited on its own, or the agent is shutting down).
    */
   readonly forceNewCluster: () => Promise<boolean>;
+  /**
+   * Stops this instance's etcd, sets its data aside and ends the agent run, so the group restores the newest
+   * backup as after a total loss (this member alone survived, behind that backup).
+   */
+  readonly restoreInstead: () => Promise<void>;
+  /** This instance's ID: its own registration is not evidence of anything. */
+  readonly selfInstanceId: string;
+  /** The agents' registrations (S3), for `servingElsewhere`; they count when written within `freshMs`. */
+  readonly registrations: () => Promise<readonly AgentRegistration[]>;
+  readonly freshMs: number;
+  /** The group's newest valid backup: its key, the cluster it is of and the revision before it was taken. */
+  readonly newestBackup: () => Promise<{ key: string; clusterId: string; revision: string } | undefined>;
   readonly now: () => number;
   readonly sleep: (ms: number) => Promise<void>;
   readonly log: Log;
@@ -25,51 +38,67 @@ export interface QuorumRecoveryDeps {
 }
 
 /** What this member's own etcd says right now. */
-type LocalQuorum =
-  | { readonly kind: 'quorum' }
+export type LocalQuorum =
+  | { readonly kind: 'quorum'; readonly status: MemberStatus }
   | { readonly kind: 'no-quorum'; readonly status: MemberStatus }
-  /** A learner has no vote and cannot serve a linearizable read: not this watch's business. */
-  | { readonly kind: 'learner' }
   /** etcd does not answer (starting, stopping): no evidence either way. */
   | { readonly kind: 'silent'; readonly error: string };
 
-async function checkLocal(deps: QuorumRecoveryDeps): Promise<LocalQuorum> {
-  const etcd = deps.openCluster([deps.selfUrl]);
+/**
+ * Whether this member's own etcd has a quorum: a voter that names a leader and answers a linearizable read;
+ * a learner (which serves no linearizable read and never campaigns, so it keeps naming a dead leader) whose
+ * leader answers Status as the leader of the same cluster.
+ */
+export async function checkLocal(selfUrl: string, openCluster: QuorumRecoveryDeps['openCluster']): Promise<LocalQuorum> {
+  const etcd = openCluster([selfUrl]);
   try {
     let status: MemberStatus;
     try {
-      status = await etcd.status(deps.selfUrl);
+      status = await etcd.status(selfUrl);
     } catch (error) {
       return { kind: 'silent', error: describeError(error) };
     }
-    if (status.isLearner) return { kind: 'learner' };
-    // No leader means no quorum; a leader it still believes in is confirmed by a linearizable read.
-    if (status.leaderId !== '0' && (await etcd.hasQuorum())) return { kind: 'quorum' };
-    return { kind: 'no-quorum', status };
+    if (status.leaderId === '0') return { kind: 'no-quorum', status };
+    if (!status.isLearner) return (await etcd.hasQuorum()) ? { kind: 'quorum', status } : { kind: 'no-quorum', status };
+    const { members } = await etcd.localMembers(selfUrl);
+    const leaderUrl = members.find((m) => m.id === status.leaderId)?.clientUrls[0];
+    if (leaderUrl === undefined) return { kind: 'no-quorum', status };
+    const leader = openCluster([leaderUrl]);
+    try {
+      const answer = await leader.status(leaderUrl).catch(() => undefined);
+      const leads = answer !== undefined && answer.memberId === status.leaderId && answer.leaderId === answer.memberId && answer.clusterId === status.clusterId;
+      return leads ? { kind: 'quorum', status } : { kind: 'no-quorum', status };
+    } finally {
+      leader.close();
+    }
   } finally {
     etcd.close();
   }
 }
 
-/** Gathers the survivor's view (local member list, EC2 facts, every other voter's Status) and decides. */
+/**
+ * Gathers the survivor's view (local member list, EC2 facts of every member, every other member's Status,
+ * the agents' registrations, the newest backup) and decides.
+ */
 async function survey(deps: QuorumRecoveryDeps, self: MemberStatus, lostForMs: number): Promise<QuorumRecoveryPlan> {
   const etcd = deps.openCluster([deps.selfUrl]);
   try {
     const { members } = await etcd.localMembers(deps.selfUrl);
-    const voters = members.filter((m) => !m.isLearner);
-    const facts = await deps.inventory.instanceFacts(voters.map((v) => v.name));
+    const facts = await deps.inventory.instanceFacts(members.map((m) => m.name));
     const statuses = new Map<string, AnsweredStatus>();
     await Promise.all(
-      voters
-        .filter((v) => v.id !== self.memberId)
-        .map(async (v) => {
-          const url = v.clientUrls[0];
+      members
+        .filter((m) => m.id !== self.memberId)
+        .map(async (m) => {
+          const url = m.clientUrls[0];
           if (url === undefined) return;
           const status = await etcd.status(url).catch(() => undefined);
-          if (status) statuses.set(v.id, status);
+          if (status) statuses.set(m.id, status);
         }),
     );
-    return decideQuorumRecovery({ lostForMs, graceMs: deps.graceMs, self, members, facts, statuses });
+    const elsewhere = servingElsewhere(deps.selfInstanceId, self.clusterId, await deps.registrations(), deps.now(), deps.freshMs);
+    const newestBackup = await deps.newestBackup();
+    return decideQuorumRecovery({ lostForMs, graceMs: deps.graceMs, self, members, facts, statuses, servingElsewhere: elsewhere, newestBackup });
   } finally {
     etcd.close();
   }
@@ -82,7 +111,9 @@ function describePlan(plan: QuorumRecoveryPlan): Record<string, unknown> {
   if (plan.gone) fields.gone = plan.gone.map((g) => `${named(g)}: ${g.why}`);
   if (plan.kind === 'decline' && plan.remaining) fields.remaining = plan.remaining.map((r) => `${named(r)}: ${r.why}`);
   if (plan.kind === 'decline' && plan.members) fields.members = plan.members;
-  if (plan.compared) fields.raftIndexes = plan.compared.map((c) => `${named(c)}: ${c.raftIndex}`);
+  if (plan.kind !== 'restore-instead' && plan.compared) fields.raftIndexes = plan.compared.map((c) => `${named(c)}: ${c.raftIndex}`);
+  if (plan.kind === 'force') fields.fromLearner = plan.fromLearner;
+  if (plan.kind === 'restore-instead') Object.assign(fields, { backupKey: plan.backupKey, backupRevision: plan.backupRevision, ownRevision: plan.ownRevision });
   return fields;
 }
 
@@ -109,7 +140,7 @@ export async function recoverFromQuorumLoss(deps: QuorumRecoveryDeps): Promise<v
   };
   while (!deps.stopped()) {
     try {
-      const local = await checkLocal(deps);
+      const local = await checkLocal(deps.selfUrl, deps.openCluster);
       if (local.kind !== 'no-quorum') {
         if (lostSince !== undefined) log.info('quorum loss watch reset', { state: local.kind, lostForMs: deps.now() - lostSince });
         lostSince = undefined;
@@ -124,8 +155,16 @@ export async function recoverFromQuorumLoss(deps: QuorumRecoveryDeps): Promise<v
           const plan = await survey(deps, local.status, lostForMs);
           if (plan.kind === 'decline') {
             say('not forcing a new cluster', { reason: plan.reason, ...describePlan(plan) });
+          } else if (plan.kind === 'restore-instead') {
+            log.warn('not forcing a new cluster: the newest backup is ahead of this lone survivor; setting its data aside so the group restores the backup', {
+              memberId: hexMemberId(local.status.memberId),
+              clusterId: hexMemberId(local.status.clusterId),
+              ...describePlan(plan),
+            });
+            await deps.restoreInstead();
+            return;
           } else {
-            const again = await checkLocal(deps);
+            const again = await checkLocal(deps.selfUrl, deps.openCluster);
             if (again.kind !== 'no-quorum') {
               log.info('not forcing a new cluster', { reason: 'quorum-returned-before-acting', state: again.kind });
               lostSince = undefined;

@@ -33,6 +33,10 @@ interface Case {
   self?: Member;
   lostForMs?: number | undefined;
   rawStatuses?: Record<string, AnsweredStatus>;
+  /** Instances whose fresh registration says they serve this cluster with quorum. */
+  servingElsewhere?: string[];
+  /** The group's newest backup (its cluster is this one unless given), and this member's own revision (100). */
+  newestBackup?: { revision: string; clusterId?: string };
 }
 
 function decide(k: Case) {
@@ -44,10 +48,12 @@ function decide(k: Case) {
   const input: QuorumLossInput = {
     lostForMs: 'lostForMs' in k ? k.lostForMs : GRACE,
     graceMs: GRACE,
-    self: status(self.id, k.answers[self.id] ?? '100'),
+    self: { ...status(self.id, k.answers[self.id] ?? '100'), revision: '100' },
     members: k.members,
     facts,
     statuses,
+    servingElsewhere: k.servingElsewhere ?? [],
+    newestBackup: k.newestBackup && { key: 'g/snapshots/x.db', clusterId: k.newestBackup.clusterId ?? CLUSTER, revision: k.newestBackup.revision },
   };
   return decideQuorumRecovery(input);
 }
@@ -104,14 +110,55 @@ describe('decideQuorumRecovery', () => {
       'remaining-voter-silent',
     ],
     ['a member EC2 calls terminated still answers', { members: [a, b, c], ec2: { 'i-b': 'terminated', 'i-c': 'terminated' }, answers: { '30': '5' } }, 'gone-member-answers'],
-    // Learners neither count for quorum nor act.
+    // Learners do not count for quorum; a voter that remains acts before any learner.
     ['learners do not make a quorum', { members: [a, b, c, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e8': 'running', 'i-0e9': 'running' }, answers: { '80': '1000', '90': '1000' } }, 'force'],
     ['gone learners are not gone voters', { members: [a, b, c, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-b': 'running', 'i-c': 'terminated' }, answers: {} }, 'quorum-still-possible'],
-    ['this member is a learner', { self: member('80', 'i-0e8', true), members: [a, b, c, member('80', 'i-0e8', true)], ec2: { 'i-a': 'running' }, answers: {} }, 'not-a-voter'],
+    ['this member is a learner and a voter may come back', { self: member('80', 'i-0e8', true), members: [a, b, c, member('80', 'i-0e8', true)], ec2: { 'i-a': 'running' }, answers: {} }, 'quorum-still-possible'],
+    // Every voter gone for good while learners catch up: the most caught-up learner acts, or nothing ever will.
+    ['every voter gone, this learner the only one', { self: member('80', 'i-0e8', true), members: [a, member('80', 'i-0e8', true)], ec2: { 'i-a': 'terminated' }, answers: {} }, 'force'],
+    [
+      'every voter gone, this learner ahead of the other',
+      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50', '90': '49' } },
+      'force',
+    ],
+    [
+      'every voter gone, another learner ahead',
+      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50', '90': '51' } },
+      'newer-data-elsewhere',
+    ],
+    [
+      'every voter gone, another learner silent',
+      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50' } },
+      'remaining-learner-silent',
+    ],
+    [
+      'every voter gone, the other learner terminated too',
+      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'terminated' }, answers: { '80': '50' } },
+      'force',
+    ],
+    // A stale view: the cluster lives on elsewhere (this member was cut off while the others were replaced).
+    [
+      'another instance says it serves this cluster with quorum',
+      { members: [a, b, c], ec2: { 'i-b': 'terminated', 'i-c': 'terminated' }, answers: {}, servingElsewhere: ['i-0new'] },
+      'cluster-serves-elsewhere',
+    ],
+    // The newest backup against a lone survivor that lagged.
+    ['the newest backup of this cluster is ahead of the lone survivor', { members: [a, b, c], ec2: { 'i-b': 'terminated', 'i-c': 'terminated' }, answers: {}, newestBackup: { revision: '101' } }, 'restore-instead'],
+    ['the newest backup is not ahead', { members: [a, b, c], ec2: { 'i-b': 'terminated', 'i-c': 'terminated' }, answers: {}, newestBackup: { revision: '100' } }, 'force'],
+    [
+      'the newest backup ahead is of another cluster',
+      { members: [a, b, c], ec2: { 'i-b': 'terminated', 'i-c': 'terminated' }, answers: {}, newestBackup: { revision: '900', clusterId: '1234' } },
+      'force',
+    ],
+    [
+      'the newest backup is ahead, but another survivor answers (it would keep waiting for a quorum otherwise)',
+      { members: [a, b, c, d, e], ec2: { 'i-b': 'running' }, answers: { '10': '100', '20': '99' }, newestBackup: { revision: '900' } },
+      'force',
+    ],
     ['EC2 does not describe this instance as running (wrong region? a stale view?)', { members: [a, b, c], ec2: { 'i-a': 'terminated' }, answers: {} }, 'own-instance-not-confirmed'],
   ])('%s', (_name, k, expected) => {
     const plan = decide(k);
-    expect(plan.kind === 'force' ? 'force' : plan.reason).toBe(expected);
+    expect(plan.kind === 'decline' ? plan.reason : plan.kind).toBe(expected);
   });
 
   it('reports the gone voters and the raft indexes it compared, newest first', () => {
@@ -128,6 +175,7 @@ describe('decideQuorumRecovery', () => {
         { memberId: '10', name: 'i-a', raftIndex: '100' },
         { memberId: '20', name: 'i-b', raftIndex: '99' },
       ],
+      fromLearner: false,
     });
   });
 
@@ -140,7 +188,7 @@ describe('decideQuorumRecovery', () => {
   ])('%s', (_name, self, expected) => {
     const members = [low, high, c, d, e];
     const plan = decide({ self, members, ec2: { 'i-a': 'running', 'i-b': 'running' }, answers: { [low.id]: '12345678901234567890', [high.id]: '12345678901234567890' } });
-    expect(plan.kind === 'force' ? 'force' : plan.reason).toBe(expected);
+    expect(plan.kind === 'decline' ? plan.reason : plan.kind).toBe(expected);
   });
 
   it('compares raft indexes as integers: 10 is newer than 9', () => {

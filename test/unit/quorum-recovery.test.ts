@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { AgentRegistration } from '../../core/domain/election.js';
 import type { Member } from '../../core/domain/members.js';
 import type { InstanceFact } from '../../core/domain/reconcile.js';
 import { silentLog, type Log } from '../../core/logger.js';
@@ -32,11 +33,16 @@ const status = (leaderId: string): MemberStatus => ({
  * time t on the check-th look at it; the two other voters' instances are terminated, so once the grace has
  * passed the plan is to force.
  */
-function harness(quorum: (t: number, check: number) => boolean, graceMs = 1000) {
+function harness(
+  quorum: (t: number, check: number) => boolean,
+  graceMs = 1000,
+  world: { registrations?: (now: number) => AgentRegistration[]; newestBackup?: { key: string; clusterId: string; revision: string } } = {},
+) {
   let now = 0;
   let check = 0;
   const quorumNow = () => quorum(now, check);
   const forcedAt: number[] = [];
+  const restoredAt: number[] = [];
   const messages: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
   const record = (level: string): Log[keyof Log] => (message, ...fields) => messages.push({ level, message, fields: Object.assign({}, ...fields) as Record<string, unknown> });
   const log: Log = { ...silentLog, info: record('info'), warn: record('warn') };
@@ -65,6 +71,14 @@ function harness(quorum: (t: number, check: number) => boolean, graceMs = 1000) 
       forcedAt.push(now);
       return Promise.resolve(true);
     },
+    restoreInstead: () => {
+      restoredAt.push(now);
+      return Promise.resolve();
+    },
+    selfInstanceId: 'i-1',
+    registrations: () => Promise.resolve(world.registrations?.(now) ?? []),
+    freshMs: 4000,
+    newestBackup: () => Promise.resolve(world.newestBackup),
     now: () => now,
     sleep: (ms) => {
       now += ms;
@@ -75,7 +89,7 @@ function harness(quorum: (t: number, check: number) => boolean, graceMs = 1000) 
     pollMs: 250,
     stopped: () => now > 10_000,
   };
-  return { run: () => recoverFromQuorumLoss(deps), forcedAt, messages };
+  return { run: () => recoverFromQuorumLoss(deps), forcedAt, restoredAt, messages };
 }
 
 describe('recoverFromQuorumLoss', () => {
@@ -99,5 +113,36 @@ describe('recoverFromQuorumLoss', () => {
     await h.run();
     expect(h.forcedAt).toEqual([]);
     expect(h.messages).toContainEqual(expect.objectContaining({ message: 'not forcing a new cluster', fields: expect.objectContaining({ reason: 'quorum-returned-before-acting' }) as unknown }));
+  });
+
+  it('never forces while another agent says, recently, that it serves this cluster with quorum (this view is stale)', async () => {
+    // A partition cut this member off; the others replaced their members and serve on: EC2 calls its old peers terminated.
+    const serving = (now: number): AgentRegistration[] => [
+      { instanceId: 'i-7', hasData: true, at: now - 1000, serving: { clusterId: '9', memberId: '77', quorum: true, since: 0 } },
+      // Its own registration, another cluster, and a stale one say nothing.
+      { instanceId: 'i-1', hasData: true, at: now, serving: { clusterId: '9', memberId: '1', quorum: true, since: 0 } },
+      { instanceId: 'i-8', hasData: true, at: now, serving: { clusterId: '123', memberId: '88', quorum: true, since: 0 } },
+    ];
+    const h = harness(() => false, 1000, { registrations: serving });
+    await h.run();
+    expect(h.forcedAt).toEqual([]);
+    expect(h.messages).toContainEqual(
+      expect.objectContaining({ message: 'not forcing a new cluster', fields: expect.objectContaining({ reason: 'cluster-serves-elsewhere', members: ['i-7'] }) as unknown }),
+    );
+  });
+
+  it('forces once the registration saying the cluster serves elsewhere has gone stale (that instance died)', async () => {
+    const h = harness(() => false, 1000, {
+      registrations: () => [{ instanceId: 'i-7', hasData: true, at: 0, serving: { clusterId: '9', memberId: '77', quorum: true, since: 0 } }],
+    });
+    await h.run();
+    expect(h.forcedAt[0]).toBeGreaterThan(4000);
+  });
+
+  it('sets its data aside for a restore instead of forcing when the newest backup of this cluster is ahead of it', async () => {
+    const h = harness(() => false, 1000, { newestBackup: { key: 'g/snapshots/x.db', clusterId: '9', revision: '6' } });
+    await h.run();
+    expect(h.forcedAt).toEqual([]);
+    expect(h.restoredAt).toHaveLength(1);
   });
 });
