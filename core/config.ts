@@ -38,6 +38,8 @@ const SETTINGS = {
   ETCD_AWS_BACKUP_FUNCTION: 'the backup function, which takes the final backup when the last member terminates',
   ETCD_AWS_AGENT_START_GRACE_MS: 'how long after its launch an instance may go without its agent registering before reconcile marks it unhealthy',
   ETCD_QUOTA_BACKEND_BYTES: "etcd's space quota, against which reconcile reports each member's database size",
+  ETCD_AWS_CUT_OFF_GRACE_MS:
+    'how long a member the quorum side cannot reach may say it has no quorum (or stay silent) before reconcile marks its instance unhealthy',
 } as const;
 
 type Setting = keyof typeof SETTINGS;
@@ -71,6 +73,9 @@ const functionSettings = {
   ETCD_AWS_SNAPSHOT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(900_000).default(600_000),
   ETCD_AWS_BACKUP_FUNCTION: name.optional(),
   ETCD_AWS_AGENT_START_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(900_000),
+  ETCD_AWS_CUT_OFF_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(300_000),
+  // How recent an agent's registration must be to say anything now (the agents refresh theirs three times as often).
+  ETCD_AWS_REGISTRATION_FRESH_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   // etcd's own default quota is 2 GiB.
   ETCD_QUOTA_BACKEND_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
 };
@@ -137,6 +142,10 @@ export interface FunctionConfig extends CommonConfig {
   readonly backupFunction: string | undefined;
   /** reconcile: how long an instance may run without its agent registering before it is marked unhealthy. */
   readonly agentStartGraceMs: number;
+  /** How long a member cut off from the quorum side may stay so before reconcile marks its instance unhealthy. */
+  readonly cutOffGraceMs: number;
+  /** How recent an agent's registration must be to count. */
+  readonly registrationFreshMs: number;
   /** reconcile: etcd's space quota, for the database size as a percentage of it. */
   readonly quotaBytes: number;
   /** Set when BACKUP_BUCKET is (lifecycle uses it for the final backup of a cluster scaled in to zero). */
@@ -229,6 +238,8 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
       orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS,
       backupFunction: c.ETCD_AWS_BACKUP_FUNCTION,
       agentStartGraceMs: c.ETCD_AWS_AGENT_START_GRACE_MS,
+      cutOffGraceMs: c.ETCD_AWS_CUT_OFF_GRACE_MS,
+      registrationFreshMs: c.ETCD_AWS_REGISTRATION_FRESH_MS,
       quotaBytes: c.ETCD_QUOTA_BACKEND_BYTES,
       backup,
     });

@@ -1,8 +1,8 @@
 /**
  * Scheduled safety net for missed lifecycle events and crashed agents: removes at most one member whose
  * instance has been gone longer than the grace period (only while quorum stays safe), promotes caught-up
- * learners of active instances, marks unhealthy an instance whose agent never started (the group replaces
- * it), and publishes members, voting, learners, healthy, orphans and database size as metrics.
+ * learners of active instances, marks unhealthy an instance whose agent never started or whose member is cut
+ * off from the quorum for longer than a grace period (the group replaces it), and publishes members, voting, learners, healthy, orphans and database size as metrics.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
@@ -36,6 +36,8 @@ const deps: ReconcileDeps = {
         registrations: () => seeds.registrations(),
         agentStartGraceMs: config.agentStartGraceMs,
         setUnhealthy: (instanceId: string) => instances.setUnhealthy(instanceId),
+        cutOffGraceMs: config.cutOffGraceMs,
+        registrationFreshMs: config.registrationFreshMs,
       }
     : {}),
 };
@@ -52,6 +54,7 @@ export const handler = async (): Promise<ReconcileResult> => {
   metrics.addMetric('InstancesWithoutMember', MetricUnit.Count, report.instancesWithoutMember.length);
   metrics.addMetric('OrphansRemoved', MetricUnit.Count, report.removed?.result === 'removed' ? 1 : 0);
   metrics.addMetric('InstancesWithoutAgentMarked', MetricUnit.Count, report.markedUnhealthy ? 1 : 0);
+  metrics.addMetric('CutOffMembersMarked', MetricUnit.Count, report.cutOff ? 1 : 0);
   metrics.addMetric('DbSizeBytes', MetricUnit.Bytes, report.dbSizeBytes);
   metrics.addMetric('DbQuotaPercent', MetricUnit.Percent, report.dbQuotaPercent);
   metrics.publishStoredMetrics();

@@ -110,3 +110,65 @@ export function instancesWithoutAgent(input: {
     .sort((a, b) => (a.launchedAt ?? 0) - (b.launchedAt ?? 0))
     .slice(0, 1);
 }
+
+/** A member the quorum side cannot reach, for long enough to call it failed. */
+export interface CutOffMember {
+  readonly member: Member;
+  readonly instance: GroupInstance;
+  /**
+   * `cut-off-from-quorum`: its agent says (recently) its etcd has had no quorum for the whole grace period;
+   * `agent-silent`: its agent has not written for the whole grace period either (a hung or isolated host).
+   */
+  readonly reason: 'cut-off-from-quorum' | 'agent-silent';
+  /** Since when it has been so (epoch ms). */
+  readonly since: number;
+}
+
+/**
+ * A member of an in-service instance that the quorum side has not reached for longer than `graceMs` is a
+ * failed member: it is removed (while it is listed, etcd's strict reconfiguration check refuses every other
+ * member change: no replacement can join, no terminating member can go) and its instance is marked unhealthy,
+ * so the group replaces it through the termination hook. Called only with a live cluster (reconcile reached
+ * a quorum: it is on the quorum side). Never makes a partition worse: at most one instance per run, none while
+ * another instance of the group is already unhealthy or terminating, and only when the members that answer
+ * keep a quorum without it. Evidence is the member's own agent, in its registration (written to S3, which the
+ * cut-off side may still reach): its etcd without quorum since long enough, or the agent itself silent that
+ * long. A member whose agent never served is not judged here (the launch hook and instancesWithoutAgent are).
+ * Pure.
+ */
+export function cutOffMember(input: {
+  members: readonly Member[];
+  instances: readonly GroupInstance[];
+  healthyMemberIds: ReadonlySet<string>;
+  registrations: readonly AgentRegistration[];
+  now: number;
+  graceMs: number;
+  freshMs: number;
+}): CutOffMember | undefined {
+  const { members, healthyMemberIds, now } = input;
+  const busy = input.instances.some((i) => i.healthStatus !== 'Healthy' || i.lifecycleState.startsWith('Terminating'));
+  if (busy) return undefined;
+  const byInstance = new Map(input.registrations.map((r) => [r.instanceId, r]));
+  const voters = members.filter((m) => !m.isLearner);
+  const candidates: CutOffMember[] = [];
+  for (const instance of activePeers(input.instances)) {
+    if (instance.lifecycleState !== 'InService') continue;
+    const hit = memberOfInstance(members, instance);
+    if (!hit || healthyMemberIds.has(hit.member.id)) continue;
+    const r = byInstance.get(instance.instanceId);
+    if (r?.serving?.memberId !== hit.member.id) continue;
+    const fresh = now - r.at <= input.freshMs;
+    if (fresh && !r.serving.quorum && now - r.serving.since >= input.graceMs) {
+      candidates.push({ member: hit.member, instance, reason: 'cut-off-from-quorum', since: r.serving.since });
+    } else if (!fresh && now - r.at >= input.graceMs) {
+      candidates.push({ member: hit.member, instance, reason: 'agent-silent', since: r.at });
+    }
+  }
+  candidates.sort((a, b) => a.since - b.since);
+  for (const c of candidates) {
+    if (c.member.isLearner) return c;
+    const after = voters.filter((v) => v.id !== c.member.id);
+    if (after.filter((v) => healthyMemberIds.has(v.id)).length >= quorumOf(after.length)) return c;
+  }
+  return undefined;
+}

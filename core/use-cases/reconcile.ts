@@ -1,7 +1,7 @@
 import { isActive } from '../domain/instances.js';
-import { hexMemberId } from '../domain/members.js';
+import { hexMemberId, type Member } from '../domain/members.js';
 import type { AgentRegistration } from '../domain/election.js';
-import { instancesWithoutAgent, planReconcile } from '../domain/reconcile.js';
+import { cutOffMember, instancesWithoutAgent, planReconcile } from '../domain/reconcile.js';
 import { describeError } from '../errors.js';
 import type { EtcdCluster, EtcdMembership, MemberStatus } from '../ports.js';
 import { discoverCluster, type ClusterView, type DiscoveryDeps } from './discover.js';
@@ -76,6 +76,10 @@ export interface ReconcileDeps extends DiscoveryDeps {
   readonly agentStartGraceMs?: number;
   /** SetInstanceHealth Unhealthy: the group replaces the instance. */
   readonly setUnhealthy?: (instanceId: string) => Promise<void>;
+  /** How long a member the quorum side cannot reach may be cut off before its instance is marked unhealthy. */
+  readonly cutOffGraceMs?: number;
+  /** How recent a registration must be to say anything now. */
+  readonly registrationFreshMs?: number;
 }
 
 export interface ReconcileResult extends HealthReport {
@@ -84,6 +88,8 @@ export interface ReconcileResult extends HealthReport {
   readonly kept: ReadonlyArray<{ readonly memberId: string; readonly name: string; readonly reason: string }>;
   /** An instance whose agent never registered, marked unhealthy this run. */
   readonly markedUnhealthy: string | undefined;
+  /** An instance whose member was cut off from the quorum side for longer than the grace period, marked unhealthy this run. */
+  readonly cutOff: { readonly instanceId: string; readonly memberId: string; readonly reason: string; readonly removal: string } | undefined;
 }
 
 /**
@@ -100,7 +106,7 @@ export async function reconcileCluster(
   // Also without a live cluster: an instance whose agent never started blocks a seed election.
   const markedUnhealthy = await markInstanceWithoutAgent(view, deps);
   const statuses: MemberStatus[] = [];
-  if (!view.cluster.live) return { ...healthReport(view, statuses, deps.quotaBytes), removed: undefined, promoted: [], kept: [], markedUnhealthy };
+  if (!view.cluster.live) return { ...healthReport(view, statuses, deps.quotaBytes), removed: undefined, promoted: [], kept: [], markedUnhealthy, cutOff: undefined };
   const { members, membership } = view.cluster;
   await Promise.all(
     members
@@ -144,7 +150,57 @@ export async function reconcileCluster(
   }
   const kept = plan.kept.map((k) => ({ memberId: hexMemberId(k.member.id), name: k.member.name, reason: k.reason }));
   if (kept.length > 0) deps.log.info('kept orphan members', { kept });
-  return { ...healthReport(view, statuses, deps.quotaBytes), removed, promoted, kept, markedUnhealthy };
+  // Only this side reached a quorum: a member it cannot reach for long is the one cut off.
+  const cutOff = markedUnhealthy === undefined ? await markCutOffMember(members, view, healthy, deps) : undefined;
+  return { ...healthReport(view, statuses, deps.quotaBytes), removed, promoted, kept, markedUnhealthy, cutOff };
+}
+
+/**
+ * Removes the member of (at most) one instance cut off from the quorum side (cutOffMember), then marks the
+ * instance unhealthy so the group replaces it; returns it.
+ */
+async function markCutOffMember(
+  members: readonly Member[],
+  view: ClusterView,
+  healthy: ReadonlySet<string>,
+  deps: ReconcileDeps,
+): Promise<ReconcileResult['cutOff']> {
+  if (!deps.registrations || !deps.setUnhealthy || deps.cutOffGraceMs === undefined || deps.registrationFreshMs === undefined) return undefined;
+  try {
+    const target = cutOffMember({
+      members,
+      instances: view.instances,
+      healthyMemberIds: healthy,
+      registrations: await deps.registrations(),
+      now: deps.now(),
+      graceMs: deps.cutOffGraceMs,
+      freshMs: deps.registrationFreshMs,
+    });
+    if (!target) return undefined;
+    const fields = { instanceId: target.instance.instanceId, memberId: hexMemberId(target.member.id), reason: target.reason, since: new Date(target.since).toISOString() };
+    // The member first: while it is listed, etcd's strict reconfiguration check refuses every other change
+    // (no replacement joins, not even the one a rolling update waits for, which suspends ReplaceUnhealthy).
+    const through = members.filter((m) => healthy.has(m.id) && m.id !== target.member.id).flatMap((m) => m.clientUrls);
+    const etcd = deps.openCluster(through);
+    let removal: string;
+    try {
+      removal = await etcd.remove(target.member.id);
+    } catch (error) {
+      removal = `failed: ${describeError(error)}`;
+    } finally {
+      etcd.close();
+    }
+    deps.log.warn('removed the member of an instance cut off from the quorum', { ...fields, result: removal });
+    await deps.setUnhealthy(target.instance.instanceId);
+    deps.log.warn('marked an instance unhealthy: its member is cut off from the quorum; the group replaces it through the termination hook', {
+      ...fields,
+      graceMs: deps.cutOffGraceMs,
+    });
+    return { instanceId: target.instance.instanceId, memberId: hexMemberId(target.member.id), reason: target.reason, removal };
+  } catch (error) {
+    deps.log.warn('could not look for members cut off from the quorum', { error: describeError(error) });
+    return undefined;
+  }
 }
 
 /** Marks unhealthy (at most) one instance whose agent never registered (instancesWithoutAgent); returns it. */

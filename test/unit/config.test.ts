@@ -15,6 +15,8 @@ describe('loadConfig', () => {
       orphanGraceMs: 600_000,
       backupFunction: undefined,
       agentStartGraceMs: 900_000,
+      cutOffGraceMs: 300_000,
+      registrationFreshMs: 30_000,
       quotaBytes: 2 * 1024 ** 3,
       backup: undefined,
     });
