@@ -65,6 +65,8 @@ export class AgentFleet {
       env?: Record<string, string>;
       /** The etcd release new instances get ("3.7"); the test bed's selected one when absent. */
       etcdVersion?: string;
+      /** The cgroup an instance's agent and etcd run in (network faults match on it); none when absent. */
+      cgroupFor?: (instance: InstanceIdentity) => string;
     },
   ) {
     mkdirSync(options.workDir, { recursive: true });
@@ -129,10 +131,12 @@ export class AgentFleet {
       clientUrl: `http://${instance.privateIp}:2379`,
       process: undefined,
     };
+    const cgroup = as ? undefined : this.options.cgroupFor?.(instance);
     node.process = this.options.processes.spawn(`agent ${instance.instanceId}`, process.execPath, [as?.bundle ?? this.options.bundle, 'run'], {
       logFile: node.logFile,
       uid: as?.uid,
       gid: as?.gid,
+      ...(cgroup === undefined ? {} : { cgroup }),
       env: {
         PATH: process.env.PATH,
         HOME: process.env.HOME,

@@ -27,16 +27,20 @@ export interface Invocation<T> {
  * exactly the given environment, and returns its result plus its JSON output lines.
  */
 export async function invokeBundle<T>(bundle: string, event: unknown, env: NodeJS.ProcessEnv): Promise<Invocation<T>> {
-  // A thrown error is printed as one ERROR line: node would otherwise print the minified source line.
+  // A thrown error is printed as one ERROR line: node would otherwise print the minified source line. The
+  // invocation ends when the handler returns, as in Lambda (which freezes the environment then): connections
+  // it left open, e.g. to a member a partition blackholes, do not keep it going.
   const script = `
+    let out;
     try {
       const m = await import(${JSON.stringify(pathToFileURL(bundle).href)});
       const context = { functionName: 'test', awsRequestId: 'req-1', getRemainingTimeInMillis: () => 60000 };
       const result = await m.handler(JSON.parse(process.env.TEST_EVENT), context);
-      process.stdout.write('\\nRESULT ' + JSON.stringify(result ?? null) + '\\n');
+      out = '\\nRESULT ' + JSON.stringify(result ?? null) + '\\n';
     } catch (error) {
-      process.stdout.write('\\nERROR ' + JSON.stringify(String(error?.message ?? error)) + '\\n');
-    }`;
+      out = '\\nERROR ' + JSON.stringify(String(error?.message ?? error)) + '\\n';
+    }
+    process.stdout.write(out, () => process.exit(0));`;
   const { stdout, stderr } = await run(process.execPath, ['--input-type=module', '-e', script], {
     env: { ...env, TEST_EVENT: JSON.stringify(event) },
     timeout: 120_000,

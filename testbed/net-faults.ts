@@ -92,28 +92,36 @@ export class NetworkFaults {
   }
 
   /**
-   * Cuts the network into `sides`: no packet passes between instances on different sides. Processes
-   * outside every instance (the test process, the Lambda handlers, the client writer) are on the side
-   * `outsideWith` is on (by default the largest). Instances not named keep their links to every side. A
+   * Cuts the network into `sides`: no packet passes between instances on different sides. The side
+   * `outsideWith` is on (by default the largest) is the rest of the world: processes outside every instance
+   * (the test process, the Lambda handlers, the client writer), instances not named, and instances launched
+   * while the partition lasts are on it, as they are in a VPC where the named instances lost their links. A
    * new partition replaces the previous one.
    */
   partition(sides: ReadonlyArray<readonly string[]>, outsideWith?: string): void {
     this.heal();
-    const sideOf = new Map<string, number>();
-    sides.forEach((side, i) => side.forEach((id) => sideOf.set(id, i)));
     const largest = sides.reduce((best, side, i) => (side.length > (sides[best]?.length ?? 0) ? i : best), 0);
-    const outside = outsideWith === undefined ? largest : sideOf.get(outsideWith);
-    if (outside === undefined) throw new Error(`${outsideWith ?? ''} is on no side of the partition`);
-    for (const [a, sa] of sideOf) {
-      for (const [b, sb] of sideOf) {
-        if (sa === sb) continue;
-        iptables(['-t', 'filter', '-A', this.chain, '-m', 'cgroup', '--path', this.cgroupPath(a), '-d', this.ipOf(b), '-j', 'DROP']);
+    const outside = outsideWith === undefined ? largest : sides.findIndex((side) => side.includes(outsideWith));
+    if (outside < 0) throw new Error(`${outsideWith ?? ''} is on no side of the partition`);
+    sides.forEach((side, k) => {
+      if (k === outside) return;
+      // Packets leaving a member of this side pass only to this side's addresses; packets to a member of
+      // this side pass only from this side's cgroups. Everything else is dropped.
+      const out = `${this.chain}-S${k}-O`;
+      const into = `${this.chain}-S${k}-I`;
+      iptables(['-t', 'filter', '-N', out]);
+      iptables(['-t', 'filter', '-N', into]);
+      for (const id of side) {
+        iptables(['-t', 'filter', '-A', out, '-d', this.ipOf(id), '-j', 'RETURN']);
+        iptables(['-t', 'filter', '-A', into, '-m', 'cgroup', '--path', this.cgroupPath(id), '-j', 'RETURN']);
       }
-      if (sa !== outside) {
-        // From every process that is not one of this network's instances (the test process's side).
-        iptables(['-t', 'filter', '-A', this.chain, '-m', 'cgroup', '!', '--path', this.cgroupRel, '-d', this.ipOf(a), '-j', 'DROP']);
+      iptables(['-t', 'filter', '-A', out, '-j', 'DROP']);
+      iptables(['-t', 'filter', '-A', into, '-j', 'DROP']);
+      for (const id of side) {
+        iptables(['-t', 'filter', '-A', this.chain, '-m', 'cgroup', '--path', this.cgroupPath(id), '-j', out]);
+        iptables(['-t', 'filter', '-A', this.chain, '-d', this.ipOf(id), '-j', into]);
       }
-    }
+    });
     this.partitioned = true;
   }
 
@@ -121,6 +129,7 @@ export class NetworkFaults {
   heal(): void {
     if (!this.partitioned) return;
     iptables(['-t', 'filter', '-F', this.chain]);
+    removeSubchains('filter', this.chain);
     this.partitioned = false;
   }
 
@@ -226,6 +235,22 @@ function removeChain(table: string, chain: string, dest: string): void {
   } catch {
     // no such chain
   }
+  removeSubchains(table, chain);
+}
+
+/** The chains a partition hangs off the network's chain (`<chain>-S<k>-O`, `<chain>-S<k>-I`). */
+function removeSubchains(table: string, chain: string): void {
+  const listed = iptables(['-t', table, '-S']);
+  const escaped = chain.replace(/[-]/g, '\\-');
+  const names = [...listed.matchAll(new RegExp(`^-N (${escaped}-S\\d+-[OI])$`, 'gm'))].map((m) => m[1] as string);
+  for (const name of names) iptables(['-t', table, '-F', name]);
+  for (const name of names) {
+    try {
+      iptables(['-t', table, '-X', name]);
+    } catch {
+      // still referenced: the main chain is flushed first, so only by a concurrent change
+    }
+  }
 }
 
 function removeCgroupTree(unified: string, dir: string): void {
@@ -255,7 +280,7 @@ function sweepLeftovers(unified: string): void {
   if (existsSync(tree)) for (const name of readdirSync(tree)) if (/^\d+$/.test(name)) octets.add(Number(name));
   for (const table of TABLES) {
     const listed = iptables(['-t', table, '-S']);
-    for (const m of listed.matchAll(/^-N EAWS-(\d+)$/gm)) octets.add(Number(m[1]));
+    for (const m of listed.matchAll(/^-N EAWS-(\d+)(?:-S\d+-[OI])?$/gm)) octets.add(Number(m[1]));
   }
   for (const octet of octets) {
     if (claimOwnerAlive(octet)) continue;

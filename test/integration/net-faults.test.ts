@@ -81,9 +81,14 @@ describe('network faults', () => {
     expect(await reachability()).toEqual(['i-b→i-c', 'i-c→i-b', 'outside→i-a']);
   });
 
-  it('leaves instances it was not told about linked to every side', async () => {
+  it('puts instances it was not told about (and those launched later) on the outside\'s side', async () => {
     faults.partition([['i-a'], ['i-b']], 'i-b');
-    expect(await reachability()).toEqual(['i-a→i-c', 'i-b→i-c', 'i-c→i-a', 'i-c→i-b', 'outside→i-b', 'outside→i-c']);
+    expect(await reachability()).toEqual(['i-b→i-c', 'i-c→i-b', 'outside→i-b', 'outside→i-c']);
+  });
+
+  it('keeps two cut-off sides apart from each other and from the rest', async () => {
+    faults.partition([['i-a'], ['i-b'], ['i-c']], 'i-c');
+    expect(await reachability()).toEqual(['outside→i-c']);
   });
 
   it('rate-limits an instance peer traffic through its own htb class, and lifts the limit', async () => {
