@@ -81,6 +81,23 @@ async function holdFault(ctx: Context, ms: number, label: string): Promise<strin
   return [...gone];
 }
 
+/** How long partition-minority-long may take to replace the cut-off members (each: cut-off grace, then a replacement). */
+const PARTITION_LONG_MS = 240_000;
+
+/**
+ * What must hold of members that were cut off: none of them forced a cluster of its own, and (when nothing
+ * else replaced them first) reconcile marked their instances unhealthy.
+ */
+function partitionViolations(ctx: Context, cutOff: readonly string[], options: { mustBeMarked: boolean }): string[] {
+  const violations: string[] = [];
+  for (const id of cutOff) {
+    if (ctx.sandbox.agentSaid(id, 'forcing a new cluster from this member')) violations.push(`${id} forced a new cluster while cut off`);
+    const marked = ctx.sandbox.shim.calls.some((c) => c.action === 'SetInstanceHealth' && c.params.InstanceId === id && c.params.HealthStatus === 'Unhealthy');
+    if (options.mustBeMarked && !marked) violations.push(`${id} was never marked unhealthy although it was cut off from the quorum`);
+  }
+  return violations;
+}
+
 /** The minor releases the upgrade scenario rolls through: every supported one, oldest first. */
 const UPGRADE_PATH = ['3.5', '3.6', '3.7'] as const;
 
@@ -274,6 +291,54 @@ export const SCENARIOS: Record<string, Scenario> = {
       const lost = updated.filter((id) => !after.includes(id));
       if (lost.length > 0) violations.push(`the broken update replaced members it should have kept: ${lost.join(', ')}`);
       return { faultAt: at, violations };
+    },
+  },
+  'partition-one': {
+    description:
+      'one member is cut off from its peers (its instance runs, reaches AWS and stays in service) while a stack update rolls: reconcile finds it cut off from the quorum for longer than the grace period, removes its member and marks it unhealthy; the update completes; the cut-off node never forces or serves a second cluster',
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      const { follower: isolated } = await leaderAndFollower(ctx);
+      const others = ctx.sandbox.instances().map((i) => i.instanceId).filter((id) => id !== isolated);
+      const at = Date.now();
+      const violations: string[] = [];
+      ctx.sandbox.partition([[isolated], others]);
+      try {
+        const result = await ctx.step('rolling update during the partition', () => ctx.sandbox.update({ env: { ETCD_AWS_QUORUM_LOSS_GRACE_MS: '3500' } }));
+        if (result !== 'complete') violations.push(`the rolling update during the partition ended ${result}`);
+      } finally {
+        ctx.sandbox.heal();
+      }
+      // Here the update may replace the cut-off instance before reconcile judges it (both end its membership).
+      violations.push(...partitionViolations(ctx, [isolated], { mustBeMarked: false }));
+      if (ctx.sandbox.instances().some((i) => i.instanceId === isolated)) violations.push(`${isolated} is still in the group after the update`);
+      return { faultAt: at, violations };
+    },
+  },
+  'partition-minority-long': {
+    description:
+      'two of five members are cut off together (they reach each other and AWS) for longer than every grace period: they never force a cluster; reconcile removes and replaces them one at a time from the quorum side, which serves throughout',
+    size: 5,
+    schedule: true,
+    act: async (ctx) => {
+      const leader = await waitFor('a leader', () => ctx.sandbox.leader(), { timeoutMs: 30_000, intervalMs: 250 });
+      const followers = ctx.sandbox.instances().map((i) => i.instanceId).filter((id) => id !== leader);
+      const minority = followers.slice(0, 2);
+      const majority = ctx.sandbox.instances().map((i) => i.instanceId).filter((id) => !minority.includes(id));
+      const at = Date.now();
+      ctx.sandbox.partition([minority, majority]);
+      try {
+        await ctx.step(`${minority.join(' and ')} replaced while cut off`, () =>
+          waitFor(`${minority.join(', ')} to leave the group`, () => !ctx.sandbox.instances().some((i) => minority.includes(i.instanceId)), {
+            timeoutMs: PARTITION_LONG_MS,
+            intervalMs: 500,
+          }),
+        );
+      } finally {
+        ctx.sandbox.heal();
+      }
+      return { faultAt: at, violations: partitionViolations(ctx, minority, { mustBeMarked: true }) };
     },
   },
   'kill-leader': {

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -12,7 +12,7 @@ import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { InstanceIdentity } from '../core/ports.js';
 import type { BackupSummary } from '../core/use-cases/backup.js';
 import type { ReconcileResult } from '../core/use-cases/reconcile.js';
-import { AgentFleet, inspectCluster, isConverged, leaderUrl, type ClusterSnapshot } from '../testbed/agents.js';
+import { AgentFleet, inspectCluster, isConverged, leaderUrl, type ClusterSnapshot, FAST_TIMING } from '../testbed/agents.js';
 import { startAutoScalingShim, type AutoScalingShim } from '../testbed/autoscaling-shim.js';
 import { createSimulatedGroup, describeGroupInstances } from '../testbed/aws-world.js';
 import { handlerEnv, invokeBundle } from '../testbed/lambda.js';
@@ -24,6 +24,7 @@ import { pollOnce } from '../testbed/sqs-poller.js';
 import { etcdRelease } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
 import { S3FaultProxy } from '../testbed/s3-faults.js';
+import { NetworkFaults } from '../testbed/net-faults.js';
 
 export interface Bundles {
   readonly agent: string;
@@ -77,6 +78,8 @@ export const SANDBOX_TIMING = {
   healthIntervalMs: 2_000,
   healthThreshold: 2,
   pauseTimeMs: 75_000,
+  /** Reconcile's ETCD_AWS_CUT_OFF_GRACE_MS (5 minutes in the stack). */
+  cutOffGraceMs: 15_000,
 } as const;
 
 type LifecycleResult = { batchItemFailures: Array<{ itemIdentifier: string }> };
@@ -140,6 +143,8 @@ export class Sandbox {
     readonly shim: AutoScalingShim,
     /** S3 as the agents reach it: forwards to the emulator, and cuts the downloads a scenario chooses. */
     readonly s3Faults: S3FaultProxy,
+    /** Partitions and slow links between instances; undefined (with why) where this machine cannot do them. */
+    private readonly net: NetworkFaults | { readonly unavailable: string },
     readonly queueUrl: string,
     groupName: string,
     bucket: string,
@@ -168,6 +173,7 @@ export class Sandbox {
         ETCD_AWS_LAUNCH_HEARTBEAT_MS: String(SANDBOX_TIMING.launchHeartbeatMs),
       },
       etcdVersion: options.etcdVersion,
+      ...('unavailable' in net ? {} : { cgroupFor: (i: InstanceIdentity) => net.cgroupFor(i.instanceId, i.privateIp) }),
     });
   }
 
@@ -205,6 +211,38 @@ export class Sandbox {
       () => this.fleet.setLaunchTemplate(before),
     );
     return outcome.result;
+  }
+
+  private faults(): NetworkFaults {
+    if ('unavailable' in this.net) throw new Error(`network faults are not available: ${this.net.unavailable}`);
+    return this.net;
+  }
+
+  /**
+   * Cuts the network between the instances into `sides` (each instance keeps reaching AWS). The Lambda
+   * functions, the NLB and the client writer are on the side of `outsideWith` (by default the largest).
+   */
+  partition(sides: ReadonlyArray<readonly string[]>, outsideWith?: string): void {
+    this.faults().partition(sides, outsideWith);
+    this.say(`network partitioned: ${sides.map((s) => `{${s.join(', ')}}`).join(' | ')}; the functions and clients are with ${outsideWith ?? 'the largest side'}`);
+  }
+
+  /** Ends the partition: every instance reaches every other again. */
+  heal(): void {
+    this.faults().heal();
+    this.say('network healed');
+  }
+
+  /** The instance's peer traffic (etcd's port 2380) is limited to `kbit` kilobits per second: a slow link. */
+  slowLink(instanceId: string, kbit: number): void {
+    this.faults().limitPeerTraffic(instanceId, kbit);
+    this.say(`${instanceId}: peer traffic limited to ${kbit} kbit/s`);
+  }
+
+  /** Lifts every slow link. */
+  clearSlowLinks(): void {
+    this.faults().clearLimits();
+    this.say('slow links lifted');
   }
 
   /** The instances stop answering, their processes frozen (SIGSTOP), while EC2 still sees them running. */
@@ -276,9 +314,16 @@ export class Sandbox {
       say,
     });
     const s3Faults = await S3FaultProxy.start(endpoint);
+    let net: NetworkFaults | { unavailable: string };
+    try {
+      net = NetworkFaults.create(options.network);
+    } catch (error) {
+      net = { unavailable: (error as Error).message };
+      say(`network faults are not available here (${net.unavailable}); partitions and slow links will fail`);
+    }
     say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
-    const sandbox = new Sandbox(options, endpoint, shim, s3Faults, queueUrl, group.groupName, bucket, [...group.instances]);
+    const sandbox = new Sandbox(options, endpoint, shim, s3Faults, net, queueUrl, group.groupName, bucket, [...group.instances]);
     sandbox.emulatorPid = emulatorPid;
     await sandbox.startLambda();
     sandbox.startLoops();
@@ -447,6 +492,8 @@ export class Sandbox {
       ETCD_ASG_NAME: this.groupName,
       BACKUP_BUCKET: this.bucket,
       ETCD_AWS_ORPHAN_GRACE_MS: '10000',
+      ETCD_AWS_CUT_OFF_GRACE_MS: String(SANDBOX_TIMING.cutOffGraceMs),
+      ETCD_AWS_REGISTRATION_FRESH_MS: FAST_TIMING.ETCD_AWS_REGISTRATION_FRESH_MS ?? '4000',
       ETCD_AWS_CALL_TIMEOUT_MS: '3000',
     });
   }
@@ -468,6 +515,10 @@ export class Sandbox {
     const { result } = await invokeBundle<ReconcileResult>(this.options.bundles.reconcile, event, this.handlerEnv());
     if (result.removed) this.say(`reconcile removed member ${result.removed.name} (${result.removed.reason}): ${result.removed.result}`);
     for (const p of result.promoted) this.say(`reconcile promoted learner ${p.memberId}: ${p.result}`);
+    if (result.markedUnhealthy) this.say(`reconcile marked ${result.markedUnhealthy} unhealthy: its agent never registered`);
+    if (result.cutOff) {
+      this.say(`reconcile found ${result.cutOff.instanceId} cut off from the quorum (${result.cutOff.reason}): member ${result.cutOff.memberId} ${result.cutOff.removal}; instance marked unhealthy`);
+    }
   }
 
   /** Auto Scaling terminates the instance (as a scale-in, a rolling update or a console action does): the hook holds it. */
@@ -551,6 +602,17 @@ export class Sandbox {
     return { restored: [...this.restoreLog.restored], skipped: [...this.restoreLog.skipped] };
   }
 
+  /** Whether the agent of an instance (any instance the sandbox ever ran) logged a line with this message. */
+  agentSaid(instanceId: string, message: string): boolean {
+    let text: string;
+    try {
+      text = readFileSync(this.fleet.node(instanceId).logFile, 'utf8');
+    } catch {
+      return false;
+    }
+    return text.split('\n').some((line) => line.includes(`"message":${JSON.stringify(message)}`));
+  }
+
   /** Stops every loop, agent and etcd, the shim and (when the sandbox started it) the emulator. */
   async close(): Promise<void> {
     this.stopping = true;
@@ -558,6 +620,7 @@ export class Sandbox {
     await this.fleet.closeAll();
     await this.shim.close();
     await this.s3Faults.close();
+    if (!('unavailable' in this.net)) this.net.close();
     await this.lambda?.close();
   }
 }
