@@ -3,10 +3,11 @@
  * medians (min–max) over N runs (default 3): time from the fault to convergence, the longest time between
  * two acknowledged writes, acknowledged writes lost and, after a restore, the RPO in seconds. Written to
  * bench/SCENARIOS.md and bench/scenarios.json. Every run must also pass its invariants, or the bench fails.
- * Not part of the tests (the e2e suite runs each scenario once and checks it).
+ * Naming scenarios runs only those and keeps the other rows of the previous results (each row says when it
+ * was measured). Not part of the tests (the e2e suite runs each scenario once and checks it).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -38,6 +39,8 @@ interface Row {
   readonly lost: Figure;
   readonly acknowledged: Figure;
   readonly rpoSeconds?: Figure;
+  /** When this row was measured (a run of some scenarios keeps the others' rows from earlier runs). */
+  readonly measured?: string;
 }
 
 async function main(): Promise<void> {
@@ -75,8 +78,12 @@ async function main(): Promise<void> {
       lost: figure(summaries.map((s) => s.writes.lost)),
       acknowledged: figure(summaries.map((s) => s.writes.acknowledged)),
       ...(rpo.length > 0 ? { rpoSeconds: figure(rpo) } : {}),
+      measured: new Date().toISOString(),
     });
   }
+  // A run of some scenarios keeps the rows of the others from the previous results, in the scenarios' order.
+  const previous = earlierRows().filter((r) => !names.includes(r.scenario) && r.scenario in SCENARIOS);
+  const all = [...previous, ...rows].sort((a, b) => Object.keys(SCENARIOS).indexOf(a.scenario) - Object.keys(SCENARIOS).indexOf(b.scenario));
   const etcd = execFileSync(etcdctlBin(), ['version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
   const machine = { date: new Date().toISOString(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, etcd, runs };
   const f = (x: Figure, unit: (n: number) => string) => `${unit(x.median)} (${unit(x.min)}–${unit(x.max)})`;
@@ -88,16 +95,29 @@ async function main(): Promise<void> {
     '',
     'Converged: from the fault until members == the group\'s instances, all voting and answering (cold-start: from the start). Longest unavailability: the longest time between two acknowledged writes of a client writing one key at a time through the endpoints. Lost: acknowledged writes missing afterwards. RPO: seconds of acknowledged writes after the restored backup.',
     '',
-    '| Scenario | Converged | Longest unavailability | Writes lost | Writes acknowledged | RPO |',
-    '|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.scenario} | ${f(r.convergeMs, secs)} | ${f(r.longestUnavailableMs, (n) => `${(n / 1000).toFixed(2)} s`)} | ${f(r.lost, String)} | ${f(r.acknowledged, String)} | ${r.rpoSeconds ? f(r.rpoSeconds, (n) => `${n.toFixed(1)} s`) : '–'} |`),
+    '| Scenario | Converged | Longest unavailability | Writes lost | Writes acknowledged | RPO | Measured |',
+    '|---|---|---|---|---|---|---|',
+    ...all.map(
+      (r) =>
+        `| ${r.scenario} | ${f(r.convergeMs, secs)} | ${f(r.longestUnavailableMs, (n) => `${(n / 1000).toFixed(2)} s`)} | ${f(r.lost, String)} | ${f(r.acknowledged, String)} | ${r.rpoSeconds ? f(r.rpoSeconds, (n) => `${n.toFixed(1)} s`) : '–'} | ${(r.measured ?? machine.date).slice(0, 10)} |`,
+    ),
     '',
     'The sandbox replaces a killed instance at once; in AWS the group\'s health check takes minutes, which adds to "converged" for kill-leader, kill-majority and total-loss (not to the unavailability of kill-leader, which is the election). The total-loss RPO here is short because the scenario writes right after its backup; in AWS it is up to the backup interval (5 minutes by default). A write in flight when its member dies waits for the client\'s call deadline (1.5 s) before it fails over, which is most of kill-leader\'s figure. kill-majority\'s includes the agents\' quorum-loss grace, 3 s here and 60 s by default.',
     '',
   ].join('\n');
   writeFileSync(path.join(REPO_ROOT, 'bench', 'SCENARIOS.md'), md);
-  writeFileSync(path.join(REPO_ROOT, 'bench', 'scenarios.json'), `${JSON.stringify({ machine, rows }, null, 2)}\n`);
+  writeFileSync(path.join(REPO_ROOT, 'bench', 'scenarios.json'), `${JSON.stringify({ machine, rows: all }, null, 2)}\n`);
   say(`\n${md}`);
+}
+
+/** The rows of the previous results (bench/scenarios.json), each dated (older files: the file's date). */
+function earlierRows(): Row[] {
+  try {
+    const old = JSON.parse(readFileSync(path.join(REPO_ROOT, 'bench', 'scenarios.json'), 'utf8')) as { machine: { date: string }; rows: Row[] };
+    return old.rows.map((r) => ({ ...r, measured: r.measured ?? old.machine.date }));
+  } catch {
+    return [];
+  }
 }
 
 // Ctrl-C ends the run and every process it started (the exit hook alone does not run on a signal).
