@@ -1,7 +1,11 @@
 import { mkdirSync, rmSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { ManagedProcess, ProcessGroup } from './processes.js';
-import { etcdBin } from './tools.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { etcdBin, etcdctlBin } from './tools.js';
+
+const execFileAsync = promisify(execFile);
 import { waitFor } from './wait.js';
 
 export interface EtcdNodeSpec {
@@ -137,6 +141,34 @@ export class EtcdTestCluster {
   }
 
   /** Starts a stopped node again from its data dir. */
+  /**
+   * Adds a node as a learner (etcd's MemberAdd through a running member), starts it and waits until it runs.
+   * A learner serves no linearizable request: what the control plane must route around.
+   */
+  async addLearner(spec: EtcdNodeSpec): Promise<EtcdTestNode> {
+    const node: EtcdTestNode = {
+      ...spec,
+      clientUrl: `http://${spec.ip}:2379`,
+      peerUrl: `http://${spec.ip}:2380`,
+      dataDir: path.join(this.workDir, `${spec.name}.etcd`),
+      logFile: path.join(this.workDir, `${spec.name}.log`),
+      process: undefined,
+    };
+    await execFileAsync(etcdctlBin(this.version), ['--endpoints', this.clientUrls().join(','), 'member', 'add', spec.name, `--peer-urls=${node.peerUrl}`, '--learner']);
+    this.nodes.push(node);
+    this.launch(node, 'existing');
+    await waitFor(
+      `learner ${spec.name} to follow a leader`,
+      async () => {
+        const out = await execFileAsync(etcdctlBin(this.version), ['--endpoints', node.clientUrl, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']).catch(() => undefined);
+        const leader = /"leader":(\d+)/.exec(out?.stdout ?? '')?.[1];
+        return leader !== undefined && leader !== '0';
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    return node;
+  }
+
   async restart(name: string): Promise<void> {
     const node = this.node(name);
     if (!existsSync(node.dataDir)) throw new Error(`etcd ${name} has no data dir to restart from (wiped?)`);

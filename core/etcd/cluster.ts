@@ -26,6 +26,11 @@ function toMember(m: IMember): Member {
 /** A key nobody writes: reading it linearizably proves the cluster has quorum without touching user data. */
 const QUORUM_PROBE_KEY = '\u0000etcd-aws/quorum-probe';
 
+/** A learner's refusal of a request only voters serve (linearizable reads, member changes, MemberList). */
+function refusedByLearner(error: unknown): boolean {
+  return /not supported for learner/i.test(describeError(error));
+}
+
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
 export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership, EtcdSnapshots {
   private readonly client: Etcd3;
@@ -38,12 +43,39 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
     this.client = new Etcd3(clientOptions(endpoints, options));
   }
 
+  /**
+   * Runs a request through the pool; when the member it reached is a learner (the pool picks any endpoint,
+   * and the control plane's endpoints include the learners of a rollout or a scale-out), through each other
+   * endpoint alone until a voter serves it. Only a learner's refusal moves on: any other answer is the
+   * cluster's, and stands.
+   */
+  private async onVoter<T>(request: (client: Etcd3) => Promise<T>): Promise<T> {
+    try {
+      return await request(this.client);
+    } catch (error) {
+      if (!refusedByLearner(error) || this.endpoints.length < 2) throw error;
+      let last: unknown = error;
+      for (const endpoint of this.endpoints) {
+        const single = new Etcd3(clientOptions([endpoint], this.options));
+        try {
+          return await request(single);
+        } catch (next) {
+          if (!refusedByLearner(next)) throw next;
+          last = next;
+        } finally {
+          single.close();
+        }
+      }
+      throw last;
+    }
+  }
+
   async listMembers(): Promise<{ clusterId: string; members: Member[] }> {
     try {
       // etcd 3.4 serves MemberList from the answering member's local state, even when that member has
       // lost quorum (the request's `linearizable` flag only exists from 3.5 on). A linearizable read needs
       // a quorum (ReadIndex), so it tells a live cluster from a lone survivor on every version.
-      await this.client.get(QUORUM_PROBE_KEY).exists();
+      await this.onVoter((c) => c.get(QUORUM_PROBE_KEY).exists());
     } catch (error) {
       throw new EtcdUnavailableError(
         `no etcd member with quorum answered through ${this.endpoints.join(', ')}: ${describeError(error)}`,
@@ -51,7 +83,7 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
       );
     }
     try {
-      const out = await this.client.cluster.memberList({ linearizable: true });
+      const out = await this.onVoter((c) => c.cluster.memberList({ linearizable: true }));
       return {
         clusterId: out.header.cluster_id,
         members: out.members.map(toMember),
@@ -66,7 +98,7 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
 
   async hasQuorum(): Promise<boolean> {
     try {
-      await this.client.get(QUORUM_PROBE_KEY).exists();
+      await this.onVoter((c) => c.get(QUORUM_PROBE_KEY).exists());
       return true;
     } catch {
       return false;
@@ -170,7 +202,7 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
 
   async addLearner(peerUrl: string): Promise<{ memberId: string; members: Member[] }> {
     try {
-      const out = await this.client.cluster.memberAdd({ peerURLs: [peerUrl], isLearner: true });
+      const out = await this.onVoter((c) => c.cluster.memberAdd({ peerURLs: [peerUrl], isLearner: true }));
       return { memberId: out.member.ID, members: out.members.map(toMember) };
     } catch (error) {
       throw new EtcdUnavailableError(`cannot add ${peerUrl} as a learner: ${describeError(error)}`, { cause: error });
@@ -179,7 +211,7 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
 
   async remove(memberId: string): Promise<'removed' | 'not-found'> {
     try {
-      await this.client.cluster.memberRemove({ ID: memberId });
+      await this.onVoter((c) => c.cluster.memberRemove({ ID: memberId }));
       return 'removed';
     } catch (error) {
       const message = describeError(error);
@@ -193,7 +225,7 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
 
   async promote(memberId: string): Promise<'promoted' | 'not-ready' | 'not-a-learner'> {
     try {
-      await this.client.cluster.memberPromote({ ID: memberId });
+      await this.onVoter((c) => c.cluster.memberPromote({ ID: memberId }));
       return 'promoted';
     } catch (error) {
       const message = describeError(error);
