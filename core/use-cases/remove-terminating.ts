@@ -65,9 +65,13 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
     const own = privateIp === undefined ? undefined : `http://${privateIp}:${deps.clientPort}`;
     const all = deps.endpoints ?? clientUrls(activePeers(instances), deps.clientPort);
     const others = all.filter((e) => e !== own);
-    // Only the terminating member itself may be left (scale-in to zero): then ask it.
+    // Removal goes through the other members; only the terminating member itself may be left (scale-in to
+    // zero): then it is asked.
     const endpoints = others.length > 0 ? others : own ? [own] : all;
-    const etcd = deps.openCluster(endpoints);
+    // Reading the membership (and promoting) may go through the terminating member too: it still runs while
+    // its instance waits, and it may be the last voter, beside learners and instances whose etcd has not
+    // started, none of which can answer for the cluster.
+    const etcd = deps.openCluster(own !== undefined && others.length > 0 ? [...others, own] : endpoints);
     try {
       let members: readonly Member[];
       try {
@@ -93,7 +97,7 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
       }
       if (plan.kind === 'remove') {
         await handOffLeadership(etcd, plan.memberId, members, deps.log, fields);
-        removal = await removeWhenAllowed(etcd, () => deps.openCluster(endpoints), plan.memberId, deps, fields);
+        removal = await removeWhenAllowed(() => deps.openCluster(endpoints), plan.memberId, deps, fields);
         deps.log.info('removed member', { ...fields, memberId: hexMemberId(plan.memberId), result: removal });
       } else if (plan.kind === 'keep-last-voter' && deps.finalBackup) {
         await deps.finalBackup(notice);
@@ -146,25 +150,24 @@ async function ownEtcd(own: string | undefined, deps: RemovalDeps): Promise<'ans
  * the caller.
  */
 async function removeWhenAllowed(
-  etcd: EtcdMembership,
-  reopen: () => EtcdCluster & EtcdMembership,
+  open: () => EtcdCluster & EtcdMembership,
   memberId: string,
   deps: RemovalDeps,
   fields: Record<string, unknown>,
 ): Promise<'removed' | 'not-found'> {
   const { attempts, delayMs } = deps.tooSoonRetry ?? { attempts: 15, delayMs: 1000 };
   for (let attempt = 1; ; attempt += 1) {
-    // Each retry through a new client: the one that was refused has its circuit breaker open for seconds.
-    const client = attempt === 1 ? undefined : reopen();
+    // Through the other members, each try with a new client: a refused one has its circuit breaker open for seconds.
+    const client = open();
     try {
-      return await (client ?? etcd).remove(memberId);
+      return await client.remove(memberId);
     } catch (error) {
       const transient = error instanceof MembershipChangeTooSoonError || error instanceof EtcdBackoffError;
       if (!transient || attempt >= attempts) throw error;
       if (attempt === 1) deps.log.info('etcd refuses member changes for a few seconds after a join or a leader change; waiting', { ...fields, delayMs });
       await deps.sleep(delayMs);
     } finally {
-      client?.close();
+      client.close();
     }
   }
 }

@@ -219,7 +219,7 @@ describe('removeTerminatingMember of the last voter while learners exist', () =>
   }));
 
   /** A voter (1) leaving and a learner (2) that catches up after `notReadyFor` promotion attempts. */
-  function world(notReadyFor: number) {
+  function world(notReadyFor: number, options: { learnersRefuse?: boolean } = {}) {
     const order: string[] = [];
     let learner = true;
     let refusals = notReadyFor;
@@ -249,7 +249,11 @@ describe('removeTerminatingMember of the last voter while learners exist', () =>
     const deps: RemovalDeps = {
       groupName: 'g',
       inventory: { instancesOf: () => Promise.resolve(instances), groupOf: () => Promise.resolve('g'), instanceFacts: () => Promise.resolve(new Map()) },
-      openCluster: () => etcd,
+      // learnersRefuse: as etcd does, a learner serves no member list; a pool of learners alone has no quorum to offer.
+      openCluster: (endpoints) =>
+        options.learnersRefuse && !endpoints.some((e) => e.includes('.1:') || !learner)
+          ? ({ ...etcd, listMembers: () => Promise.reject(new EtcdUnavailableError('no etcd member with quorum answered: rpc not supported for learner')) })
+          : etcd,
       lifecycle: {
         complete: () => {
           order.push('complete');
@@ -276,6 +280,13 @@ describe('removeTerminatingMember of the last voter while learners exist', () =>
     expect(order).toEqual(['heartbeat', 'promote 2', 'promote 2', 'promote 2', 'move -> 2', 'remove 1', 'complete']);
     expect(outcome).toMatchObject({ kind: 'completed', removal: 'removed', plan: { kind: 'remove', memberId: '1' } });
     expect(finalBackup).not.toHaveBeenCalled();
+  });
+
+  it('reads the membership through the leaving member too: the others are a learner, which cannot answer for the cluster', async () => {
+    const { order, deps } = world(1, { learnersRefuse: true });
+    const outcome = await removeTerminatingMember(leaving, deps);
+    expect(order).toEqual(['heartbeat', 'promote 2', 'promote 2', 'move -> 2', 'remove 1', 'complete']);
+    expect(outcome).toMatchObject({ kind: 'completed', removal: 'removed', plan: { kind: 'remove', memberId: '1' } });
   });
 
   it('keeps the instance waiting (heartbeat, retryable error) while no learner is ready: never lets the last voter go', async () => {
