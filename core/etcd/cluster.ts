@@ -26,9 +26,13 @@ function toMember(m: IMember): Member {
 /** A key nobody writes: reading it linearizably proves the cluster has quorum without touching user data. */
 const QUORUM_PROBE_KEY = '\u0000etcd-aws/quorum-probe';
 
-/** A learner's refusal of a request only voters serve (linearizable reads, member changes, MemberList). */
-function refusedByLearner(error: unknown): boolean {
-  return /not supported for learner/i.test(describeError(error));
+/**
+ * A request another member may serve instead: a learner refused it (it serves no linearizable read, member
+ * change or linearizable MemberList), or it never left this client (no connection to that member: an
+ * instance whose etcd has not started, or has stopped).
+ */
+function servedElsewhere(error: unknown): boolean {
+  return /not supported for learner|No connection established/i.test(describeError(error));
 }
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
@@ -45,22 +49,22 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
 
   /**
    * Runs a request through the pool; when the member it reached is a learner (the pool picks any endpoint,
-   * and the control plane's endpoints include the learners of a rollout or a scale-out), through each other
-   * endpoint alone until a voter serves it. Only a learner's refusal moves on: any other answer is the
-   * cluster's, and stands.
+   * and the control plane's endpoints include the learners of a rollout or a scale-out) or could not be
+   * reached at all, through each endpoint alone until a voter serves it. Only those move on: any other
+   * answer is the cluster's, and stands.
    */
   private async onVoter<T>(request: (client: Etcd3) => Promise<T>): Promise<T> {
     try {
       return await request(this.client);
     } catch (error) {
-      if (!refusedByLearner(error) || this.endpoints.length < 2) throw error;
+      if (!servedElsewhere(error) || this.endpoints.length < 2) throw error;
       let last: unknown = error;
       for (const endpoint of this.endpoints) {
         const single = new Etcd3(clientOptions([endpoint], this.options));
         try {
           return await request(single);
         } catch (next) {
-          if (!refusedByLearner(next)) throw next;
+          if (!servedElsewhere(next)) throw next;
           last = next;
         } finally {
           single.close();

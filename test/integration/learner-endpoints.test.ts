@@ -42,6 +42,17 @@ describe('requests through a pool that includes a learner', () => {
     }
   });
 
+  it('moves on from a member whose etcd does not run (an instance just launched, or stopping)', async () => {
+    const silent = `http://${bed.network.hostAddress(3)}:2379`;
+    const cluster = new Etcd3Cluster([silent, learnerUrl, voterUrl], timeouts);
+    try {
+      expect((await cluster.listMembers()).members).toHaveLength(2);
+      expect(await cluster.remove('1')).toBe('not-found');
+    } finally {
+      cluster.close();
+    }
+  });
+
   it('a pool of learners alone has no quorum to offer', async () => {
     const cluster = new Etcd3Cluster([learnerUrl], timeouts);
     try {
