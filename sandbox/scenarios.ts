@@ -1,7 +1,10 @@
+import { randomBytes } from 'node:crypto';
+import { Etcd3 } from 'etcd3';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { hexMemberId } from '../core/domain/members.js';
+import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import type { BackupSummary } from '../core/use-cases/backup.js';
-import type { ClusterSnapshot } from '../testbed/agents.js';
+import { inspectCluster, type ClusterSnapshot } from '../testbed/agents.js';
 import { waitFor } from '../testbed/wait.js';
 import { VersionWatch } from './versions.js';
 import { SequenceWriter, type AckedWrite } from './writer.js';
@@ -101,6 +104,73 @@ function partitionViolations(ctx: Context, cutOff: readonly string[], options: {
 /** The minor releases the upgrade scenario rolls through: every supported one, oldest first. */
 const UPGRADE_PATH = ['3.5', '3.6', '3.7'] as const;
 
+/**
+ * slow-learner-rolling-replace: the data a learner must fetch (bytes) and the peer bandwidth of every new
+ * instance (kbit/s): about 30 s of catch-up each, far longer than the rollout takes to reach the last voter,
+ * well inside the launch deadline.
+ */
+const SLOW_LEARNER = {
+  bulkBytes: 2 * 1024 * 1024,
+  valueBytes: 64 * 1024,
+  kbit: 512,
+  /** Longer than a leader change or two; a lost quorum lasts until a learner has caught up. */
+  maxNoQuorumMs: 10_000,
+} as const;
+
+/** Writes `bytes` of incompressible values under a prefix of their own (what a learner must catch up on). */
+async function bulkData(endpoints: readonly string[], bytes: number, valueBytes: number): Promise<void> {
+  const client = new Etcd3({ hosts: [...endpoints] });
+  try {
+    for (let n = 0; n * valueBytes < bytes; n += 1) await client.put(`bulk/${String(n).padStart(4, '0')}`).value(randomBytes(valueBytes));
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Watches whether the cluster has a quorum, through every instance that still runs (those waiting in
+ * Terminating:Wait too, which the load balancer, and the writer, no longer reach): the longest stretch
+ * without one, while it runs.
+ */
+function watchQuorum(ctx: Context): { stop: () => Promise<number> } {
+  const state = { running: true };
+  let lastAt = Date.now();
+  let longest = 0;
+  const loop = (async () => {
+    while (state.running) {
+      const endpoints = ctx.sandbox.fleet
+        .list()
+        .filter((n) => !ctx.sandbox.ended(n.instance.instanceId))
+        .map((n) => `http://${n.instance.privateIp}:2379`);
+      const cluster = new Etcd3Cluster(endpoints, { dialTimeoutMs: 1000, callTimeoutMs: 2000 });
+      const ok = await cluster.hasQuorum().finally(() => cluster.close());
+      const now = Date.now();
+      if (ok) lastAt = now;
+      longest = Math.max(longest, now - lastAt);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  })();
+  return {
+    stop: async () => {
+      state.running = false;
+      await loop;
+      return longest;
+    },
+  };
+}
+
+/** Waits until the instance is listed as a member (a learner, or already voting). */
+async function listedAsMember(ctx: Context, instanceId: string): Promise<void> {
+  await waitFor(
+    `${instanceId} to be listed as a member`,
+    async () => {
+      const members = await inspectCluster(ctx.sandbox.endpoints()).then((c) => c.members).catch(() => []);
+      return members.some((m) => m.name === instanceId);
+    },
+    { timeoutMs: 60_000, intervalMs: 250 },
+  );
+}
+
 async function writesAcknowledged(writer: SequenceWriter, more: number, what: string): Promise<void> {
   const target = writer.acknowledged.length + more;
   await waitFor(`${more} more acknowledged writes ${what} (last error: ${writer.latestError || 'none'})`, () => writer.acknowledged.length >= target, {
@@ -175,6 +245,49 @@ export const SCENARIOS: Record<string, Scenario> = {
         if (n < originals.length - 1) await ctx.step(`convergence after replacing ${victim}`, () => ctx.sandbox.converge(CONVERGE_MS));
       }
       return { faultAt: at };
+    },
+  },
+  'slow-learner-rolling-replace': {
+    description:
+      "every instance is replaced, the next as soon as the previous one left (its successor not yet voting), while every new instance's peer link is slow: the last original voter waits, its hook heartbeating, until a learner has caught up and is promoted; never only learners left, never a quorum lost",
+    size: 3,
+    schedule: true,
+    act: async (ctx) => {
+      await ctx.step(`${SLOW_LEARNER.bulkBytes / 1024 / 1024} MiB of data for the learners to catch up on`, () =>
+        bulkData(ctx.sandbox.endpoints(), SLOW_LEARNER.bulkBytes, SLOW_LEARNER.valueBytes),
+      );
+      ctx.sandbox.slowNewInstances(SLOW_LEARNER.kbit);
+      const originals = ctx.sandbox.instances().map((i) => i.instanceId);
+      const at = Date.now();
+      const quorum = watchQuorum(ctx);
+      // The first successor must be a lagging learner before the others go; etcd admits one learner at a
+      // time (--max-learners), so the later successors wait to join: the last original voter is left with
+      // a learner that cannot vote yet, which its hook must promote before letting it go.
+      const [first, ...rest] = originals;
+      const before = new Set(ctx.sandbox.instances().map((i) => i.instanceId));
+      await ctx.sandbox.terminate(first!);
+      const successor = await waitFor('its successor to launch', () => ctx.sandbox.instances().find((i) => !before.has(i.instanceId))?.instanceId, {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+      });
+      await ctx.step(`${successor} (successor of ${first!}) listed as a learner`, () => listedAsMember(ctx, successor));
+      for (const victim of rest) {
+        await ctx.sandbox.terminate(victim);
+        if (victim !== rest.at(-1)) {
+          await ctx.step(`${victim} terminated after its hook`, () => waitFor(`${victim} to be terminated`, () => ctx.sandbox.ended(victim), { timeoutMs: 60_000, intervalMs: 100 }));
+        }
+      }
+      await ctx.step('the originals terminated', () =>
+        waitFor('every original instance to be terminated after its hook', () => originals.every((id) => ctx.sandbox.ended(id)), { timeoutMs: CONVERGE_MS, intervalMs: 250 }),
+      );
+      ctx.sandbox.clearSlowLinks();
+      const noQuorumMs = await quorum.stop();
+      ctx.say(`longest stretch without a quorum, through every running instance: ${(noQuorumMs / 1000).toFixed(1)} s`);
+      const violations: string[] = [];
+      if (ctx.sandbox.promoteFirst.waited === 0) violations.push('the last voter never had to wait for a learner: the learners were not slow enough for the scenario to test anything');
+      if (ctx.sandbox.promoteFirst.promoted === 0) violations.push('no learner was promoted before the last voter went');
+      if (noQuorumMs > SLOW_LEARNER.maxNoQuorumMs) violations.push(`the cluster had no quorum for ${(noQuorumMs / 1000).toFixed(1)} s`);
+      return { faultAt: at, violations };
     },
   },
   'scale-out': {

@@ -127,6 +127,10 @@ export class Sandbox {
   private readonly exitedAt = new Map<string, number>();
   private readonly logOffsets = new Map<string, number>();
   private readonly restoreLog = { restored: [] as string[], skipped: [] as Array<{ key: string; reason: string }> };
+  /** Peer-traffic limit (kbit/s) given to every instance launched from now on; undefined: none. */
+  private newInstanceKbit: number | undefined;
+  /** What the lifecycle handler logged about a last voter waiting for a learner (promote-first). */
+  readonly promoteFirst = { waited: 0, promoted: 0 };
   private stopping = false;
   private isStopping(): boolean {
     return this.stopping;
@@ -239,8 +243,16 @@ export class Sandbox {
     this.say(`${instanceId}: peer traffic limited to ${kbit} kbit/s`);
   }
 
-  /** Lifts every slow link. */
+  /** Every instance launched from now on gets a slow link of `kbit` kilobits per second (undefined: none). */
+  slowNewInstances(kbit: number | undefined): void {
+    if (kbit !== undefined) this.faults();
+    this.newInstanceKbit = kbit;
+    this.say(kbit === undefined ? 'instances launched from now on get no slow link' : `instances launched from now on get ${kbit} kbit/s of peer traffic`);
+  }
+
+  /** Lifts every slow link, also for instances launched from now on. */
   clearSlowLinks(): void {
+    this.newInstanceKbit = undefined;
     this.faults().clearLimits();
     this.say('slow links lifted');
   }
@@ -386,6 +398,8 @@ export class Sandbox {
       if (!known.has(id)) {
         const node = await this.fleet.start(instance);
         this.say(`instance ${id} (${instance.privateIp}) launched with etcd ${node.etcdVersion} (launch template ${node.template.version}); cloud-init starts its agent`);
+        // Before its etcd starts (the agent discovers and joins first, seconds): its peer traffic is slow from the start.
+        if (this.newInstanceKbit !== undefined) this.slowLink(id, this.newInstanceKbit);
         this.watchExit(node);
         continue;
       }
@@ -471,6 +485,14 @@ export class Sandbox {
       const { result, lines } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv());
       for (const line of lines) {
         if (line.message === 'moved leadership off the terminating member') this.say(`lifecycle handler moved leadership ${String(line.from)} → ${String(line.to)} before removing the member`);
+        if (line.message === 'the last voter waits for a learner to catch up and vote') {
+          this.promoteFirst.waited += 1;
+          this.say(`lifecycle handler: the last voter waits for a learner to catch up and vote (learners ${JSON.stringify(line.learners)})`);
+        }
+        if (line.message === 'promoted a learner before the last voter goes') {
+          this.promoteFirst.promoted += 1;
+          this.say(`lifecycle handler promoted learner ${String(line.memberId)} before the last voter goes`);
+        }
         if (typeof line.message === 'string' && line.message.startsWith('etcd refuses member changes')) {
           this.say("lifecycle handler waits: etcd refuses member changes until every voter has been connected for 5 s");
         }
@@ -600,6 +622,11 @@ export class Sandbox {
   restores(): { restored: string[]; skipped: Array<{ key: string; reason: string }> } {
     this.followAgentLogs();
     return { restored: [...this.restoreLog.restored], skipped: [...this.restoreLog.skipped] };
+  }
+
+  /** Whether the instance has ended (terminated by Auto Scaling after its hook, or killed). */
+  ended(instanceId: string): boolean {
+    return this.dead.has(instanceId);
   }
 
   /** Whether the agent of an instance (any instance the sandbox ever ran) logged a line with this message. */
