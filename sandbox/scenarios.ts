@@ -58,7 +58,7 @@ export interface Scenario {
   act(ctx: Context): Promise<Act>;
 }
 
-const CONVERGE_MS = 180_000;
+export const CONVERGE_MS = 180_000;
 
 /** How long long-quorum-loss keeps two of three members frozen. */
 export const LONG_QUORUM_LOSS_MS = 180_000;
@@ -186,7 +186,7 @@ async function uploadedBackup(ctx: Context, label: string): Promise<Uploaded> {
 }
 
 /** Flips one byte in the middle of a stored snapshot: its trailer checksum no longer matches. */
-async function corruptSnapshot(bucket: string, key: string): Promise<void> {
+export async function corruptSnapshot(bucket: string, key: string): Promise<void> {
   const s3 = new S3Client({ forcePathStyle: true });
   const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
   const bytes = Buffer.from(await object.Body!.transformToByteArray());
