@@ -7,7 +7,7 @@
  * within a bound. A failing run prints its seed and faults, and how to replay it; its logs are kept.
  * `--record` writes bench/CHAOS.md and bench/chaos.json.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from '../scripts/build.mjs';
@@ -96,6 +96,7 @@ async function main(): Promise<number> {
     const runSeed = seed + r;
     const runDir = path.join(workDir, `seed-${runSeed}`);
     say(`run ${r + 1}/${runs} (seed ${runSeed})`);
+    mkdirSync(runDir, { recursive: true });
     current = await Sandbox.start({
       size: 3,
       workDir: runDir,
@@ -106,14 +107,18 @@ async function main(): Promise<number> {
       name: `chaos-${runSeed}`,
       // Backups are the campaign's own faults (and one after the start), so it knows which one a restore must use.
       backupEveryMs: 0,
+      onEvent: (m) => appendFileSync(path.join(runDir, 'timeline.log'), `${new Date().toISOString()} ${m}\n`),
     });
     let result: ChaosRunResult;
     try {
       result = await runChaos({ sandbox: current, faults: new FaultStream(runSeed), steps, ...(durationMs === undefined ? {} : { durationMs }), say: (m) => say(`  ${m}`) });
     } catch (error) {
+      say(`  the run failed: ${(error as Error).stack ?? String(error)}`);
       result = { seed: runSeed, ok: false, steps: [], violations: [`the run failed: ${(error as Error).message}`], durationMs: 0, writes: { acknowledged: 0, lost: 0, excused: 0 }, samples: 0 };
     } finally {
-      await current.close();
+      const closing = current.close();
+      const closed = await Promise.race([closing.then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 60_000).unref())]);
+      if (!closed) say('  the sandbox did not close within 60 s; its processes are stopped by PID at the end');
       current = undefined;
     }
     results.push(result);

@@ -135,6 +135,7 @@ export async function runChaos(options: ChaosRunOptions): Promise<ChaosRunResult
     await writer.stop();
   }
   const final = await writer.check(sandbox.endpoints()).catch(() => undefined);
+  // (the writer has stopped: every acknowledgement came before this read)
   const lost = final?.lost.filter((w) => !excused.has(w.seq)) ?? [];
   if (final === undefined) violations.push('the writes could not be read back at the end');
   else if (lost.length > 0) violations.push(`${lost.length} acknowledged writes lost at the end (first seq ${lost[0]!.seq})`);
@@ -225,7 +226,10 @@ export async function runChaos(options: ChaosRunOptions): Promise<ChaosRunResult
       stepViolations.push(`did not converge within ${CONVERGE_MS / 1000}s: ${(error as Error).message.slice(0, 300)}`);
       return { fault: describeFault(fault), ...(instanceId ? { instanceId } : {}), convergeMs, violations: stepViolations };
     }
-    const check = await writer.check(sandbox.endpoints()).catch((error: unknown) => {
+    // The writer goes on writing: only writes acknowledged before the read began must be in it (a
+    // linearizable read reflects what completed before it was issued, not what completes while it runs).
+    const readAt = Date.now();
+    const check = await writer.check(sandbox.endpoints(), writer.acknowledged.filter((w) => w.ackedAt < readAt)).catch((error: unknown) => {
       stepViolations.push(`the writes could not be read back: ${(error as Error).message}`);
       return undefined;
     });
