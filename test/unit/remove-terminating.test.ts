@@ -12,13 +12,9 @@ const notice: TerminationNotice = { groupName: 'g', hookName: 'h', instanceId: '
 const last: Member = { id: '1', name: 'i-last', peerUrls: ['http://10.0.0.1:2380'], clientUrls: ['http://10.0.0.1:2379'], isLearner: false };
 const instance: GroupInstance = { instanceId: 'i-last', lifecycleState: 'Terminating:Wait', healthStatus: 'Healthy', availabilityZone: 'a', privateIp: '10.0.0.1' };
 
-function deps(order: string[], finalBackup: RemovalDeps['finalBackup']): RemovalDeps {
-  const etcd = {
-    listMembers: () => Promise.resolve({ clusterId: 'c', members: [last] }),
-    remove: vi.fn(),
-    close: () => undefined,
-  } as unknown as EtcdCluster & EtcdMembership;
-  const lifecycle: LifecycleActions = {
+/** Lifecycle actions that only record, in order, what was called. */
+function recordingLifecycle(order: string[]): LifecycleActions {
+  return {
     complete: () => {
       order.push('complete');
       return Promise.resolve('completed');
@@ -28,6 +24,15 @@ function deps(order: string[], finalBackup: RemovalDeps['finalBackup']): Removal
       return Promise.resolve();
     },
   };
+}
+
+function deps(order: string[], finalBackup: RemovalDeps['finalBackup']): RemovalDeps {
+  const etcd = {
+    listMembers: () => Promise.resolve({ clusterId: 'c', members: [last] }),
+    remove: vi.fn(),
+    close: () => undefined,
+  } as unknown as EtcdCluster & EtcdMembership;
+  const lifecycle = recordingLifecycle(order);
   return {
     groupName: 'g',
     inventory: { instancesOf: () => Promise.resolve([instance]), groupOf: () => Promise.resolve('g'), instanceFacts: () => Promise.resolve(new Map()) },
@@ -144,16 +149,7 @@ describe('removeTerminatingMember of the leader', () => {
       groupName: 'g',
       inventory: { instancesOf: () => Promise.resolve(instances), groupOf: () => Promise.resolve('g'), instanceFacts: () => Promise.resolve(new Map()) },
       openCluster: () => etcd,
-      lifecycle: {
-        complete: () => {
-          order.push('complete');
-          return Promise.resolve('completed');
-        },
-        heartbeat: () => {
-          order.push('heartbeat');
-          return Promise.resolve();
-        },
-      },
+      lifecycle: recordingLifecycle(order),
       clientPort: 2379,
       endpoints: undefined,
       finalBackup: undefined,
@@ -254,16 +250,7 @@ describe('removeTerminatingMember of the last voter while learners exist', () =>
         options.learnersRefuse && !endpoints.some((e) => e.includes('.1:') || !learner)
           ? ({ ...etcd, listMembers: () => Promise.reject(new EtcdUnavailableError('no etcd member with quorum answered: rpc not supported for learner')) })
           : etcd,
-      lifecycle: {
-        complete: () => {
-          order.push('complete');
-          return Promise.resolve('completed');
-        },
-        heartbeat: () => {
-          order.push('heartbeat');
-          return Promise.resolve();
-        },
-      },
+      lifecycle: recordingLifecycle(order),
       clientPort: 2379,
       endpoints: undefined,
       finalBackup,
