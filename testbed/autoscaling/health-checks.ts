@@ -62,8 +62,17 @@ export class HealthChecks {
       await this.checkLoadBalancerTargets(groupName);
     }
     if (this.options.suspended.has('HealthCheck') || this.options.suspended.has('ReplaceUnhealthy')) return;
+    if (this.unhealthy.size === 0) return;
+    // Only an instance still in service is replaced: one that is already terminating (a scale-in, a rolling
+    // update, an earlier replacement) or gone is left to that, as Auto Scaling does.
+    const inGroup = (await this.options.upstream.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [groupName] }))).AutoScalingGroups?.[0]?.Instances ?? [];
+    const inService = new Set(inGroup.filter((i) => i.LifecycleState === 'InService').map((i) => i.InstanceId ?? ''));
     for (const id of this.unhealthy) {
       if (this.replacing.has(id) || !this.options.termination) continue;
+      if (!inService.has(id) || this.options.termination.isWaiting(id)) {
+        if (!inGroup.some((i) => i.InstanceId === id)) this.unhealthy.delete(id);
+        continue;
+      }
       this.replacing.add(id);
       this.options.say(`Auto Scaling replaces unhealthy ${id}: terminating it (the hook holds it) and launching a replacement at once`);
       await this.options.termination.begin(groupName, id, true);
