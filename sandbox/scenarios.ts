@@ -394,6 +394,11 @@ export const SCENARIOS: Record<string, Scenario> = {
       const originals = ctx.sandbox.instances().map((i) => i.instanceId);
       const good = await ctx.step('rolling update to launch template 2', () => ctx.sandbox.update({ env: { ETCD_AWS_QUORUM_LOSS_GRACE_MS: '4000' } }));
       if (good !== 'complete') violations.push(`the good update ended ${good}`);
+      // The update completes once it has terminated the last old instance, which then waits for its hook.
+      await waitFor('the old instances to leave the group', () => !ctx.sandbox.instances().some((i) => originals.includes(i.instanceId)), {
+        timeoutMs: 60_000,
+        intervalMs: 250,
+      }).catch(() => undefined);
       const updated = ctx.sandbox.instances().map((i) => i.instanceId);
       const kept = updated.filter((id) => originals.includes(id));
       if (kept.length > 0) violations.push(`instances of the old template still in service after the update: ${kept.join(', ')}`);
