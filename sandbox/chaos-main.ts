@@ -7,7 +7,8 @@
  * within a bound. A failing run prints its seed and faults, and how to replay it; its logs are kept.
  * `--record` writes bench/CHAOS.md and bench/chaos.json.
  */
-import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from '../scripts/build.mjs';
@@ -24,7 +25,7 @@ const USAGE = `usage: npm run chaos -- [--runs N] [--seed S] [--steps K | --dura
   --seed S        run i draws its faults from seed S+i (default: from the clock, printed)
   --steps K       faults per run (default 4)
   --duration D    instead of --steps: faults until D seconds have passed in each run
-  --record        write bench/CHAOS.md and bench/chaos.json`;
+  --record        add the runs to bench/chaos.json (a seed run again replaces its row) and rewrite bench/CHAOS.md`;
 
 function fail(message: string): never {
   process.stderr.write(`chaos: ${message}\n${USAGE}\n`);
@@ -97,18 +98,35 @@ async function main(): Promise<number> {
     const runDir = path.join(workDir, `seed-${runSeed}`);
     say(`run ${r + 1}/${runs} (seed ${runSeed})`);
     mkdirSync(runDir, { recursive: true });
-    current = await Sandbox.start({
-      size: 3,
-      workDir: runDir,
-      processes,
-      network,
-      bundles,
-      awsEndpoint: moto.endpoint,
-      name: `chaos-${runSeed}`,
-      // Backups are the campaign's own faults (and one after the start), so it knows which one a restore must use.
-      backupEveryMs: 0,
-      onEvent: (m) => appendFileSync(path.join(runDir, 'timeline.log'), `${new Date().toISOString()} ${m}\n`),
-    });
+    // The test bed itself may fail to start (the emulator answering an error page under load): tried again,
+    // and a run that never started is a failed run, said so, not a skipped one.
+    let startError: unknown;
+    for (let attempt = 1; attempt <= 3 && current === undefined; attempt += 1) {
+      try {
+        current = await Sandbox.start({
+          size: 3,
+          workDir: path.join(runDir, `start-${attempt}`),
+          processes,
+          network,
+          bundles,
+          awsEndpoint: moto.endpoint,
+          name: `chaos-${runSeed}-${attempt}`,
+          // Backups are the campaign's own faults (and one after the start), so it knows which one a restore must use.
+          backupEveryMs: 0,
+          onEvent: (m) => appendFileSync(path.join(runDir, 'timeline.log'), `${new Date().toISOString()} ${m}\n`),
+        });
+      } catch (error) {
+        startError = error;
+        say(`  the sandbox did not start (attempt ${attempt}): ${(error as Error).message.split('\n')[0] ?? ''}`);
+      }
+    }
+    if (current === undefined) {
+      const result: ChaosRunResult = { seed: runSeed, ok: false, steps: [], violations: [`the sandbox did not start: ${(startError as Error).message.split('\n')[0] ?? ''}`], durationMs: 0, writes: { acknowledged: 0, lost: 0, excused: 0 }, samples: 0 };
+      results.push(result);
+      if (values.record) record(results);
+      say(`run ${r + 1}/${runs} (seed ${runSeed}) FAILED: ${result.violations.join('; ')}`);
+      continue;
+    }
     let result: ChaosRunResult;
     try {
       result = await runChaos({ sandbox: current, faults: new FaultStream(runSeed), steps, ...(durationMs === undefined ? {} : { durationMs }), say: (m) => say(`  ${m}`) });
@@ -130,22 +148,54 @@ async function main(): Promise<number> {
       say(`  faults: ${result.steps.map((s) => `${s.fault}${s.instanceId ? ` (${s.instanceId})` : ''}`).join(', ')}`);
       say(`  replay: ${replay(result)}; logs kept in ${runDir}`);
     }
+    // After every run, so an interrupted campaign keeps what it measured.
+    if (values.record) record(results);
   }
   const failed = results.filter((r) => !r.ok);
   say(`${results.length - failed.length} of ${results.length} runs passed${failed.length > 0 ? `; failed seeds: ${failed.map((f) => f.seed).join(', ')}` : ''}`);
-  if (values.record) record(results);
   if (failed.length === 0) rmSync(workDir, { recursive: true, force: true });
   return failed.length === 0 ? 0 : 1;
 }
 
-function record(results: readonly ChaosRunResult[]): void {
+interface Recorded {
+  readonly campaigns: Array<{ readonly command: string; readonly date: string; readonly commit: string }>;
+  readonly runs: Array<ChaosRunResult & { readonly fromLog?: true }>;
+}
+
+/** The recorded campaigns so far (bench/chaos.json), to which this one's runs are added (a seed run again replaces its row). */
+function previous(): Recorded {
+  try {
+    const parsed = JSON.parse(readFileSync(path.join(REPO_ROOT, 'bench', 'chaos.json'), 'utf8')) as Partial<Recorded>;
+    return { campaigns: parsed.campaigns ?? [], runs: parsed.runs ?? [] };
+  } catch {
+    return { campaigns: [], runs: [] };
+  }
+}
+
+const recordedBefore = values.record ? previous() : { campaigns: [], runs: [] };
+const thisCampaign = {
+  command: `npm run chaos -- --runs ${runs} --seed ${seed} ${durationMs === undefined ? `--steps ${steps}` : `--duration ${durationMs / 1000}`} --record`,
+  date: new Date().toISOString().slice(0, 10),
+  commit: (() => {
+    try {
+      return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    } catch {
+      return 'unknown';
+    }
+  })(),
+};
+
+function record(latest: ReadonlyArray<ChaosRunResult & { readonly fromLog?: true }>): void {
+  const seeds = new Set(latest.map((r) => r.seed));
+  const results = [...recordedBefore.runs.filter((r) => !seeds.has(r.seed)), ...latest].sort((a, b) => a.seed - b.seed);
+  const campaigns = [...recordedBefore.campaigns, thisCampaign];
   const counts = new Map<string, number>();
   for (const r of results) for (const s of r.steps) counts.set(s.fault.split(' ')[0]!, (counts.get(s.fault.split(' ')[0]!) ?? 0) + 1);
   const etcd = etcdctlBin().split(path.sep).find((p) => /^\d+\.\d+\.\d+/.test(p)) ?? 'the selected release';
   const lines = [
     '# Chaos campaign',
     '',
-    `\`npm run chaos -- --runs ${results.length} --seed ${seed} --steps ${steps}\`, ${new Date().toISOString().slice(0, 10)}, etcd ${etcd}, on a 2-core machine.`,
+    `Campaigns: ${campaigns.map((c) => `\`${c.command}\` (${c.date}, commit ${c.commit})`).join('; ')}; etcd ${etcd}, on a 2-core machine.`,
     'Each run starts a fresh 3-node sandbox, writes sequence-numbered keys throughout, takes one backup, then draws',
     `its faults from its seed (weights: ${Object.entries(FAULT_WEIGHTS).map(([k, w]) => `${k} ${w}`).join(', ')}; partitions and pauses held 2–30 s).`,
     'After every fault: convergence within 180 s; the same cluster (a new one only after a total loss, restored from the',
@@ -156,7 +206,7 @@ function record(results: readonly ChaosRunResult[]): void {
     `**${results.filter((r) => r.ok).length} of ${results.length} runs passed; ${results.reduce((n, r) => n + r.violations.length, 0)} invariant violations.**`,
     `Faults drawn: ${[...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ')}.`,
     `Writes acknowledged: ${results.reduce((n, r) => n + r.writes.acknowledged, 0)}; lost beyond the documented RPO: ${results.reduce((n, r) => n + r.writes.lost, 0)}; lost after a restored backup (the RPO): ${results.reduce((n, r) => n + r.writes.excused, 0)}.`,
-    `Split-brain looks taken: ${results.reduce((n, r) => n + r.samples, 0)}.`,
+    `Split-brain looks taken: ${results.reduce((n, r) => n + r.samples, 0)}${results.some((r) => r.fromLog) ? ` (not counted in the ${results.filter((r) => r.fromLog).length} runs taken from the log of an interrupted campaign, which kept only its progress lines)` : ''}.`,
     '',
     '| Seed | Faults (target) and convergence | Violations | Run |',
     '|---|---|---|---|',
@@ -167,8 +217,7 @@ function record(results: readonly ChaosRunResult[]): void {
     '',
   ];
   writeFileSync(path.join(REPO_ROOT, 'bench', 'CHAOS.md'), lines.join('\n'));
-  writeFileSync(path.join(REPO_ROOT, 'bench', 'chaos.json'), `${JSON.stringify({ seed, steps, runs: results }, null, 2)}\n`);
-  say('wrote bench/CHAOS.md and bench/chaos.json');
+  writeFileSync(path.join(REPO_ROOT, 'bench', 'chaos.json'), `${JSON.stringify({ campaigns, runs: results }, null, 2)}\n`);
 }
 
 main()
