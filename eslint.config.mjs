@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', '.serverless/', '.venv/', 'node_modules/', 'coverage/'] },
+  { ignores: ['dist/', '.serverless/', '.venv/', 'node_modules/', 'coverage/', '.testbed/'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
