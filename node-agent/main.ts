@@ -382,7 +382,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
       // The flag goes to this one process only: a later start (by this agent or after a restart) decides anew.
       forceNewCluster: () => supervised.restart(forceNewClusterEnvironment(env)),
       restoreInstead: () => {
-        onExit.setAside = 'a lone survivor behind the newest backup: the group restores that backup instead';
+        onExit.setAside = 'quorum recovery: the group restores its newest backup instead (a lone survivor behind it, or a learner whose voters are all gone)';
         process.kill(process.pid, 'SIGTERM');
         return Promise.resolve();
       },

@@ -24,11 +24,27 @@ export interface ServingState {
 }
 
 /**
- * The other instances whose agent says, within `freshMs`, that its etcd serves `clusterId` with quorum. Pure.
+ * The other instances whose agent says, within `freshMs`, that its etcd serves `clusterId` and that the
+ * cluster lives on: with quorum; or without it only for less than `graceMs` (a leader change, a slow disk:
+ * one momentary probe is not a dead cluster); or as a member the caller's own member list does not know
+ * (the membership moved on without the caller, which is then the one cut off). Pure.
  */
-export function servingElsewhere(selfId: string, clusterId: string, registrations: readonly AgentRegistration[], now: number, freshMs: number): string[] {
+export function servingElsewhere(
+  selfId: string,
+  clusterId: string,
+  registrations: readonly AgentRegistration[],
+  now: number,
+  freshMs: number,
+  view: { readonly knownMemberIds?: ReadonlySet<string>; readonly graceMs?: number } = {},
+): string[] {
   return registrations
-    .filter((r) => r.instanceId !== selfId && r.serving?.clusterId === clusterId && r.serving.quorum && now - r.at <= freshMs)
+    .filter((r) => {
+      const s = r.serving;
+      if (r.instanceId === selfId || s?.clusterId !== clusterId || now - r.at > freshMs) return false;
+      const recentlyLost = view.graceMs !== undefined && now - s.since < view.graceMs;
+      const unknownMember = view.knownMemberIds !== undefined && !view.knownMemberIds.has(s.memberId);
+      return s.quorum || recentlyLost || unknownMember;
+    })
     .map((r) => r.instanceId);
 }
 

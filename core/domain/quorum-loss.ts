@@ -43,8 +43,8 @@ export type QuorumRecoveryDecline =
   | 'quorum-still-possible'
   | 'gone-member-answers'
   | 'remaining-voter-silent'
-  | 'remaining-learner-silent'
-  | 'newer-data-elsewhere';
+  | 'newer-data-elsewhere'
+  | 'learner-without-backup';
 
 /** Whether this agent restarts its etcd with --force-new-cluster, and why (not). */
 export type QuorumRecoveryPlan =
@@ -54,20 +54,19 @@ export type QuorumRecoveryPlan =
       readonly gone: readonly GoneVoter[];
       /** Every remaining voter (this one included) with its raft index, newest first: this member is first. */
       readonly compared: readonly RaftPosition[];
-      /** True when the survivors are learners: every voter is gone for good. */
-      readonly fromLearner: boolean;
     }
   /**
-   * This member alone survives, and the group's newest backup of this cluster is ahead of it (it lagged when
-   * the others died): forcing would throw away what that backup holds. Its data is set aside instead, and the
-   * group restores the backup as after a total loss.
+   * This member's data is set aside and the group restores its newest backup, as after a total loss: a lone
+   * voter behind that backup (forcing would throw away what the backup holds), or a learner once every voter
+   * is gone for good (etcd cannot force a cluster from a learner: it panics, "removed all voters").
    */
   | {
       readonly kind: 'restore-instead';
       readonly gone: readonly GoneVoter[];
       readonly backupKey: string;
       readonly backupRevision: string;
-      readonly ownRevision: string;
+      readonly ownRevision: string | undefined;
+      readonly fromLearner: boolean;
     }
   | {
       readonly kind: 'decline';
@@ -137,10 +136,11 @@ function newestFirst(a: RaftPosition, b: RaftPosition): number {
  * 4. every other remaining voter answers Status in the same cluster, and this member holds the highest raft
  *    index among them (equal: the lowest member ID), so exactly one survivor acts, the one with the newest data.
  *
- * Learners never count for quorum. They act only when every voter is gone for good (the last voter died
- * while its replacements were still catching up): then the same rules pick one learner, or the cluster would
- * wait forever. A lone survivor behind the group's newest backup of this cluster restores that backup
- * instead of forcing (`restore-instead`). This member's own instance must be one EC2 describes as running:
+ * Learners never count for quorum and never force (etcd panics forcing a cluster from a learner). When every
+ * voter is gone for good (the last voter died while its replacements were still catching up), each learner
+ * sets its data aside so the group restores its newest backup (`restore-instead`), or the cluster would wait
+ * forever. A lone voter behind the group's newest backup of this cluster, with no learner left, restores that
+ * backup instead of forcing too. This member's own instance must be one EC2 describes as running:
  * an EC2 view that does not know the caller (wrong region, missing permission) is not trusted.
  */
 export function decideQuorumRecovery(input: QuorumLossInput): QuorumRecoveryPlan {
@@ -174,24 +174,37 @@ export function decideQuorumRecovery(input: QuorumLossInput): QuorumRecoveryPlan
   if (answeringGone.length > 0) {
     return { kind: 'decline', reason: 'gone-member-answers', gone, remaining, members: answeringGone.map((g) => g.name) };
   }
-  // Those that compete: the remaining voters; or, when every voter is gone, the learners EC2 does not call gone.
-  const competing = fromLearner
-    ? members.filter((m) => m.isLearner && (m.id === me.id || !voterFate(m, facts).gone)).map((m) => ({ memberId: m.id, name: m.name }))
-    : remaining;
-  const silent = competing.filter((r) => r.memberId !== me.id && answers(r.memberId) === undefined);
+  const backup = input.newestBackup;
+  if (fromLearner) {
+    // Every voter is gone for good and nothing else serves this cluster. etcd cannot force a cluster from a
+    // learner, and its data is a copy that lagged the voters: every learner sets its data aside, and the
+    // group's seed election restores the newest backup (a learner's registration would otherwise hold it up).
+    if (!backup) return { kind: 'decline', reason: 'learner-without-backup', gone, remaining };
+    return { kind: 'restore-instead', gone, backupKey: backup.key, backupRevision: backup.revision, ownRevision: self.revision, fromLearner: true };
+  }
+  const silent = remaining.filter((r) => r.memberId !== me.id && answers(r.memberId) === undefined);
   if (silent.length > 0) {
-    return { kind: 'decline', reason: fromLearner ? 'remaining-learner-silent' : 'remaining-voter-silent', gone, remaining, members: silent.map((s) => s.name) };
+    return { kind: 'decline', reason: 'remaining-voter-silent', gone, remaining, members: silent.map((s) => s.name) };
   }
 
-  const compared = competing
+  const compared = remaining
     .map((r) => ({ memberId: r.memberId, name: r.name, raftIndex: r.memberId === me.id ? self.raftIndex : (answers(r.memberId) as AnsweredStatus).raftIndex }))
     .sort(newestFirst);
   if (compared[0]?.memberId !== me.id) {
     return { kind: 'decline', reason: 'newer-data-elsewhere', gone, remaining, members: [compared[0]?.name ?? ''], compared };
   }
-  const backup = input.newestBackup;
-  if (compared.length === 1 && backup && backup.clusterId === self.clusterId && self.revision !== undefined && BigInt(backup.revision) > BigInt(self.revision)) {
-    return { kind: 'restore-instead', gone, backupKey: backup.key, backupRevision: backup.revision, ownRevision: self.revision };
+  // A lone voter behind the newest backup restores it instead, unless learners remain: they would answer the
+  // new instances (no total loss to restore from) while never regaining a voter, and wait forever.
+  const learnersRemain = members.some((m) => m.isLearner && !voterFate(m, facts).gone);
+  if (
+    compared.length === 1 &&
+    !learnersRemain &&
+    backup &&
+    backup.clusterId === self.clusterId &&
+    self.revision !== undefined &&
+    BigInt(backup.revision) > BigInt(self.revision)
+  ) {
+    return { kind: 'restore-instead', gone, backupKey: backup.key, backupRevision: backup.revision, ownRevision: self.revision, fromLearner: false };
   }
-  return { kind: 'force', voters: voters.length, gone, compared, fromLearner };
+  return { kind: 'force', voters: voters.length, gone, compared };
 }

@@ -96,7 +96,10 @@ async function survey(deps: QuorumRecoveryDeps, self: MemberStatus, lostForMs: n
           if (status) statuses.set(m.id, status);
         }),
     );
-    const elsewhere = servingElsewhere(deps.selfInstanceId, self.clusterId, await deps.registrations(), deps.now(), deps.freshMs);
+    const elsewhere = servingElsewhere(deps.selfInstanceId, self.clusterId, await deps.registrations(), deps.now(), deps.freshMs, {
+      knownMemberIds: new Set(members.map((m) => m.id)),
+      graceMs: deps.graceMs,
+    });
     const newestBackup = await deps.newestBackup();
     return decideQuorumRecovery({ lostForMs, graceMs: deps.graceMs, self, members, facts, statuses, servingElsewhere: elsewhere, newestBackup });
   } finally {
@@ -112,8 +115,7 @@ function describePlan(plan: QuorumRecoveryPlan): Record<string, unknown> {
   if (plan.kind === 'decline' && plan.remaining) fields.remaining = plan.remaining.map((r) => `${named(r)}: ${r.why}`);
   if (plan.kind === 'decline' && plan.members) fields.members = plan.members;
   if (plan.kind !== 'restore-instead' && plan.compared) fields.raftIndexes = plan.compared.map((c) => `${named(c)}: ${c.raftIndex}`);
-  if (plan.kind === 'force') fields.fromLearner = plan.fromLearner;
-  if (plan.kind === 'restore-instead') Object.assign(fields, { backupKey: plan.backupKey, backupRevision: plan.backupRevision, ownRevision: plan.ownRevision });
+  if (plan.kind === 'restore-instead') Object.assign(fields, { backupKey: plan.backupKey, backupRevision: plan.backupRevision, ownRevision: plan.ownRevision, fromLearner: plan.fromLearner });
   return fields;
 }
 
@@ -156,7 +158,10 @@ export async function recoverFromQuorumLoss(deps: QuorumRecoveryDeps): Promise<v
           if (plan.kind === 'decline') {
             say('not forcing a new cluster', { reason: plan.reason, ...describePlan(plan) });
           } else if (plan.kind === 'restore-instead') {
-            log.warn('not forcing a new cluster: the newest backup is ahead of this lone survivor; setting its data aside so the group restores the backup', {
+            const why = plan.fromLearner
+              ? 'every voter is gone for good and etcd cannot force a cluster from a learner'
+              : 'the newest backup is ahead of this lone survivor';
+            log.warn(`not forcing a new cluster: ${why}; setting its data aside so the group restores the backup`, {
               memberId: hexMemberId(local.status.memberId),
               clusterId: hexMemberId(local.status.clusterId),
               ...describePlan(plan),

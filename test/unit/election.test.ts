@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { leaseAction, seedPrecondition, type AgentRegistration } from '../../core/domain/election.js';
+import { leaseAction, seedPrecondition, servingElsewhere, type AgentRegistration } from '../../core/domain/election.js';
 import type { GroupInstance } from '../../core/domain/instances.js';
 
 const inst = (instanceId: string, lifecycleState = 'InService'): GroupInstance => ({
@@ -34,5 +34,29 @@ describe('leaseAction', () => {
     ['an expired lease of another: take it over (If-Match)', { holder: 'i-b', expiresAt: NOW, etag: 'e2' }, { kind: 'take-over', etag: 'e2', from: 'i-b' }],
   ])('%s', (_why, lease, expected) => {
     expect(leaseAction('i-a', lease, NOW)).toEqual(expected);
+  });
+});
+
+describe('servingElsewhere', () => {
+  const NOW = 100_000;
+  const serving = (instanceId: string, memberId: string, quorum: boolean, since: number, at = NOW - 1000, clusterId = 'c1'): AgentRegistration => ({
+    instanceId,
+    hasData: true,
+    at,
+    serving: { clusterId, memberId, quorum, since },
+  });
+  const view = { knownMemberIds: new Set(['m-self', 'm-b', 'm-c']), graceMs: 10_000 };
+  it.each<[string, AgentRegistration, boolean]>([
+    ['another member with quorum', serving('i-b', 'm-b', true, 0), true],
+    ['a known member without quorum for long', serving('i-b', 'm-b', false, NOW - 60_000), false],
+    // A cut-off survivor must not force on one momentary probe of the live side (a leader change, a slow disk).
+    ['a known member that lost quorum only moments ago', serving('i-b', 'm-b', false, NOW - 2_000), true],
+    // The membership moved on without this member: the live cluster removed it and added others.
+    ['a member this member does not know, even without quorum', serving('i-d', 'm-d', false, NOW - 60_000), true],
+    ['a stale registration', serving('i-b', 'm-b', true, 0, NOW - 60_000), false],
+    ['another cluster', serving('i-b', 'm-b', true, 0, NOW - 1000, 'c2'), false],
+    ['this instance itself', serving('i-self', 'm-self', true, 0), false],
+  ])('%s', (_name, registration, expected) => {
+    expect(servingElsewhere('i-self', 'c1', [registration], NOW, 30_000, view)).toEqual(expected ? [registration.instanceId] : []);
   });
 });

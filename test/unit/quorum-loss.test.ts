@@ -114,28 +114,15 @@ describe('decideQuorumRecovery', () => {
     ['learners do not make a quorum', { members: [a, b, c, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e8': 'running', 'i-0e9': 'running' }, answers: { '80': '1000', '90': '1000' } }, 'force'],
     ['gone learners are not gone voters', { members: [a, b, c, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-b': 'running', 'i-c': 'terminated' }, answers: {} }, 'quorum-still-possible'],
     ['this member is a learner and a voter may come back', { self: member('80', 'i-0e8', true), members: [a, b, c, member('80', 'i-0e8', true)], ec2: { 'i-a': 'running' }, answers: {} }, 'quorum-still-possible'],
-    // Every voter gone for good while learners catch up: the most caught-up learner acts, or nothing ever will.
-    ['every voter gone, this learner the only one', { self: member('80', 'i-0e8', true), members: [a, member('80', 'i-0e8', true)], ec2: { 'i-a': 'terminated' }, answers: {} }, 'force'],
+    // Every voter gone for good while learners catch up: etcd cannot force from a learner (it panics), so
+    // every learner sets its data aside and the group restores its newest backup; without one it waits.
+    ['every voter gone, this learner the only one', { self: member('80', 'i-0e8', true), members: [a, member('80', 'i-0e8', true)], ec2: { 'i-a': 'terminated' }, answers: {}, newestBackup: { revision: '1' } }, 'restore-instead'],
     [
-      'every voter gone, this learner ahead of the other',
-      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50', '90': '49' } },
-      'force',
+      'every voter gone, another learner ahead: each sets its data aside, none forces',
+      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50', '90': '51' }, newestBackup: { revision: '1' } },
+      'restore-instead',
     ],
-    [
-      'every voter gone, another learner ahead',
-      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50', '90': '51' } },
-      'newer-data-elsewhere',
-    ],
-    [
-      'every voter gone, another learner silent',
-      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'running' }, answers: { '80': '50' } },
-      'remaining-learner-silent',
-    ],
-    [
-      'every voter gone, the other learner terminated too',
-      { self: member('80', 'i-0e8', true), members: [a, b, member('80', 'i-0e8', true), member('90', 'i-0e9', true)], ec2: { 'i-0e9': 'terminated' }, answers: { '80': '50' } },
-      'force',
-    ],
+    ['every voter gone, no backup to restore', { self: member('80', 'i-0e8', true), members: [a, member('80', 'i-0e8', true)], ec2: { 'i-a': 'terminated' }, answers: {} }, 'learner-without-backup'],
     // A stale view: the cluster lives on elsewhere (this member was cut off while the others were replaced).
     [
       'another instance says it serves this cluster with quorum',
@@ -148,6 +135,11 @@ describe('decideQuorumRecovery', () => {
     [
       'the newest backup ahead is of another cluster',
       { members: [a, b, c], ec2: { 'i-b': 'terminated', 'i-c': 'terminated' }, answers: {}, newestBackup: { revision: '900', clusterId: '1234' } },
+      'force',
+    ],
+    [
+      'the newest backup is ahead, but a learner remains (it would answer the new instances and never get a voter)',
+      { members: [a, b, c, member('80', 'i-0e8', true)], ec2: { 'i-b': 'terminated', 'i-c': 'terminated', 'i-0e8': 'running' }, answers: { '80': '90' }, newestBackup: { revision: '101' } },
       'force',
     ],
     [
@@ -175,7 +167,6 @@ describe('decideQuorumRecovery', () => {
         { memberId: '10', name: 'i-a', raftIndex: '100' },
         { memberId: '20', name: 'i-b', raftIndex: '99' },
       ],
-      fromLearner: false,
     });
   });
 
