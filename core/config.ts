@@ -36,6 +36,7 @@ const SETTINGS = {
   ETCD_AWS_STACK_RESOURCE: 'the logical ID of the Auto Scaling group in that stack',
   ETCD_AWS_CRASH_LOOP_RUNS: 'how many failed etcd starts in a row make the agent mark its instance unhealthy',
   ETCD_AWS_BACKUP_FUNCTION: 'the backup function, which takes the final backup when the last member terminates',
+  ETCD_AWS_LIFECYCLE_MAX_RECEIVES: "the lifecycle queue's maxReceiveCount: on the last delivery a last voter still waiting for a learner is backed up and let go",
   ETCD_AWS_AGENT_START_GRACE_MS: 'how long after its launch an instance may go without its agent registering before reconcile marks it unhealthy',
   ETCD_QUOTA_BACKEND_BYTES: "etcd's space quota, against which reconcile reports each member's database size",
   ETCD_AWS_CUT_OFF_GRACE_MS:
@@ -72,6 +73,7 @@ const functionSettings = {
   BACKUP_KEEP_DAILY_DAYS: z.coerce.number().int().min(0).max(3650).default(7),
   ETCD_AWS_SNAPSHOT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(900_000).default(600_000),
   ETCD_AWS_BACKUP_FUNCTION: name.optional(),
+  ETCD_AWS_LIFECYCLE_MAX_RECEIVES: z.coerce.number().int().min(1).max(1000).default(5),
   ETCD_AWS_AGENT_START_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(900_000),
   ETCD_AWS_CUT_OFF_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(300_000),
   // How recent an agent's registration must be to say anything now (the agents refresh theirs three times as often).
@@ -140,6 +142,8 @@ export interface FunctionConfig extends CommonConfig {
   readonly orphanGraceMs: number;
   /** lifecycle: the backup function that takes the final backup of a scale-in to zero. */
   readonly backupFunction: string | undefined;
+  /** lifecycle: the queue's maxReceiveCount (its redrive policy), to know a message's last delivery. */
+  readonly lifecycleMaxReceives: number;
   /** reconcile: how long an instance may run without its agent registering before it is marked unhealthy. */
   readonly agentStartGraceMs: number;
   /** How long a member cut off from the quorum side may stay so before reconcile marks its instance unhealthy. */
@@ -237,6 +241,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
       asgName: c.ETCD_ASG_NAME,
       orphanGraceMs: c.ETCD_AWS_ORPHAN_GRACE_MS,
       backupFunction: c.ETCD_AWS_BACKUP_FUNCTION,
+      lifecycleMaxReceives: c.ETCD_AWS_LIFECYCLE_MAX_RECEIVES,
       agentStartGraceMs: c.ETCD_AWS_AGENT_START_GRACE_MS,
       cutOffGraceMs: c.ETCD_AWS_CUT_OFF_GRACE_MS,
       registrationFreshMs: c.ETCD_AWS_REGISTRATION_FRESH_MS,

@@ -42,7 +42,7 @@ const deps: RemovalDeps = {
 const processor = new BatchProcessor(EventType.SQS);
 
 /** Acknowledges what no retry can fix (with a log line and a metric); rethrows what a retry can. */
-async function handleMessage(message: LifecycleMessage): Promise<void> {
+async function handleMessage(message: LifecycleMessage, lastDelivery: boolean): Promise<void> {
   if (message.kind !== 'termination') {
     logger.info('ignoring message', { ...message });
     metrics.addMetric('IgnoredMessages', MetricUnit.Count, 1);
@@ -50,7 +50,7 @@ async function handleMessage(message: LifecycleMessage): Promise<void> {
   }
   const started = Date.now();
   try {
-    const outcome = await removeTerminatingMember(message.notice, deps);
+    const outcome = await removeTerminatingMember(message.notice, { ...deps, lastDelivery });
     if (outcome.kind === 'ignored') {
       logger.info('ignoring termination of another group', { instanceId: message.notice.instanceId, groupName: message.notice.groupName });
       metrics.addMetric('IgnoredMessages', MetricUnit.Count, 1);
@@ -69,7 +69,8 @@ async function handleMessage(message: LifecycleMessage): Promise<void> {
   }
 }
 
-const recordHandler = async (record: SQSRecord): Promise<void> => handleMessage(parseLifecycleBody(record.body));
+const recordHandler = async (record: SQSRecord): Promise<void> =>
+  handleMessage(parseLifecycleBody(record.body), Number(record.attributes.ApproximateReceiveCount) >= config.lifecycleMaxReceives);
 
 function isSqsEvent(event: unknown): event is SQSEvent {
   return typeof event === 'object' && event !== null && Array.isArray((event as { Records?: unknown }).Records);
@@ -87,7 +88,7 @@ export const handler = async (event: unknown, context: Context): Promise<SQSBatc
       });
     }
     // EventBridge invokes asynchronously: a thrown error is retried by Lambda, then goes to its DLQ.
-    await handleMessage(classifyLifecycleMessage(event));
+    await handleMessage(classifyLifecycleMessage(event), false);
     return undefined;
   } finally {
     metrics.publishStoredMetrics();

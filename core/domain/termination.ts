@@ -31,7 +31,9 @@ export function planTermination(
   if (!hit) return { kind: 'complete', reason: 'not-a-member' };
   const voters = votingMembers(members);
   if (!hit.member.isLearner && voters.length === 1) {
-    const learnerIds = members.filter((m) => m.isLearner).map((m) => m.id);
+    // A learner whose etcd never started (no name yet) can never catch up: waiting for it would hold the
+    // last voter for nothing.
+    const learnerIds = members.filter((m) => m.isLearner && m.name !== '').map((m) => m.id);
     if (learnerIds.length > 0) return { kind: 'promote-first', memberId: hit.member.id, learnerIds, reason: 'last-voter-with-learners' };
     return { kind: 'keep-last-voter', memberId: hit.member.id, reason: 'last-voting-member' };
   }

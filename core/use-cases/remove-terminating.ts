@@ -29,6 +29,11 @@ export interface RemovalDeps {
   readonly tooSoonRetry?: { readonly attempts: number; readonly delayMs: number };
   /** How often, and how far apart, the last voter's learners are offered promotion within one invocation. */
   readonly promoteRetry?: { readonly attempts: number; readonly delayMs: number };
+  /**
+   * This is the queue's last delivery of the notice (the next failure moves it to the dead-letter queue): a
+   * last voter still waiting for a learner is backed up and let go instead of failing once more.
+   */
+  readonly lastDelivery?: boolean;
 }
 
 export type RemovalOutcome =
@@ -89,11 +94,30 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
       plan = planTermination(notice, members, privateIp);
       deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
       if (plan.kind === 'promote-first') {
-        await promoteALearner(etcd, plan.learnerIds, deps, fields);
-        ({ members } = await etcd.listMembers());
-        plan = planTermination(notice, members, privateIp);
-        deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
-        if (plan.kind === 'promote-first') throw new EtcdUnavailableError('a learner was promoted, yet the member list still shows none voting besides this member');
+        const promoting = plan;
+        const promoted = await promoteALearner(etcd, plan.learnerIds, deps, fields).then(
+          () => true,
+          (error: unknown) => {
+            // The queue's last delivery (its redrive moves the message aside next, and the hook's timeout then
+            // lets the instance go unheard): a final backup of the last voter instead, which the learners,
+            // left without a voter, restore from.
+            if (error instanceof LearnersNotReadyError && deps.lastDelivery === true && deps.finalBackup) return false;
+            throw error;
+          },
+        );
+        if (promoted) {
+          ({ members } = await etcd.listMembers());
+          plan = planTermination(notice, members, privateIp);
+          deps.log.info('termination decision', { ...fields, decision: plan.kind, ...planFields(plan) });
+          if (plan.kind === 'promote-first') throw new EtcdUnavailableError('a learner was promoted, yet the member list still shows none voting besides this member');
+        } else {
+          plan = { kind: 'keep-last-voter', memberId: promoting.memberId, reason: 'last-voting-member' };
+          deps.log.warn('no learner caught up in all the deliveries of this termination; backing the last voter up before it goes', {
+            ...fields,
+            decision: plan.kind,
+            learners: promoting.learnerIds.map(hexMemberId),
+          });
+        }
       }
       if (plan.kind === 'remove') {
         await handOffLeadership(etcd, plan.memberId, members, deps.log, fields);

@@ -185,6 +185,10 @@ describe('serverless package (offline) and the stack it describes', () => {
     // is redelivered one visibility timeout later, and may itself run a whole timeout.
     expect(visibility).toBeGreaterThanOrEqual(6 * lifecycleTimeout);
     expect(terminateHeartbeat).toBeGreaterThan(visibility + lifecycleTimeout);
+    // The function knows the queue's last delivery (a last voter still waiting for a learner then goes after a final backup).
+    const redrive = resource('LifecycleQueue').Properties.RedrivePolicy as { maxReceiveCount: number };
+    const lifecycleEnv = (resource('LifecycleLambdaFunction').Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(Number(lifecycleEnv.ETCD_AWS_LIFECYCLE_MAX_RECEIVES)).toBe(redrive.maxReceiveCount);
     // Nothing else triggers the lifecycle function: one path, no concurrent duplicate.
     const triggers = [...byType('AWS::Lambda::EventSourceMapping'), ...byType('AWS::Events::Rule')].filter(([, r]) => JSON.stringify(r.Properties).includes('LifecycleLambdaFunction'));
     expect(triggers.map(([, r]) => r.Type)).toEqual(['AWS::Lambda::EventSourceMapping']);

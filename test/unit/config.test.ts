@@ -14,6 +14,7 @@ describe('loadConfig', () => {
       callTimeoutMs: 5000,
       orphanGraceMs: 600_000,
       backupFunction: undefined,
+      lifecycleMaxReceives: 5,
       agentStartGraceMs: 900_000,
       cutOffGraceMs: 300_000,
       registrationFreshMs: 30_000,

@@ -56,7 +56,13 @@ describe('planTermination', () => {
       'the last voting member while learners exist: they must vote before it goes, or nothing can ever promote them',
       [m('1', 'i-aaa', '10.0.0.1'), m('3', 'i-c', '10.0.0.3', true), m('4', '', '10.0.0.4', true)],
       '10.0.0.1',
-      { kind: 'promote-first', memberId: '1', learnerIds: ['3', '4'], reason: 'last-voter-with-learners' },
+      { kind: 'promote-first', memberId: '1', learnerIds: ['3'], reason: 'last-voter-with-learners' },
+    ],
+    [
+      'the last voting member beside a learner that never started: it can never catch up, so it holds nothing',
+      [m('1', 'i-aaa', '10.0.0.1'), m('4', '', '10.0.0.4', true)],
+      '10.0.0.1',
+      { kind: 'keep-last-voter', memberId: '1', reason: 'last-voting-member' },
     ],
     ['a learner while one voter remains', [m('1', 'i-aaa', '10.0.0.1', true), m('2', 'i-b', '10.0.0.2')], '10.0.0.1', { kind: 'remove', memberId: '1', memberName: 'i-aaa', matchedBy: 'name' }],
   ])('%s', (_why, members, ip, expected) => {

@@ -276,6 +276,14 @@ describe('removeTerminatingMember of the last voter while learners exist', () =>
     expect(outcome).toMatchObject({ kind: 'completed', removal: 'removed', plan: { kind: 'remove', memberId: '1' } });
   });
 
+  it("on the queue's last delivery, with still no learner ready, backs the last voter up and leaves the action to the backup", async () => {
+    const { order, deps, finalBackup } = world(99);
+    const outcome = await removeTerminatingMember(leaving, { ...deps, lastDelivery: true });
+    expect(order).toEqual(['heartbeat', 'promote 2', 'promote 2', 'promote 2']);
+    expect(outcome).toMatchObject({ kind: 'final-backup-started', plan: { kind: 'keep-last-voter', memberId: '1' } });
+    expect(finalBackup).toHaveBeenCalledOnce();
+  });
+
   it('keeps the instance waiting (heartbeat, retryable error) while no learner is ready: never lets the last voter go', async () => {
     const { order, deps, finalBackup } = world(99);
     await expect(removeTerminatingMember(leaving, deps)).rejects.toMatchObject({ retryable: true, message: expect.stringMatching(/learner/) as unknown });
