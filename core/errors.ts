@@ -55,6 +55,16 @@ export class DownloadInterruptedError extends EtcdAwsError {
   }
 }
 
+/**
+ * Another backup held the backup lock for as long as a caller that must not skip (the final backup of a
+ * scale-in to zero) could wait. It ends by itself: the holder finishes, or its lock expires.
+ */
+export class BackupLockBusyError extends EtcdAwsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, { ...options, retryable: true });
+  }
+}
+
 /** The instance's own identity or its Auto Scaling group could not be established. */
 export class DiscoveryError extends EtcdAwsError {}
 

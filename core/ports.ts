@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { BackupMetadata } from './domain/backups.js';
+import type { BackupLockState, BackupMetadata } from './domain/backups.js';
 import type { Probe } from './domain/bootstrap.js';
 import type { AgentRegistration, SeedLease } from './domain/election.js';
 import type { GroupInstance } from './domain/instances.js';
@@ -91,6 +91,23 @@ export interface SeedCoordinator {
    * undefined: only if there is none). Returns the new lease, or undefined when another agent won the race.
    */
   writeLease(holder: string, expiresAt: number, expected: string | undefined): Promise<SeedLease | undefined>;
+}
+
+/**
+ * The lock that keeps backups of one group single-flight: one small object, written only by compare-and-swap,
+ * so of several invocations acting on the same read exactly one holds it.
+ */
+export interface BackupLock {
+  readonly key: string;
+  /** The stored lock, or undefined when there is none. */
+  read(): Promise<BackupLockState | undefined>;
+  /**
+   * Writes a lock held by `holder` until `expiresAt`, only if the stored lock is still `expected` (by ETag;
+   * undefined: only if there is none). Returns the new lock, or undefined when another invocation wrote first.
+   */
+  write(holder: string, expiresAt: number, expected: string | undefined): Promise<BackupLockState | undefined>;
+  /** Deletes the lock if it is still `lock` (by ETag); 'not-held' when it is gone or another holder's. */
+  release(lock: BackupLockState): Promise<'released' | 'not-held'>;
 }
 
 /** The lifecycle hook's side of Auto Scaling: release or extend an instance held in Terminating:Wait. */

@@ -162,3 +162,50 @@ export function unchangedSince(latest: BackupMetadata | undefined, current: { cl
     latest.hashKV.hash === current.hashKV
   );
 }
+
+/**
+ * Key of the group's backup lock: `<prefix><group>/snapshots/locks/backup.json`. It sits in the snapshot folder
+ * because that is what the backup function's IAM grant reaches (infra/iam.yml); its name is not
+ * `<time>-r<revision>.db`, so pairBackups never takes it for a snapshot, an orphan or metadata, and neither
+ * retention nor a restore ever touches it.
+ */
+export function backupLockKey(prefix: string, groupName: string): string {
+  return `${snapshotFolder(prefix, groupName)}locks/backup.json`;
+}
+
+/**
+ * How long a backup lock holds without its holder releasing it. It must outlive every invocation that may
+ * hold it, or a second backup could take it over while the first still uploads: the backup function times
+ * out after 900 s (serverless.yml), counted from its start, which is before it writes the lock, so a lock
+ * written at T is held by an invocation that is gone by T + 900 s at the latest. 60 s more cover the clocks of
+ * two Lambda hosts (Amazon Time Sync keeps them within milliseconds) with room to spare. The cost is bounded
+ * too: a holder that died (a timeout, a crash) keeps the next backups away for at most 16 minutes, about three
+ * runs of the default 5-minute schedule, long enough for the backup-age alarm to say so.
+ */
+export const BACKUP_LOCK_TTL_MS = 960_000;
+
+/** The backup lock as stored: who holds it and until when (epoch ms), and the object's ETag for compare-and-swap. */
+export interface BackupLockState {
+  readonly holder: string;
+  /** NaN when the stored object cannot be read: such a lock counts as expired. */
+  readonly expiresAt: number;
+  readonly etag: string;
+}
+
+export type BackupLockDecision =
+  | { readonly kind: 'acquire'; readonly reason: 'no-lock' }
+  | { readonly kind: 'acquire'; readonly reason: 'expired'; readonly etag: string; readonly from: string; readonly expiredAt: number }
+  | { readonly kind: 'busy'; readonly reason: 'backup-in-progress'; readonly holder: string; readonly expiresAt: number };
+
+/**
+ * Whether a backup may start: create the lock when there is none (If-None-Match), take over one that expired
+ * (its holder died without releasing it; If-Match on its ETag), else another backup is in progress until the
+ * lock's expiry. The holder's name decides nothing: a lock is ours only by the ETag our own write returned, so a
+ * retried invocation (Lambda reuses the request ID) never mistakes a dead attempt's lock for its own. Pure.
+ */
+export function decideBackupLock(lock: BackupLockState | undefined, now: number): BackupLockDecision {
+  if (!lock) return { kind: 'acquire', reason: 'no-lock' };
+  // `!(a > b)` rather than `a <= b`: an unreadable expiry (NaN) is expired, not held forever.
+  if (!(lock.expiresAt > now)) return { kind: 'acquire', reason: 'expired', etag: lock.etag, from: lock.holder, expiredAt: lock.expiresAt };
+  return { kind: 'busy', reason: 'backup-in-progress', holder: lock.holder, expiresAt: lock.expiresAt };
+}
