@@ -1,9 +1,13 @@
 /**
  * Scheduled (and manually invoked: `serverless invoke -f backup`, optionally with `{"force": true}`)
- * verified etcd snapshot, streamed from the leader into S3. Returns a JSON summary. Reserved concurrency 1.
+ * verified etcd snapshot, streamed from the leader into S3. Returns a JSON summary. Single-flight without reserved
+ * concurrency: an S3 lock (`<prefix><group>/snapshots/locks/backup.json`) lets one invocation back up at a time;
+ * another scheduled or manual one returns `{status: 'skipped', reason: 'backup-in-progress'}`.
  * Invoked by the lifecycle function with `{"finalBackupFor": <notice>}` when the last member terminates: the
  * final backup, then the lifecycle action is completed.
  */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { Context } from 'aws-lambda';
@@ -17,6 +21,18 @@ import { createBackupDeps } from './wiring.js';
 
 /** The terminating hook times out after 900 s; a heartbeat every 5 minutes keeps the last instance waiting. */
 const FINAL_BACKUP_HEARTBEAT_MS = 300_000;
+/**
+ * Of the function's remaining time, what the final backup keeps for itself after waiting for the backup lock:
+ * a snapshot of etcd's default 2 GiB quota streams from the leader to S3 in a minute or two. The rest (about
+ * 10 minutes of the 15) may be spent waiting for a scheduled backup in progress, which rarely takes more than
+ * seconds. With less time left than twice that (a test bed's short deadline), half of it is kept.
+ */
+const FINAL_BACKUP_RESERVE_MS = 300_000;
+const LOCK_POLL_MS = 2000;
+
+function finalBackupLockWaitMs(remainingMs: number): number {
+  return Math.max(0, remainingMs - Math.min(FINAL_BACKUP_RESERVE_MS, remainingMs / 2));
+}
 
 const config = loadConfig(process.env, 'backup');
 const logger = new Logger({ serviceName: 'etcd-aws-backup' });
@@ -27,12 +43,21 @@ export const handler = async (event: unknown, context: Context): Promise<BackupS
   logger.addContext(context);
   const force = typeof event === 'object' && event !== null && (event as { force?: unknown }).force === true;
   const finalFor = finalBackupRequest(event);
+  // The request ID names the holder in logs; the suffix tells a retried event's attempts apart (they share it).
+  const holder = `${context.awsRequestId}/${randomUUID().slice(0, 8)}`;
   try {
     const summary = finalFor
-      ? await takeFinalBackup(finalFor, { ...deps, lifecycle: new AwsLifecycleActions(new AutoScalingClient({})), heartbeatMs: FINAL_BACKUP_HEARTBEAT_MS })
-      : await takeBackup(deps, { force });
-    // The age metric is emitted on every successful run; its absence is what the alarm treats as failure.
-    metrics.addMetric('BackupAgeSeconds', MetricUnit.Seconds, summary.ageSeconds);
+      ? await takeFinalBackup(
+          finalFor,
+          { ...deps, lifecycle: new AwsLifecycleActions(new AutoScalingClient({})), heartbeatMs: FINAL_BACKUP_HEARTBEAT_MS },
+          { holder, lockWait: { waitMs: finalBackupLockWaitMs(context.getRemainingTimeInMillis()), pollMs: LOCK_POLL_MS, sleep } },
+        )
+      : await takeBackup(deps, { force, holder });
+    // The age metric is emitted on every run that knows the data is backed up; its absence is what the alarm
+    // treats as failure. A run skipped because another holds the lock knows nothing of the kind: the run in
+    // progress emits it (or, should it fail, nobody does and the alarm fires).
+    if (summary.status === 'skipped' && summary.reason === 'backup-in-progress') metrics.addMetric('BackupSkippedInProgress', MetricUnit.Count, 1);
+    else metrics.addMetric('BackupAgeSeconds', MetricUnit.Seconds, summary.ageSeconds);
     if (summary.status === 'uploaded') {
       metrics.addMetric('BackupBytes', MetricUnit.Bytes, summary.size);
       metrics.addMetric('BackupDuration', MetricUnit.Milliseconds, summary.durationMs);

@@ -2,9 +2,11 @@
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { S3Client } from '@aws-sdk/client-s3';
+import { S3BackupLock } from '../core/aws/backup-lock.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import type { BackupSettings, FunctionConfig } from '../core/config.js';
+import { backupLockKey } from '../core/domain/backups.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import type { Log } from '../core/logger.js';
 import type { BackupDeps } from '../core/use-cases/backup.js';
@@ -16,11 +18,13 @@ export function createBackupDeps(
   log: Log,
   inventory = new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
 ): BackupDeps {
+  const s3 = new S3Client({});
   return {
     inventory,
     openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
     // 8 MiB parts, two in flight: peak memory stays flat whatever the database size.
-    store: new S3SnapshotStore(new S3Client({}), backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 8 * 1024 * 1024, queueSize: 2 }),
+    store: new S3SnapshotStore(s3, backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 8 * 1024 * 1024, queueSize: 2 }),
+    lock: new S3BackupLock(s3, backup.bucket, backupLockKey(backup.prefix, config.asgName)),
     groupName: config.asgName,
     prefix: backup.prefix,
     endpoints: config.endpoints,

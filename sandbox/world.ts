@@ -364,7 +364,7 @@ export class Sandbox {
     this.loops.push(this.every(250, () => Promise.resolve(this.followAgentLogs())));
     this.loops.push(this.every(250, () => this.pollLifecycleQueue()));
     const backupEvery = this.options.backupEveryMs ?? 60_000;
-    if (backupEvery > 0) this.loops.push(this.every(backupEvery, () => this.backup().then(() => undefined), true));
+    if (backupEvery > 0) this.loops.push(this.every(backupEvery, () => this.backup({ scheduled: true }).then(() => undefined), true));
     const reconcileEvery = this.options.reconcileEveryMs ?? 20_000;
     if (reconcileEvery > 0) this.loops.push(this.every(reconcileEvery, () => this.reconcile(), true));
   }
@@ -523,13 +523,30 @@ export class Sandbox {
   /** Lambda's Invoke API for the functions that invoke others (started with the loops). */
   private lambda: LambdaService | undefined;
 
-  /** The backup function, as its schedule or a manual invoke runs it. */
-  async backup(): Promise<BackupSummary> {
+  /**
+   * The backup function, as its schedule or a manual invoke runs it. A manual one (the default) that finds
+   * another backup in progress (the schedule's) is invoked again once that one is done, as an operator would:
+   * the backup it asked for must start now, not before.
+   */
+  async backup({ scheduled = false } = {}): Promise<BackupSummary> {
     const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
-    const { result } = await invokeBundle<BackupSummary>(this.options.bundles.backup, event, this.handlerEnv());
-    if (result.status === 'uploaded') this.say(`backup uploaded: ${result.key} (revision ${result.revision.after}, ${result.size} bytes)`);
-    else this.say(`backup skipped: revision ${result.revision} unchanged since ${result.latestKey}`);
-    return result;
+    const once = async (): Promise<BackupSummary> => {
+      const { result } = await invokeBundle<BackupSummary>(this.options.bundles.backup, event, this.handlerEnv());
+      if (result.status === 'uploaded') this.say(`backup uploaded: ${result.key} (revision ${result.revision.after}, ${result.size} bytes)`);
+      else if (result.reason === 'backup-in-progress') this.say(`backup skipped: ${result.holder} is taking one (lock until ${result.lockExpiresAt})`);
+      else this.say(`backup skipped: revision ${result.revision} unchanged since ${result.latestKey}`);
+      return result;
+    };
+    const first = await once();
+    if (scheduled || first.status !== 'skipped' || first.reason !== 'backup-in-progress') return first;
+    return waitFor(
+      'the backup in progress to end and a backup of its own',
+      async () => {
+        const result = await once();
+        return result.status === 'skipped' && result.reason === 'backup-in-progress' ? undefined : result;
+      },
+      { timeoutMs: 120_000, intervalMs: 500 },
+    );
   }
 
   async reconcile(): Promise<void> {

@@ -1,24 +1,30 @@
+import { randomUUID } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
 import {
+  BACKUP_LOCK_TTL_MS,
   backupKeys,
+  decideBackupLock,
   pairBackups,
   selectForDeletion,
   snapshotFolder,
   unchangedSince,
+  type BackupLockState,
   type BackupMetadata,
   type RetentionPolicy,
 } from '../domain/backups.js';
 import { hexMemberId, type Member } from '../domain/members.js';
-import { EtcdUnavailableError, describeError } from '../errors.js';
+import { BackupLockBusyError, EtcdUnavailableError, describeError } from '../errors.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
-import type { EtcdCluster, EtcdSnapshots, LifecycleActions, SnapshotStore } from '../ports.js';
+import type { BackupLock, EtcdCluster, EtcdSnapshots, LifecycleActions, SnapshotStore } from '../ports.js';
 import { SnapshotVerifier } from '../snapshot-verifier.js';
 import { discoverCluster, type DiscoveryDeps } from './discover.js';
 
 export interface BackupDeps extends DiscoveryDeps {
   readonly openCluster: (endpoints: readonly string[]) => EtcdCluster & EtcdSnapshots;
   readonly store: SnapshotStore;
+  /** Keeps backups of the group single-flight (one object in the bucket, compare-and-swap). */
+  readonly lock: BackupLock;
   readonly groupName: string;
   readonly prefix: string;
   readonly endpoints: readonly string[] | undefined;
@@ -55,7 +61,85 @@ export type BackupSummary =
       readonly ageSeconds: 0;
       /** How long ago the newest backup was taken (the cluster has not changed since). */
       readonly newestBackupAgeSeconds: number;
+    }
+  | {
+      /**
+       * Another invocation holds the backup lock: it is taking the backup, so this one takes none. No
+       * `ageSeconds`: this run knows nothing about the data's age, and the run in progress reports it.
+       */
+      readonly status: 'skipped';
+      readonly reason: 'backup-in-progress';
+      readonly bucket: string;
+      readonly lockKey: string;
+      readonly holder: string;
+      /** ISO time until which the holder's lock stands, should it never release it. */
+      readonly lockExpiresAt: string;
     };
+
+/** The lock is ours (by the ETag our write returned), or another backup holds it until `expiresAt`. */
+export type BackupLockOutcome =
+  | { readonly kind: 'held'; readonly lock: BackupLockState }
+  | { readonly kind: 'busy'; readonly holder: string; readonly expiresAt: number };
+
+/** How long a caller that must not skip waits for the lock, and how often it looks. */
+export interface LockWait {
+  readonly waitMs: number;
+  readonly pollMs: number;
+  readonly sleep: (ms: number) => Promise<void>;
+}
+
+/**
+ * Takes the backup lock for `holder`, for BACKUP_LOCK_TTL_MS: creates it, or takes over an expired one
+ * (decideBackupLock). A live lock of another backup ends the attempt at once, or, with `wait`, is polled until
+ * it is released or expires, as long as `wait.waitMs` allows. A lost compare-and-swap is read again: the
+ * winner's lock is then what decides (or, released meanwhile, is gone and tried for again).
+ */
+export async function acquireBackupLock(
+  deps: Pick<BackupDeps, 'lock' | 'now' | 'log'>,
+  holder: string,
+  wait?: LockWait,
+): Promise<BackupLockOutcome> {
+  const deadline = deps.now() + (wait?.waitMs ?? 0);
+  let waitingFor: string | undefined;
+  for (;;) {
+    const decision = decideBackupLock(await deps.lock.read(), deps.now());
+    if (decision.kind === 'acquire') {
+      const lock = await deps.lock.write(holder, deps.now() + BACKUP_LOCK_TTL_MS, decision.reason === 'expired' ? decision.etag : undefined);
+      if (lock) {
+        const takenOver = decision.reason === 'expired' ? { from: decision.from, expiredAt: isoTime(decision.expiredAt) } : {};
+        deps.log.info('backup lock taken', { reason: decision.reason, holder, lockKey: deps.lock.key, expiresAt: isoTime(lock.expiresAt), ...takenOver });
+        return { kind: 'held', lock };
+      }
+      deps.log.debug('backup lock race lost; reading the winner', { holder, lockKey: deps.lock.key });
+      continue;
+    }
+    const fields = { reason: decision.reason, holder: decision.holder, expiresAt: isoTime(decision.expiresAt), lockKey: deps.lock.key };
+    if (!wait || deps.now() + wait.pollMs > deadline) return { kind: 'busy', holder: decision.holder, expiresAt: decision.expiresAt };
+    if (waitingFor !== decision.holder) deps.log.info('waiting for the backup lock', { ...fields, waitUntil: isoTime(deadline) });
+    waitingFor = decision.holder;
+    await wait.sleep(wait.pollMs);
+  }
+}
+
+/** Releases the lock at the end of a backup. A failure is only logged: the lock expires by itself. */
+async function releaseBackupLock(deps: Pick<BackupDeps, 'lock' | 'log'>, lock: BackupLockState): Promise<void> {
+  try {
+    const result = await deps.lock.release(lock);
+    if (result === 'released') deps.log.info('backup lock released', { holder: lock.holder, lockKey: deps.lock.key });
+    else deps.log.warn('backup lock was no longer ours to release', { holder: lock.holder, lockKey: deps.lock.key });
+  } catch (error) {
+    deps.log.warn('backup lock not released; it expires by itself', { holder: lock.holder, lockKey: deps.lock.key, expiresAt: isoTime(lock.expiresAt), error: describeError(error) });
+  }
+}
+
+function isoTime(ms: number): string {
+  return Number.isFinite(ms) ? new Date(ms).toISOString() : 'unknown';
+}
+
+/** A holder name for callers that give none: unique per call, so two calls never share one in the logs. */
+function anyHolder(): string {
+  return `backup-${randomUUID()}`;
+}
 
 /** The leader among the members, from their Status answers; its client URL is where the snapshot comes from. */
 async function findLeader(members: readonly Member[], deps: BackupDeps): Promise<{ member: Member; endpoint: string }> {
@@ -78,14 +162,31 @@ async function findLeader(members: readonly Member[], deps: BackupDeps): Promise
 }
 
 /**
- * Takes a verified snapshot of the cluster and streams it to S3, then prunes old backups.
+ * Takes a verified snapshot of the cluster and streams it to S3, then prunes old backups; skips when another
+ * backup is in progress.
  *
+ * 0. take the backup lock, or skip ('backup-in-progress': the holder is backing the same cluster up right now)
  * 1. find the live cluster and its leader 2. Status before (revision) 3. skip when nothing changed since the
  * newest valid backup 4. stream Maintenance.Snapshot through the verifier into a multipart upload (aborted
  * on any error, so no object that looks valid is left) 5. Status after 6. write the metadata object last
- * 7. apply retention, now that a fresh valid backup exists.
+ * 7. apply retention, now that a fresh valid backup exists 8. release the lock (whatever happened).
  */
-export async function takeBackup(deps: BackupDeps, options: { force?: boolean } = {}): Promise<BackupSummary> {
+export async function takeBackup(deps: BackupDeps, options: { force?: boolean; holder?: string } = {}): Promise<BackupSummary> {
+  const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder());
+  if (outcome.kind === 'busy') {
+    const lockExpiresAt = isoTime(outcome.expiresAt);
+    deps.log.info('backup skipped: another backup holds the lock', { reason: 'backup-in-progress', holder: outcome.holder, lockExpiresAt, lockKey: deps.lock.key });
+    return { status: 'skipped', reason: 'backup-in-progress', bucket: deps.store.bucket, lockKey: deps.lock.key, holder: outcome.holder, lockExpiresAt };
+  }
+  try {
+    return await backupUnderLock(deps, options.force ?? false);
+  } finally {
+    await releaseBackupLock(deps, outcome.lock);
+  }
+}
+
+/** Steps 1 to 7 of takeBackup, by the holder of the backup lock. */
+async function backupUnderLock(deps: BackupDeps, force: boolean): Promise<BackupSummary> {
   const started = deps.now();
   const view = await discoverCluster(deps.groupName, deps, deps.endpoints);
   if (!view.cluster.live) throw new EtcdUnavailableError(`no live etcd cluster to back up: ${view.cluster.reason}`);
@@ -100,8 +201,8 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean } 
     const latest = newest ? await deps.store.readMetadata(newest.metadataKey).catch(() => undefined) : undefined;
     // The content hash is worth computing (a scan of every key) only when the revision says nothing changed.
     const sameRevision = latest !== undefined && latest.clusterId === clusterId && BigInt(latest.revision.after) === BigInt(before.revision);
-    const hashNow = !options.force && sameRevision ? await etcd.hashKV(leader.endpoint, before.revision).then((h) => h.hash, () => undefined) : undefined;
-    if (!options.force && newest && latest && unchangedSince(latest, { clusterId, revision: before.revision, hashKV: hashNow })) {
+    const hashNow = !force && sameRevision ? await etcd.hashKV(leader.endpoint, before.revision).then((h) => h.hash, () => undefined) : undefined;
+    if (!force && newest && latest && unchangedSince(latest, { clusterId, revision: before.revision, hashKV: hashNow })) {
       const newestBackupAgeSeconds = Math.round((deps.now() - Date.parse(latest.createdAt)) / 1000);
       deps.log.info('backup skipped: revision and content unchanged since the newest backup', { revision: before.revision, latestKey: newest.snapshotKey, newestBackupAgeSeconds });
       return {
@@ -205,14 +306,21 @@ export async function applyRetention(folder: string, deps: Pick<BackupDeps, 'sto
 
 /**
  * The final backup of a cluster scaled in to zero, for the last member's instance that waits in
- * Terminating:Wait: the hook's heartbeat is recorded now and every `heartbeatMs` while the snapshot streams
- * (however long the database takes), then the action is completed and the instance goes. A failure records a
- * heartbeat and is rethrown (Lambda retries, then the on-failure destination), so the instance keeps waiting
- * for the retry.
+ * Terminating:Wait: the hook's heartbeat is recorded now and every `heartbeatMs` while it waits for the backup
+ * lock and while the snapshot streams (however long the database takes), then the action is completed and the
+ * instance goes. A failure records a heartbeat and is rethrown (Lambda retries, then the on-failure
+ * destination), so the instance keeps waiting for the retry.
+ *
+ * It takes the backup lock like any backup, but never skips: a scheduled backup in progress may have started
+ * before the last writes, so the final one must start after it. It waits for the lock (`lockWait`: the
+ * handler gives it what the function's time allows beyond the backup itself); a holder that outlasts the wait
+ * makes it fail with a retryable BackupLockBusyError, and Lambda's retry, a minute or two later, waits again
+ * (by then the holder has finished, or its lock has expired: BACKUP_LOCK_TTL_MS).
  */
 export async function takeFinalBackup(
   notice: TerminationNotice,
   deps: BackupDeps & { readonly lifecycle: LifecycleActions; readonly heartbeatMs: number },
+  options: { readonly holder?: string; readonly lockWait: LockWait },
 ): Promise<BackupSummary> {
   const fields = { instanceId: notice.instanceId, groupName: notice.groupName };
   const beat = () =>
@@ -221,7 +329,17 @@ export async function takeFinalBackup(
   const timer = setInterval(() => void beat(), deps.heartbeatMs);
   let summary: BackupSummary;
   try {
-    summary = await takeBackup(deps, { force: true });
+    const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder(), options.lockWait);
+    if (outcome.kind === 'busy') {
+      throw new BackupLockBusyError(
+        `the final backup waited ${Math.round(options.lockWait.waitMs / 1000)} s for the backup lock, still held by ${outcome.holder} until ${isoTime(outcome.expiresAt)}; a retry waits again`,
+      );
+    }
+    try {
+      summary = await backupUnderLock(deps, true);
+    } finally {
+      await releaseBackupLock(deps, outcome.lock);
+    }
   } catch (error) {
     await beat();
     throw error;

@@ -4,8 +4,10 @@ import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Etcd3 } from 'etcd3';
+import { S3BackupLock } from '../../core/aws/backup-lock.js';
 import { AwsInstanceInventory } from '../../core/aws/inventory.js';
 import { S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
+import { backupLockKey } from '../../core/domain/backups.js';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { silentLog } from '../../core/logger.js';
 import type { InstanceIdentity } from '../../core/ports.js';
@@ -28,6 +30,7 @@ export async function backupNow(bucket: string, groupName: string): Promise<Extr
       inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
       openCluster: (e) => new Etcd3Cluster(e, { dialTimeoutMs: 1000, callTimeoutMs: 3000 }),
       store: snapshotStore(bucket),
+      lock: new S3BackupLock(new S3Client({ forcePathStyle: true }), bucket, backupLockKey('', groupName)),
       groupName,
       prefix: '',
       endpoints: undefined,
