@@ -48,17 +48,50 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
+async function cfnLint(templateFile: string): Promise<{ code: number; output: string }> {
+  return run(path.join(REPO_ROOT, '.venv', 'bin', 'cfn-lint'), [templateFile], { cwd: REPO_ROOT }).then(
+    (r) => ({ code: 0, output: r.stdout + r.stderr }),
+    (error: unknown) => {
+      const e = error as { code: number; stdout: string; stderr: string };
+      return { code: e.code, output: e.stdout + e.stderr };
+    },
+  );
+}
+
+/** The options of the README's `npx serverless deploy` command (its Deploy section), as a user copies them. */
+function readmeDeployOptions(): string[] {
+  const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+  const command = /^npx serverless deploy ((?:.*\\\n)*.*)$/m.exec(readme)?.[1];
+  if (!command) throw new Error('README.md has no `npx serverless deploy` command line');
+  return command.replace(/\\\n/g, ' ').trim().split(/\s+/).map((arg) => arg.replace(/^(--param=)"(.*)"$/, '$1$2'));
+}
+
 describe('serverless package (offline) and the stack it describes', () => {
   it('passes cfn-lint with zero errors (kept warnings are listed and explained in .cfnlintrc.yaml)', async () => {
-    const lint = await run(path.join(REPO_ROOT, '.venv', 'bin', 'cfn-lint'), [path.join(out, 'cloudformation-template-update-stack.json')], { cwd: REPO_ROOT }).then(
-      (r) => ({ code: 0, output: r.stdout + r.stderr }),
-      (error: unknown) => {
-        const e = error as { code: number; stdout: string; stderr: string };
-        return { code: e.code, output: e.stdout + e.stderr };
-      },
-    );
+    const lint = await cfnLint(path.join(out, 'cloudformation-template-update-stack.json'));
     expect(lint.output).toBe('');
     expect(lint.code).toBe(0);
+  });
+
+  it("packages the README's own deploy command into a template that passes cfn-lint", async () => {
+    const options = readmeDeployOptions();
+    expect(options).toEqual(expect.arrayContaining(['--stage', '--region', expect.stringMatching(/^--param=clusterSize=\d$/)]));
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-package-readme-'));
+    try {
+      await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', dir, ...options], {
+        cwd: REPO_ROOT,
+        env: { PATH: process.env.PATH, HOME: dir, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off', CI: 'true' },
+        timeout: 170_000,
+      });
+      const file = path.join(dir, 'cloudformation-template-update-stack.json');
+      const packaged = JSON.parse(readFileSync(file, 'utf8')) as typeof template;
+      expect(packaged.Parameters.ClusterSize?.Default).toBe(/clusterSize=(\d)/.exec(options.join(' '))?.[1]);
+      const lint = await cfnLint(file);
+      expect(lint.output).toBe('');
+      expect(lint.code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('packages each function with its own bundle only, on nodejs22.x', async () => {
@@ -158,7 +191,8 @@ describe('serverless package (offline) and the stack it describes', () => {
     // EC2 status checks and the agents' own verdicts: etcd's /health fails everywhere while quorum is lost.
     expect(group).toMatchObject({ HealthCheckType: 'EC2', DesiredCapacity: { Ref: 'ClusterSize' }, MinSize: { Ref: 'ClusterSize' } });
     expect(byType('AWS::AutoScaling::LifecycleHook')).toEqual([]);
-    expect(template.Parameters.ClusterSize).toMatchObject({ AllowedValues: [1, 3, 5, 7], Default: 3 });
+    // Strings, as CloudFormation compares them: a `--param="clusterSize=3"` arrives as "3".
+    expect(template.Parameters.ClusterSize).toMatchObject({ AllowedValues: ['1', '3', '5', '7'], Default: '3' });
     expect(resource('ClientTargetGroup').Properties).toMatchObject({ Port: 2379, HealthCheckPath: '/health', HealthCheckProtocol: 'HTTP' });
     expect(resource('ClientLoadBalancer').Properties).toMatchObject({ Scheme: 'internal', Type: 'network' });
   });
@@ -167,7 +201,7 @@ describe('serverless package (offline) and the stack it describes', () => {
     const node = template.Resources.NodeGroup as Resource & { UpdatePolicy: { AutoScalingRollingUpdate: Record<string, unknown> } };
     expect(node.Properties.MaxSize).toEqual({ 'Fn::FindInMap': ['ClusterSizes', { Ref: 'ClusterSize' }, 'MaxSize'] });
     const sizes = (template as unknown as { Mappings: { ClusterSizes: Record<string, { MaxSize: number }> } }).Mappings.ClusterSizes;
-    for (const size of template.Parameters.ClusterSize?.AllowedValues as number[]) expect(sizes[String(size)]?.MaxSize).toBe(size + 1);
+    for (const size of template.Parameters.ClusterSize?.AllowedValues as string[]) expect(sizes[size]?.MaxSize).toBe(Number(size) + 1);
     expect(node.UpdatePolicy.AutoScalingRollingUpdate).toEqual({
       MaxBatchSize: 1,
       MinInstancesInService: { Ref: 'ClusterSize' },
