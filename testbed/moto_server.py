@@ -16,6 +16,10 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import run_simple
 
+import moto_patches
+
+moto_patches.apply()
+
 app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
 
