@@ -1,0 +1,68 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { CloudFormationClient, DescribeStacksCommand, ListStackResourcesCommand, type StackResourceSummary } from '@aws-sdk/client-cloudformation';
+import { emulatorEnv } from './moto.js';
+import { REPO_ROOT } from './tools.js';
+
+const run = promisify(execFile);
+
+/** `--param="name=value"` pairs of `serverless deploy`, as a user passes them. */
+export type StackParams = Readonly<Record<string, string>>;
+
+export interface DeployedStack {
+  readonly name: string;
+  readonly status: string;
+  readonly outputs: Readonly<Record<string, string>>;
+  /** Physical ID of each resource, by logical ID. */
+  readonly resources: Readonly<Record<string, StackResourceSummary>>;
+}
+
+/**
+ * Runs the real `serverless` command of this repository (osls) against the emulator, as a user would run it
+ * against AWS: the only difference is AWS_ENDPOINT_URL and throwaway credentials. Output goes to the error on
+ * failure, so a failed deploy says what CloudFormation (the emulator) refused.
+ */
+export async function serverless(endpoint: string, verb: 'deploy' | 'remove' | 'package', stage: string, params: StackParams = {}, extra: readonly string[] = []): Promise<string> {
+  const home = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-sls-home-'));
+  const args = [verb, '--stage', stage, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`), ...extra];
+  try {
+    const { stdout, stderr } = await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), args, {
+      cwd: REPO_ROOT,
+      env: {
+        PATH: process.env.PATH,
+        HOME: home,
+        ...emulatorEnv(endpoint),
+        SLS_TELEMETRY_DISABLED: '1',
+        SLS_NOTIFICATIONS_MODE: 'off',
+        CI: 'true',
+      },
+      timeout: 240_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return stdout + stderr;
+  } catch (error) {
+    const e = error as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`serverless ${args.join(' ')} failed against ${endpoint}: ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** The stack `serverless deploy --stage <stage>` created: status, outputs and resources. */
+export async function describeStack(cloudformation: CloudFormationClient, stage: string): Promise<DeployedStack> {
+  const name = `etcd-aws-${stage}`;
+  const stack = (await cloudformation.send(new DescribeStacksCommand({ StackName: name }))).Stacks?.[0];
+  if (!stack) throw new Error(`no stack ${name}`);
+  const resources: Record<string, StackResourceSummary> = {};
+  let token: string | undefined;
+  do {
+    const page = await cloudformation.send(new ListStackResourcesCommand({ StackName: name, NextToken: token }));
+    for (const r of page.StackResourceSummaries ?? []) if (r.LogicalResourceId) resources[r.LogicalResourceId] = r;
+    token = page.NextToken;
+  } while (token);
+  const outputs = Object.fromEntries((stack.Outputs ?? []).map((o) => [o.OutputKey ?? '', o.OutputValue ?? '']));
+  return { name, status: stack.StackStatus ?? 'unknown', outputs, resources };
+}
