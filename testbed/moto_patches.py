@@ -10,14 +10,20 @@ from typing import Any, Callable
 
 def validate_template_reports_errors_only() -> None:
     """Gap: moto's ValidateTemplate runs cfn-lint and refuses the template on its first match, warnings
-    included (osls's redundant DependsOn, W3005). CloudFormation refuses only a template it cannot process;
-    lint warnings are never a reason. Keep cfn-lint's errors (E...) and drop its warnings and notes."""
+    included (osls's redundant DependsOn, W3005), and words the refusal "Stack with id <message> does not
+    exist". CloudFormation refuses only a template it cannot process, and says why. Keep cfn-lint's errors
+    (E...), drop its warnings and notes, and refuse with the error's own words and where it is."""
     from moto.cloudformation import models
+    from moto.cloudformation.exceptions import ValidationError
 
     original = models.CloudFormationBackend.validate_template
 
     def validate_template(self: Any, template: str) -> list[Any]:
-        return [m for m in original(self, template) if m.rule.id.startswith("E")]
+        errors = [m for m in original(self, template) if m.rule.id.startswith("E")]
+        if errors:
+            where = "/".join(str(p) for p in getattr(errors[0], "path", []) or [])
+            raise ValidationError(message=f"Template error: {errors[0].message}" + (f" (at {where})" if where else ""))
+        return errors
 
     models.CloudFormationBackend.validate_template = validate_template  # type: ignore[method-assign]
 
