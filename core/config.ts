@@ -39,6 +39,10 @@ const SETTINGS = {
   ETCD_AWS_LIFECYCLE_MAX_RECEIVES: "the lifecycle queue's maxReceiveCount: on the last delivery a last voter still waiting for a learner is backed up and let go",
   ETCD_AWS_AGENT_START_GRACE_MS: 'how long after its launch an instance may go without its agent registering before reconcile marks it unhealthy',
   ETCD_QUOTA_BACKEND_BYTES: "etcd's space quota, against which reconcile reports each member's database size",
+  ETCD_AWS_DEFRAG_MIN_FREE_RATIO: "reconcile defragments a member once this share of its database file is free pages (0 to 1)",
+  ETCD_AWS_DEFRAG_MIN_FREE_BYTES: 'and at least this many bytes of it are free',
+  ETCD_AWS_DEFRAG_TIMEOUT_MS: "the deadline of one member's defragmentation",
+  ETCD_AWS_NOSPACE_RECOVER_BELOW: 'after a NOSPACE alarm and a compaction, the share of the quota (0 to 1) the data in use must be under for reconcile to defragment and disarm',
   ETCD_AWS_CUT_OFF_GRACE_MS:
     'how long a member the quorum side cannot reach may say it has no quorum (or stay silent) before reconcile marks its instance unhealthy',
 } as const;
@@ -80,6 +84,14 @@ const functionSettings = {
   ETCD_AWS_REGISTRATION_FRESH_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   // etcd's own default quota is 2 GiB.
   ETCD_QUOTA_BACKEND_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
+  // Half the file free is what a defragmentation is worth a member's pause for (etcd-druid's threshold is of
+  // the same kind); under 64 MiB free there is nothing worth giving back.
+  ETCD_AWS_DEFRAG_MIN_FREE_RATIO: z.coerce.number().min(0).max(1).default(0.5),
+  ETCD_AWS_DEFRAG_MIN_FREE_BYTES: z.coerce.number().int().min(0).default(64 * 1024 ** 2),
+  // Well inside reconcile's 120 s, leaving time for the Status calls around it.
+  ETCD_AWS_DEFRAG_TIMEOUT_MS: z.coerce.number().int().min(1000).max(600_000).default(60_000),
+  // The DbQuotaAlarm's threshold: a cluster still over it after compaction would only fill up again at once.
+  ETCD_AWS_NOSPACE_RECOVER_BELOW: z.coerce.number().gt(0).max(1).default(0.8),
 };
 
 const schemas = {
@@ -152,6 +164,8 @@ export interface FunctionConfig extends CommonConfig {
   readonly registrationFreshMs: number;
   /** reconcile: etcd's space quota, for the database size as a percentage of it. */
   readonly quotaBytes: number;
+  /** reconcile: when a member is worth defragmenting, and when a NOSPACE alarm may be disarmed. */
+  readonly maintenance: { readonly minFreeRatio: number; readonly minFreeBytes: number; readonly recoverBelowRatio: number; readonly defragTimeoutMs: number };
   /** Set when BACKUP_BUCKET is (lifecycle uses it for the final backup of a cluster scaled in to zero). */
   readonly backup: BackupSettings | undefined;
 }
@@ -246,6 +260,12 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
       cutOffGraceMs: c.ETCD_AWS_CUT_OFF_GRACE_MS,
       registrationFreshMs: c.ETCD_AWS_REGISTRATION_FRESH_MS,
       quotaBytes: c.ETCD_QUOTA_BACKEND_BYTES,
+      maintenance: Object.freeze({
+        minFreeRatio: c.ETCD_AWS_DEFRAG_MIN_FREE_RATIO,
+        minFreeBytes: c.ETCD_AWS_DEFRAG_MIN_FREE_BYTES,
+        recoverBelowRatio: c.ETCD_AWS_NOSPACE_RECOVER_BELOW,
+        defragTimeoutMs: c.ETCD_AWS_DEFRAG_TIMEOUT_MS,
+      }),
       backup,
     });
   }

@@ -40,6 +40,8 @@ export interface MemberStatus {
   readonly raftTerm: string;
   readonly version: string;
   readonly dbSize: number;
+  /** Bytes of the database logically in use: dbSize minus the free pages a defragmentation would give back. */
+  readonly dbSizeInUse: number;
   readonly isLearner: boolean;
 }
 
@@ -68,6 +70,24 @@ export interface EtcdLocalView {
   hasQuorum(): Promise<boolean>;
   /** MemberList as the member at `endpoint` knows it locally (serializable), with or without a quorum. */
   localMembers(endpoint: string): Promise<{ clusterId: string; memberId: string; members: Member[] }>;
+}
+
+/** A raised etcd alarm: NOSPACE (the space quota is reached: writes refused) or CORRUPT. */
+export interface EtcdAlarm {
+  readonly memberId: string;
+  readonly alarm: string;
+}
+
+/** etcd's maintenance calls (compaction, defragmentation, alarms). */
+export interface EtcdMaintenance {
+  /** The alarms raised on any member (one member answers for the cluster). */
+  alarms(): Promise<EtcdAlarm[]>;
+  /** Drops the key-value history before `revision` (the keys' latest values stay), waiting until it is applied. */
+  compact(revision: string): Promise<void>;
+  /** Defragments the member at `endpoint` (blocks its reads and writes meanwhile), within `timeoutMs`. */
+  defragment(endpoint: string, timeoutMs: number): Promise<void>;
+  /** Disarms the NOSPACE alarm of every member. */
+  disarmNoSpace(): Promise<void>;
 }
 
 /** Membership changes, each safe to repeat: "already gone" and "already there" are answers, not errors. */

@@ -6,6 +6,7 @@
  */
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
+import type { Context } from 'aws-lambda';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -42,8 +43,27 @@ const deps: ReconcileDeps = {
     : {}),
 };
 
-export const handler = async (): Promise<ReconcileResult> => {
-  const report = await reconcileCluster(config.asgName, deps, config.endpoints);
+/** Time kept after the last maintenance step may start: the Status calls and the metrics after it. */
+const MAINTENANCE_MARGIN_MS = 20_000;
+
+export const handler = async (_event?: unknown, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<ReconcileResult> => {
+  const remainingMs = context?.getRemainingTimeInMillis() ?? 120_000;
+  const report = await reconcileCluster(
+    config.asgName,
+    {
+      ...deps,
+      maintenance: {
+        openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+        log: logger,
+        policy: config.maintenance,
+        quotaBytes: config.quotaBytes,
+        defragTimeoutMs: Math.min(config.maintenance.defragTimeoutMs, Math.max(1000, remainingMs - MAINTENANCE_MARGIN_MS)),
+        deadline: Date.now() + remainingMs - MAINTENANCE_MARGIN_MS - config.maintenance.defragTimeoutMs,
+        now: () => Date.now(),
+      },
+    },
+    config.endpoints,
+  );
   metrics.addDimension('AutoScalingGroup', config.asgName);
   metrics.addMetric('ClusterReachable', MetricUnit.Count, report.reachable ? 1 : 0);
   metrics.addMetric('Members', MetricUnit.Count, report.members);
@@ -57,6 +77,20 @@ export const handler = async (): Promise<ReconcileResult> => {
   metrics.addMetric('CutOffMembersMarked', MetricUnit.Count, report.cutOff ? 1 : 0);
   metrics.addMetric('DbSizeBytes', MetricUnit.Bytes, report.dbSizeBytes);
   metrics.addMetric('DbQuotaPercent', MetricUnit.Percent, report.dbQuotaPercent);
+  metrics.addMetric('DbSizeInUseBytes', MetricUnit.Bytes, report.dbSizeInUseBytes);
+  const step = report.maintenance?.action;
+  metrics.addMetric('Defragmentations', MetricUnit.Count, report.maintenance?.action === 'defragmented' && report.maintenance.result === 'done' ? 1 : 0);
+  metrics.addMetric('NoSpaceRecovered', MetricUnit.Count, step === 'recovered-space' ? 1 : 0);
+  // 1 while a NOSPACE alarm stays because the data in use fills the quota: only deleting data or a larger quota helps.
+  metrics.addMetric('FullOfLiveData', MetricUnit.Count, step === 'full-of-live-data' ? 1 : 0);
+  for (const member of report.memberSpace) {
+    const single = metrics.singleMetric();
+    single.addDimension('AutoScalingGroup', config.asgName);
+    single.addDimension('Member', member.name);
+    single.addMetric('MemberDbSizeBytes', MetricUnit.Bytes, member.dbSizeBytes);
+    single.addMetric('MemberDbSizeInUseBytes', MetricUnit.Bytes, member.dbSizeInUseBytes);
+    single.addMetric('MemberDbQuotaPercent', MetricUnit.Percent, member.dbQuotaPercent);
+  }
   metrics.publishStoredMetrics();
   logger.info('reconciled cluster', { ...report });
   return report;

@@ -47,6 +47,8 @@ export class EtcdTestCluster {
     readonly token: string,
     /** The etcd release the nodes run ("3.7"); the test bed's selected one when undefined. */
     readonly version: string | undefined,
+    /** More etcd flags for every node (e.g. a small --quota-backend-bytes). */
+    private readonly extraFlags: readonly string[] = [],
   ) {
     this.nodes = specs.map((s) => ({
       ...s,
@@ -66,10 +68,12 @@ export class EtcdTestCluster {
     token?: string;
     /** The etcd release to run ("3.7"); the test bed's selected one by default. */
     version?: string;
+    /** More etcd flags for every node. */
+    extraFlags?: readonly string[];
   }): Promise<EtcdTestCluster> {
     mkdirSync(options.workDir, { recursive: true });
     const token = options.token ?? `etcd-aws-test-${process.pid}-${Date.now()}`;
-    const cluster = new EtcdTestCluster(options.nodes, options.workDir, options.processes, token, options.version);
+    const cluster = new EtcdTestCluster(options.nodes, options.workDir, options.processes, token, options.version, options.extraFlags);
     for (const node of cluster.nodes) cluster.launch(node, 'new');
     await Promise.all(cluster.nodes.map((n) => cluster.waitHealthy(n.name)));
     return cluster;
@@ -103,6 +107,7 @@ export class EtcdTestCluster {
         `--initial-cluster-state=${state}`,
         '--logger=zap',
         '--log-outputs=stderr',
+        ...this.extraFlags,
       ],
       { logFile: node.logFile, env: etcdEnv() },
     );

@@ -3,7 +3,7 @@ import type { Member } from '../domain/members.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
 import { Readable } from 'node:stream';
-import type { EtcdCluster, EtcdLocalView, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
+import type { EtcdAlarm, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
 
 export interface EtcdClientOptions {
   readonly dialTimeoutMs: number;
@@ -36,7 +36,7 @@ function servedElsewhere(error: unknown): boolean {
 }
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
-export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership, EtcdSnapshots {
+export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots {
   private readonly client: Etcd3;
 
   constructor(
@@ -137,6 +137,8 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
         raftTerm: s.raftTerm,
         version: s.version,
         dbSize: Number(s.dbSize),
+        // etcd 3.4+ answers it; an older member's 0 would read as "everything free", so take the size then.
+        dbSizeInUse: Number(s.dbSizeInUse) > 0 ? Number(s.dbSizeInUse) : Number(s.dbSize),
         isLearner: s.isLearner,
       };
     } catch (error) {
@@ -248,6 +250,50 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMembership,
       throw new EtcdUnavailableError(`cannot move leadership from ${leaderEndpoint} to ${targetId}: ${describeError(error)}`, { cause: error });
     } finally {
       single.close();
+    }
+  }
+
+  async alarms(): Promise<EtcdAlarm[]> {
+    try {
+      const out = await this.onVoter((c) => c.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' }));
+      // etcd3 names them after its enum (Nospace, Corrupt); etcd and etcdctl say NOSPACE, CORRUPT.
+      return out.alarms.map((a) => ({ memberId: a.memberID, alarm: a.alarm.toUpperCase() }));
+    } catch (error) {
+      throw new EtcdUnavailableError(`etcd did not list its alarms: ${describeError(error)}`, { cause: error });
+    }
+  }
+
+  async compact(revision: string): Promise<void> {
+    try {
+      await this.onVoter((c) => c.kv.compact({ revision, physical: true }));
+    } catch (error) {
+      // Compacting a revision already compacted is done, not an error.
+      if (/compacted/i.test(describeError(error))) return;
+      throw new EtcdUnavailableError(`etcd did not compact to revision ${revision}: ${describeError(error)}`, { cause: error });
+    }
+  }
+
+  async defragment(endpoint: string, timeoutMs: number): Promise<void> {
+    // Defragment acts on the member that answers: a connection to that member alone.
+    const single = new Etcd3(clientOptions([endpoint], this.options));
+    try {
+      await single.maintenance.defragment({ deadline: Date.now() + timeoutMs });
+    } catch (error) {
+      throw new EtcdUnavailableError(`etcd member at ${endpoint} did not finish defragmenting within ${timeoutMs} ms: ${describeError(error)}`, { cause: error });
+    } finally {
+      single.close();
+    }
+  }
+
+  async disarmNoSpace(): Promise<void> {
+    try {
+      // As etcdctl's `alarm disarm`: each raised alarm is deactivated for the member that raised it.
+      const raised = await this.alarms();
+      for (const a of raised.filter((x) => x.alarm === 'NOSPACE')) {
+        await this.onVoter((c) => c.maintenance.alarm({ action: 'Deactivate', memberID: a.memberId, alarm: 'Nospace' }));
+      }
+    } catch (error) {
+      throw new EtcdUnavailableError(`etcd did not disarm its NOSPACE alarm: ${describeError(error)}`, { cause: error });
     }
   }
 

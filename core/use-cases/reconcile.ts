@@ -5,6 +5,7 @@ import { cutOffMember, instancesWithoutAgent, planReconcile } from '../domain/re
 import { describeError } from '../errors.js';
 import type { EtcdCluster, EtcdMembership, MemberStatus } from '../ports.js';
 import { discoverCluster, type ClusterView, type DiscoveryDeps } from './discover.js';
+import { maintainSpace, type MaintenanceDeps, type MaintenanceResult } from './maintenance.js';
 
 /** Cluster health in numbers: what reconcile publishes as metrics so alarms can see a sick cluster. */
 export interface HealthReport {
@@ -22,6 +23,10 @@ export interface HealthReport {
   /** The largest database among the members that answered Status, in bytes, and as a percentage of the quota. */
   readonly dbSizeBytes: number;
   readonly dbQuotaPercent: number;
+  /** The largest database in use (dbSize less its free pages), in bytes. */
+  readonly dbSizeInUseBytes: number;
+  /** Each answering member's database: size, in use, and size as a percentage of the quota. */
+  readonly memberSpace: ReadonlyArray<{ readonly name: string; readonly dbSizeBytes: number; readonly dbSizeInUseBytes: number; readonly dbQuotaPercent: number }>;
 }
 
 /** Pure: the numbers of a cluster view plus the Status answers of its members. */
@@ -29,7 +34,11 @@ export function healthReport(view: ClusterView, statuses: readonly MemberStatus[
   const activeInstances = view.instances.filter(isActive).length;
   const healthyMemberIds = new Set(statuses.map((s) => s.memberId));
   const dbSizeBytes = Math.max(0, ...statuses.map((s) => s.dbSize));
-  const dbQuotaPercent = Math.round((dbSizeBytes / quotaBytes) * 1000) / 10;
+  const percent = (bytes: number) => Math.round((bytes / quotaBytes) * 1000) / 10;
+  const dbQuotaPercent = percent(dbSizeBytes);
+  const dbSizeInUseBytes = Math.max(0, ...statuses.map((s) => s.dbSizeInUse));
+  const names = new Map((view.cluster.live ? view.cluster.members : []).map((m) => [m.id, m.name]));
+  const memberSpace = statuses.map((s) => ({ name: names.get(s.memberId) || hexMemberId(s.memberId), dbSizeBytes: s.dbSize, dbSizeInUseBytes: s.dbSizeInUse, dbQuotaPercent: percent(s.dbSize) }));
   if (!view.cluster.live) {
     return {
       groupName: view.groupName,
@@ -44,6 +53,8 @@ export function healthReport(view: ClusterView, statuses: readonly MemberStatus[
       instancesWithoutMember: [],
       dbSizeBytes,
       dbQuotaPercent,
+      dbSizeInUseBytes,
+      memberSpace,
     };
   }
   const { members, membership } = view.cluster;
@@ -60,6 +71,8 @@ export function healthReport(view: ClusterView, statuses: readonly MemberStatus[
     instancesWithoutMember: membership.withoutMember,
     dbSizeBytes,
     dbQuotaPercent,
+    dbSizeInUseBytes,
+    memberSpace,
   };
 }
 
@@ -80,6 +93,8 @@ export interface ReconcileDeps extends DiscoveryDeps {
   readonly cutOffGraceMs?: number;
   /** How recent a registration must be to say anything now. */
   readonly registrationFreshMs?: number;
+  /** Defragmentation and NOSPACE recovery, on runs that changed nothing else; absent, none. */
+  readonly maintenance?: MaintenanceDeps;
 }
 
 export interface ReconcileResult extends HealthReport {
@@ -90,6 +105,8 @@ export interface ReconcileResult extends HealthReport {
   readonly markedUnhealthy: string | undefined;
   /** An instance whose member was cut off from the quorum side for longer than the grace period, marked unhealthy this run. */
   readonly cutOff: { readonly instanceId: string; readonly memberId: string; readonly reason: string; readonly removal: string } | undefined;
+  /** This run's maintenance step (defragmentation, NOSPACE recovery) or why there was none. */
+  readonly maintenance: MaintenanceResult | undefined;
 }
 
 /**
@@ -106,7 +123,7 @@ export async function reconcileCluster(
   // Also without a live cluster: an instance whose agent never started blocks a seed election.
   const markedUnhealthy = await markInstanceWithoutAgent(view, deps);
   const statuses: MemberStatus[] = [];
-  if (!view.cluster.live) return { ...healthReport(view, statuses, deps.quotaBytes), removed: undefined, promoted: [], kept: [], markedUnhealthy, cutOff: undefined };
+  if (!view.cluster.live) return { ...healthReport(view, statuses, deps.quotaBytes), removed: undefined, promoted: [], kept: [], markedUnhealthy, cutOff: undefined, maintenance: undefined };
   const { members, membership } = view.cluster;
   await Promise.all(
     members
@@ -152,7 +169,13 @@ export async function reconcileCluster(
   if (kept.length > 0) deps.log.info('kept orphan members', { kept });
   // Only this side reached a quorum: a member it cannot reach for long is the one cut off.
   const cutOff = markedUnhealthy === undefined ? await markCutOffMember(members, view, healthy, deps) : undefined;
-  return { ...healthReport(view, statuses, deps.quotaBytes), removed, promoted, kept, markedUnhealthy, cutOff };
+  // Maintenance only on a run that changed nothing else: never a defragmentation beside a membership change.
+  const changed = removed !== undefined || promoted.length > 0 || markedUnhealthy !== undefined || cutOff !== undefined;
+  const maintenance = deps.maintenance && !changed ? await maintainSpace(members, statuses, deps.maintenance).catch((error: unknown) => {
+    deps.log.error('maintenance failed', { error: describeError(error) });
+    return { action: 'skipped' as const, reason: 'failed' as const, detail: describeError(error) };
+  }) : undefined;
+  return { ...healthReport(view, statuses, deps.quotaBytes), removed, promoted, kept, markedUnhealthy, cutOff, maintenance };
 }
 
 /**

@@ -28,6 +28,7 @@ export function backupWorld(hash: string, backedUp: BackupMetadata['hashKV']) {
     raftTerm: '2',
     version: '3.6.16',
     dbSize: 544,
+    dbSizeInUse: 544,
     isLearner: false,
   };
   const cluster = {

@@ -42,12 +42,13 @@ export function uniqueName(prefix: string): string {
 }
 
 /** A simulated group in the emulator plus a real etcd cluster on its instances' private IPs, named after them. */
-export async function groupWithCluster(bed: Bed, size: number): Promise<{ group: SimulatedGroup; etcd: EtcdTestCluster }> {
+export async function groupWithCluster(bed: Bed, size: number, extraFlags: readonly string[] = []): Promise<{ group: SimulatedGroup; etcd: EtcdTestCluster }> {
   const group = await createSimulatedGroup({ network: bed.network, groupName: uniqueName('etcd'), size });
   const etcd = await EtcdTestCluster.start({
     nodes: group.instances.map((i) => ({ name: i.instanceId, ip: i.privateIp })),
     workDir: path.join(bed.workDir, group.groupName),
     processes: bed.processes,
+    extraFlags,
   });
   return { group, etcd };
 }

@@ -19,9 +19,15 @@ describe('loadConfig', () => {
       cutOffGraceMs: 300_000,
       registrationFreshMs: 30_000,
       quotaBytes: 2 * 1024 ** 3,
+      maintenance: { minFreeRatio: 0.5, minFreeBytes: 64 * 1024 ** 2, recoverBelowRatio: 0.8, defragTimeoutMs: 60_000 },
       backup: undefined,
     });
     expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('refuses a defragmentation threshold that is not a share, naming the variable', () => {
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_DEFRAG_MIN_FREE_RATIO: '50' }, 'function')).toThrow(/ETCD_AWS_DEFRAG_MIN_FREE_RATIO.*share of its database file/s);
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_NOSPACE_RECOVER_BELOW: '0' }, 'function')).toThrow(/ETCD_AWS_NOSPACE_RECOVER_BELOW/);
   });
 
   it('splits and validates explicit endpoints', () => {

@@ -49,7 +49,7 @@ function fakes(options: {
     },
   };
   const status = (isLearner: boolean): MemberStatus =>
-    ({ endpoint: 'x', memberId: '1', clusterId: 'c', leaderId: '2', revision: '1', raftIndex: '1', raftTerm: '1', version: '3.6.16', dbSize: 1, isLearner });
+    ({ endpoint: 'x', memberId: '1', clusterId: 'c', leaderId: '2', revision: '1', raftIndex: '1', raftTerm: '1', version: '3.6.16', dbSize: 1, dbSizeInUse: 1, isLearner });
   const local = {
     status: () => {
       checks += 1;

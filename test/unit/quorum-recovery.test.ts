@@ -25,6 +25,7 @@ const status = (leaderId: string): MemberStatus => ({
   raftTerm: '3',
   version: '3.4.23',
   dbSize: 1,
+  dbSizeInUse: 1,
   isLearner: false,
 });
 

@@ -37,7 +37,7 @@ describe('publishServingState', () => {
       openCluster: () => {
         const hasQuorum = looks[Math.min(beat, looks.length - 1)];
         return {
-          status: () => Promise.resolve({ endpoint: 'x', memberId: 'm1', clusterId: 'c1', leaderId: hasQuorum ? 'm1' : '0', revision: '1', raftIndex: '1', raftTerm: '1', version: '3.6.16', dbSize: 1, isLearner: false }),
+          status: () => Promise.resolve({ endpoint: 'x', memberId: 'm1', clusterId: 'c1', leaderId: hasQuorum ? 'm1' : '0', revision: '1', raftIndex: '1', raftTerm: '1', version: '3.6.16', dbSize: 1, dbSizeInUse: 1, isLearner: false }),
           hasQuorum: () => Promise.resolve(hasQuorum),
           close: () => undefined,
         } as never;
