@@ -285,6 +285,7 @@ describe('serverless package (offline) and the stack it describes', () => {
         'AsyncFailuresAlarm',
         'BackupAgeAlarm',
         'DbQuotaAlarm',
+        'FullOfLiveDataAlarm',
         'HealthyMembersAlarm',
         'LaunchesPendingAlarm',
         'LifecycleDeadLetterAlarm',
@@ -299,6 +300,8 @@ describe('serverless package (offline) and the stack it describes', () => {
     // Quorum lost in under two minutes: the load balancer's healthy targets (etcd's /health), one-minute periods.
     expect(alarms.QuorumLostAlarm).toMatchObject({ Namespace: 'AWS/NetworkELB', MetricName: 'HealthyHostCount', Period: 60, EvaluationPeriods: 1, Threshold: 1 });
     expect(alarms.DbQuotaAlarm).toMatchObject({ MetricName: 'DbQuotaPercent', Threshold: 80 });
+    // reconcile's NOSPACE recovery disarms below 80% (ETCD_AWS_NOSPACE_RECOVER_BELOW): over it, this alarm says so.
+    expect(alarms.FullOfLiveDataAlarm).toMatchObject({ Namespace: 'EtcdAws', MetricName: 'FullOfLiveData', Threshold: 0, ComparisonOperator: 'GreaterThanThreshold' });
     // alias/aws/sns cannot be used by CloudWatch: a key of the stack's own whose policy lets CloudWatch use it.
     expect(resource('AlarmTopic').Properties.KmsMasterKeyId).toEqual({ Ref: 'AlarmKey' });
     const keyPolicy = JSON.stringify(resource('AlarmKey').Properties.KeyPolicy);
