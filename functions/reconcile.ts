@@ -48,6 +48,8 @@ const MAINTENANCE_MARGIN_MS = 20_000;
 
 export const handler = async (_event?: unknown, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<ReconcileResult> => {
   const remainingMs = context?.getRemainingTimeInMillis() ?? 120_000;
+  // A defragmentation may start while one more fits before the margin: at most half the time that is left.
+  const defragTimeoutMs = Math.max(1000, Math.min(config.maintenance.defragTimeoutMs, (remainingMs - MAINTENANCE_MARGIN_MS) / 2));
   const report = await reconcileCluster(
     config.asgName,
     {
@@ -57,8 +59,8 @@ export const handler = async (_event?: unknown, context?: Pick<Context, 'getRema
         log: logger,
         policy: config.maintenance,
         quotaBytes: config.quotaBytes,
-        defragTimeoutMs: Math.min(config.maintenance.defragTimeoutMs, Math.max(1000, remainingMs - MAINTENANCE_MARGIN_MS)),
-        deadline: Date.now() + remainingMs - MAINTENANCE_MARGIN_MS - config.maintenance.defragTimeoutMs,
+        defragTimeoutMs,
+        deadline: Date.now() + remainingMs - MAINTENANCE_MARGIN_MS - defragTimeoutMs,
         now: () => Date.now(),
       },
     },
