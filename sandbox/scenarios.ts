@@ -55,6 +55,8 @@ export interface Scenario {
   readonly etcdVersion?: string;
   /** The group's health check type; the stack's (EC2) when absent. */
   readonly healthCheckType?: 'EC2' | 'ELB';
+  /** Stack settings for the agents and the functions (e.g. a small space quota). */
+  readonly stackEnv?: Readonly<Record<string, string>>;
   act(ctx: Context): Promise<Act>;
 }
 
@@ -211,6 +213,9 @@ async function totalLoss(ctx: Context): Promise<{ faultAt: number; faultEndAt: n
   ctx.say(`every instance and its disk is gone; the group launches ${all.length} new, empty ones`);
   return { faultAt, faultEndAt };
 }
+
+/** fill-quota's space quota: small, so a few dozen overwrites fill it. */
+export const FILL_QUOTA_BYTES = 32 * 1024 ** 2;
 
 export const SCENARIOS: Record<string, Scenario> = {
   'cold-start': {
@@ -538,6 +543,60 @@ export const SCENARIOS: Record<string, Scenario> = {
       };
     },
   },
+  'fill-quota': {
+    description: `a ${FILL_QUOTA_BYTES / 1024 ** 2} MiB space quota and a client that overwrites the same keys with 512 KiB values until etcd refuses writes (NOSPACE): reconcile compacts, defragments every member and disarms the alarm, without an operator`,
+    size: 3,
+    schedule: false,
+    stackEnv: { ETCD_QUOTA_BACKEND_BYTES: String(FILL_QUOTA_BYTES) },
+    act: async (ctx) => {
+      const client = new Etcd3({ hosts: [...ctx.sandbox.endpoints()], dialTimeout: 2000 });
+      try {
+        const value = randomBytes(256 * 1024).toString('hex');
+        let written = 0;
+        const refusedAt = await ctx.step('filling the space quota', () =>
+          waitFor(
+            'etcd to refuse a write with NOSPACE',
+            async () => {
+              try {
+                await client.put(`/sandbox/fill/${written % 8}`).value(`${written}:${value}`);
+                written += 1;
+                return undefined;
+              } catch (error) {
+                if (/space exceeded|NOSPACE/i.test((error as Error).message)) return Date.now();
+                throw error;
+              }
+            },
+            { timeoutMs: 120_000, intervalMs: 0 },
+          ),
+        );
+        ctx.say(`etcd refuses writes (NOSPACE) after ${written} overwrites of 512 KiB; the filler stops`);
+        const backAt = await ctx.step('writes accepted again', () =>
+          waitFor(
+            'a write to be accepted again',
+            async () => {
+              try {
+                await client.put('/sandbox/fill/probe').value(String(Date.now()));
+                return Date.now();
+              } catch {
+                return undefined;
+              }
+            },
+            { timeoutMs: CONVERGE_MS, intervalMs: 1000 },
+          ),
+        );
+        ctx.say(`writes accepted again ${((backAt - refusedAt) / 1000).toFixed(1)}s after NOSPACE`);
+        const recovered = ctx.sandbox.maintenance().some((m) => m.action === 'recovered-space');
+        return {
+          faultAt: refusedAt,
+          faultEndAt: refusedAt,
+          sameInstances: true,
+          violations: recovered ? [] : ["writes were accepted again, but reconcile never reported a NOSPACE recovery"],
+        };
+      } finally {
+        client.close();
+      }
+    },
+  },
 };
 
 /**
@@ -627,6 +686,7 @@ export async function runScenario(
     backupEveryMs: scenario.schedule ? 20_000 : 0,
     ...(scenario.etcdVersion === undefined ? {} : { etcdVersion: scenario.etcdVersion }),
     ...(scenario.healthCheckType === undefined ? {} : { healthCheckType: scenario.healthCheckType }),
+    ...(scenario.stackEnv === undefined ? {} : { stackEnv: scenario.stackEnv }),
   });
   let writer: SequenceWriter | undefined;
   try {

@@ -11,6 +11,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { InstanceIdentity } from '../core/ports.js';
 import type { BackupSummary } from '../core/use-cases/backup.js';
+import type { MaintenanceResult } from '../core/use-cases/maintenance.js';
 import type { ReconcileResult } from '../core/use-cases/reconcile.js';
 import { AgentFleet, inspectCluster, isConverged, leaderUrl, type ClusterSnapshot, FAST_TIMING } from '../testbed/agents.js';
 import { startAutoScalingShim, type AutoScalingShim } from '../testbed/autoscaling-shim.js';
@@ -61,6 +62,11 @@ export interface SandboxOptions {
    * (the load balancer's /health check, which fails on every member while quorum is lost).
    */
   readonly healthCheckType?: 'EC2' | 'ELB';
+  /**
+   * Stack settings that reach both the agents (etcd's flags) and the functions, as the stack's parameters do
+   * (e.g. ETCD_QUOTA_BACKEND_BYTES, etcd's space quota).
+   */
+  readonly stackEnv?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -124,6 +130,7 @@ export class Sandbox {
   readonly fleet: AgentFleet;
   private current: InstanceIdentity[] = [];
   private readonly dead = new Set<string>();
+  private readonly maintenanceSteps: MaintenanceResult[] = [];
   private readonly exitedAt = new Map<string, number>();
   private readonly logOffsets = new Map<string, number>();
   private readonly restoreLog = { restored: [] as string[], skipped: [] as Array<{ key: string; reason: string }> };
@@ -175,6 +182,7 @@ export class Sandbox {
         ETCD_AWS_LAUNCH_HOOK: 'etcd-launch',
         ETCD_AWS_LAUNCH_TIMEOUT_MS: String(SANDBOX_TIMING.launchDeadlineMs),
         ETCD_AWS_LAUNCH_HEARTBEAT_MS: String(SANDBOX_TIMING.launchHeartbeatMs),
+        ...options.stackEnv,
       },
       etcdVersion: options.etcdVersion,
       ...('unavailable' in net ? {} : { cgroupFor: (i: InstanceIdentity) => net.cgroupFor(i.instanceId, i.privateIp) }),
@@ -517,6 +525,7 @@ export class Sandbox {
       ETCD_AWS_CUT_OFF_GRACE_MS: String(SANDBOX_TIMING.cutOffGraceMs),
       ETCD_AWS_REGISTRATION_FRESH_MS: FAST_TIMING.ETCD_AWS_REGISTRATION_FRESH_MS ?? '4000',
       ETCD_AWS_CALL_TIMEOUT_MS: '3000',
+      ...this.options.stackEnv,
     });
   }
 
@@ -549,12 +558,22 @@ export class Sandbox {
     );
   }
 
+  /** Reconcile's maintenance steps so far (defragmentations, NOSPACE recoveries), skips left out. */
+  maintenance(): readonly MaintenanceResult[] {
+    return this.maintenanceSteps;
+  }
+
   async reconcile(): Promise<void> {
     const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
     const { result } = await invokeBundle<ReconcileResult>(this.options.bundles.reconcile, event, this.handlerEnv());
     if (result.removed) this.say(`reconcile removed member ${result.removed.name} (${result.removed.reason}): ${result.removed.result}`);
     for (const p of result.promoted) this.say(`reconcile promoted learner ${p.memberId}: ${p.result}`);
     if (result.markedUnhealthy) this.say(`reconcile marked ${result.markedUnhealthy} unhealthy: its agent never registered`);
+    const step = result.maintenance;
+    if (step && step.action !== 'skipped') {
+      this.maintenanceSteps.push(step);
+      this.say(`reconcile maintenance: ${step.action}${'detail' in step ? ` (${step.detail})` : ` member ${step.memberId}: ${step.result}`}`);
+    }
     if (result.cutOff) {
       this.say(`reconcile found ${result.cutOff.instanceId} cut off from the quorum (${result.cutOff.reason}): member ${result.cutOff.memberId} ${result.cutOff.removal}; instance marked unhealthy`);
     }
