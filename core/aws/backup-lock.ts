@@ -5,8 +5,10 @@ import type { BackupLock } from '../ports.js';
 /**
  * The backup lock as one JSON object in the backup bucket, `{holder, expiresAt}`, written with S3 conditional
  * writes like the seed lease: `If-None-Match: *` creates it only if absent, `If-Match: <etag>` replaces exactly
- * the version that was read; a lost race is a 412 (or a 409 while another conditional write is in flight).
- * https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
+ * the version that was read, and deletes only that version. A write that did not land is a lost race, for the
+ * caller to read again: a 412 (another version, or, after an SDK retry, our own write that landed although its
+ * response was lost), a 409 (another conditional write in flight) or a 404 on `If-Match` (the lock was released
+ * meanwhile). https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
  */
 export class S3BackupLock implements BackupLock {
   constructor(
@@ -48,20 +50,28 @@ export class S3BackupLock implements BackupLock {
       );
       return { holder, expiresAt, etag: out.ETag ?? '' };
     } catch (error) {
-      if (error instanceof S3ServiceException && [409, 412].includes(error.$metadata.httpStatusCode ?? 0)) return undefined;
+      if (lostRace(error)) return undefined;
       throw error;
     }
   }
 
   /**
-   * Read, compare, delete: a plain DeleteObject after checking the ETag (conditional deletes are not what every
-   * S3-compatible store accepts). The window between the two calls cannot lose another holder's lock: ours
-   * outlives this invocation (BACKUP_LOCK_TTL_MS), so nobody can have taken it over meanwhile.
+   * Deletes the lock only if it is still the version we wrote (`If-Match`, which S3 supports on DeleteObject):
+   * a 412 (another holder took it over) or a 404 (gone) leaves whatever is there and says 'not-held'. On the
+   * versioned backup bucket the delete leaves a delete marker, which reads, and is created over, as no lock.
    */
   async release(lock: BackupLockState): Promise<'released' | 'not-held'> {
-    const current = await this.read();
-    if (current?.etag !== lock.etag) return 'not-held';
-    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key }));
-    return 'released';
+    try {
+      await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key, IfMatch: lock.etag }));
+      return 'released';
+    } catch (error) {
+      if (lostRace(error)) return 'not-held';
+      throw error;
+    }
   }
+}
+
+/** 409, 412, or 404 (a conditional request on an object that is gone): the version we named is not current. */
+function lostRace(error: unknown): boolean {
+  return error instanceof S3ServiceException && [404, 409, 412].includes(error.$metadata.httpStatusCode ?? 0);
 }
