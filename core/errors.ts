@@ -65,6 +65,16 @@ export class BackupLockBusyError extends EtcdAwsError {
   }
 }
 
+/**
+ * Every write of the backup lock lost its race, a bounded number of times in a row: other invocations keep
+ * taking and releasing it. A retry, later, finds it settled.
+ */
+export class BackupLockContendedError extends EtcdAwsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, { ...options, retryable: true });
+  }
+}
+
 /** The instance's own identity or its Auto Scaling group could not be established. */
 export class DiscoveryError extends EtcdAwsError {}
 

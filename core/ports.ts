@@ -124,7 +124,8 @@ export interface BackupLock {
   /**
    * Writes a lock held by `holder` until `expiresAt`, only if the stored lock is still `expected` (by ETag;
    * undefined: only if there is none). Returns the new lock, or undefined when the write did not land as asked
-   * (another invocation wrote first, or the expected lock was released meanwhile): the caller reads again.
+   * (another invocation wrote first, or the expected lock was released meanwhile; or an SDK retry of our own
+   * write found it already landed): the caller reads again.
    */
   write(holder: string, expiresAt: number, expected: string | undefined): Promise<BackupLockState | undefined>;
   /** Deletes the lock if it is still `lock` (by ETag); 'not-held' when it is gone or another holder's. */

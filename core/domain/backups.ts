@@ -174,6 +174,18 @@ export function backupLockKey(prefix: string, groupName: string): string {
 }
 
 /**
+ * Lambda's longest timeout, and the backup function's (serverless.yml): no invocation that may hold the backup
+ * lock lives longer than this.
+ */
+export const BACKUP_FUNCTION_MAX_MS = 900_000;
+
+/**
+ * What a backup lock's expiry adds to its holder's life: the clocks of two Lambda hosts (Amazon Time Sync keeps
+ * them within milliseconds), with room to spare.
+ */
+export const BACKUP_LOCK_CLOCK_SKEW_MS = 60_000;
+
+/**
  * How long a backup lock holds without its holder releasing it. It must outlive every invocation that may
  * hold it, or a second backup could take it over while the first still uploads: the backup function times
  * out after 900 s (serverless.yml), counted from its start, which is before it writes the lock, so a lock
@@ -182,7 +194,14 @@ export function backupLockKey(prefix: string, groupName: string): string {
  * too: a holder that died (a timeout, a crash) keeps the next backups away for at most 16 minutes, about three
  * runs of the default 5-minute schedule, long enough for the backup-age alarm to say so.
  */
-export const BACKUP_LOCK_TTL_MS = 960_000;
+export const BACKUP_LOCK_TTL_MS = BACKUP_FUNCTION_MAX_MS + BACKUP_LOCK_CLOCK_SKEW_MS;
+
+/**
+ * No backup writes an expiry further ahead than its own life (at most BACKUP_FUNCTION_MAX_MS) plus the skew, and
+ * a reader whose clock is a skew behind the writer's sees at most one skew more. An expiry beyond that was never
+ * written by a backup (a hand-made or damaged object): it counts as expired, so it cannot wedge backups.
+ */
+export const BACKUP_LOCK_MAX_AHEAD_MS = BACKUP_FUNCTION_MAX_MS + 2 * BACKUP_LOCK_CLOCK_SKEW_MS;
 
 /** The backup lock as stored: who holds it and until when (epoch ms), and the object's ETag for compare-and-swap. */
 export interface BackupLockState {
@@ -195,17 +214,26 @@ export interface BackupLockState {
 export type BackupLockDecision =
   | { readonly kind: 'acquire'; readonly reason: 'no-lock' }
   | { readonly kind: 'acquire'; readonly reason: 'expired'; readonly etag: string; readonly from: string; readonly expiredAt: number }
+  | { readonly kind: 'acquire'; readonly reason: 'implausible-expiry'; readonly etag: string; readonly from: string; readonly expiresAt: number }
+  | { readonly kind: 'held'; readonly reason: 'own-write'; readonly lock: BackupLockState }
   | { readonly kind: 'busy'; readonly reason: 'backup-in-progress'; readonly holder: string; readonly expiresAt: number };
 
 /**
  * Whether a backup may start: create the lock when there is none (If-None-Match), take over one that expired
- * (its holder died without releasing it; If-Match on its ETag), else another backup is in progress until the
- * lock's expiry. The holder's name decides nothing: a lock is ours only by the ETag our own write returned, so a
- * retried invocation (Lambda reuses the request ID) never mistakes a dead attempt's lock for its own. Pure.
+ * (its holder died without releasing it; If-Match on its ETag) or whose expiry no backup could have written
+ * (BACKUP_LOCK_MAX_AHEAD_MS), else another backup is in progress until the lock's expiry.
+ *
+ * `self` is this attempt's holder, unique to it (the request ID, which Lambda's retry of an event reuses, plus a
+ * random suffix): a live lock under it is one our own write created although the write was reported lost (the
+ * SDK retried a PUT whose response was lost, and the retry got 412), and is adopted by its ETag. Across attempts
+ * a holder's name decides nothing: no attempt ever takes another's lock, even one of the same event, for its
+ * own. Pure.
  */
-export function decideBackupLock(lock: BackupLockState | undefined, now: number): BackupLockDecision {
+export function decideBackupLock(lock: BackupLockState | undefined, now: number, self: string): BackupLockDecision {
   if (!lock) return { kind: 'acquire', reason: 'no-lock' };
   // `!(a > b)` rather than `a <= b`: an unreadable expiry (NaN) is expired, not held forever.
   if (!(lock.expiresAt > now)) return { kind: 'acquire', reason: 'expired', etag: lock.etag, from: lock.holder, expiredAt: lock.expiresAt };
+  if (lock.expiresAt > now + BACKUP_LOCK_MAX_AHEAD_MS) return { kind: 'acquire', reason: 'implausible-expiry', etag: lock.etag, from: lock.holder, expiresAt: lock.expiresAt };
+  if (lock.holder === self) return { kind: 'held', reason: 'own-write', lock };
   return { kind: 'busy', reason: 'backup-in-progress', holder: lock.holder, expiresAt: lock.expiresAt };
 }

@@ -14,7 +14,7 @@ import {
   type RetentionPolicy,
 } from '../domain/backups.js';
 import { hexMemberId, type Member } from '../domain/members.js';
-import { BackupLockBusyError, EtcdUnavailableError, describeError } from '../errors.js';
+import { BackupLockBusyError, BackupLockContendedError, EtcdUnavailableError, describeError } from '../errors.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
 import type { BackupLock, EtcdCluster, EtcdSnapshots, LifecycleActions, SnapshotStore } from '../ports.js';
 import { SnapshotVerifier } from '../snapshot-verifier.js';
@@ -88,11 +88,15 @@ export interface LockWait {
   readonly sleep: (ms: number) => Promise<void>;
 }
 
+/** How many lost races in a row acquireBackupLock accepts before it gives up (BackupLockContendedError). */
+export const MAX_LOCK_RACES = 5;
+
 /**
- * Takes the backup lock for `holder`, for BACKUP_LOCK_TTL_MS: creates it, or takes over an expired one
- * (decideBackupLock). A live lock of another backup ends the attempt at once, or, with `wait`, is polled until
- * it is released or expires, as long as `wait.waitMs` allows. A lost compare-and-swap is read again: the
- * winner's lock is then what decides (or, released meanwhile, is gone and tried for again).
+ * Takes the backup lock for `holder` (unique to this attempt), for BACKUP_LOCK_TTL_MS: creates it, or takes
+ * over an expired one (decideBackupLock). A live lock of another backup ends the attempt at once, or, with
+ * `wait`, is polled until it is released or expires, as long as `wait.waitMs` allows. A lost compare-and-swap
+ * is read again: the winner's lock is then what decides (or, released meanwhile, is gone and tried for again,
+ * at most MAX_LOCK_RACES times; or it is our own write, reported lost by an SDK retry, and ours).
  */
 export async function acquireBackupLock(
   deps: Pick<BackupDeps, 'lock' | 'now' | 'log'>,
@@ -101,16 +105,33 @@ export async function acquireBackupLock(
 ): Promise<BackupLockOutcome> {
   const deadline = deps.now() + (wait?.waitMs ?? 0);
   let waitingFor: string | undefined;
+  let racesLost = 0;
   for (;;) {
-    const decision = decideBackupLock(await deps.lock.read(), deps.now());
+    const decision = decideBackupLock(await deps.lock.read(), deps.now(), holder);
+    if (decision.kind === 'held') {
+      deps.log.info('backup lock taken', { reason: decision.reason, holder, lockKey: deps.lock.key, expiresAt: isoTime(decision.lock.expiresAt), racesLost });
+      return { kind: 'held', lock: decision.lock };
+    }
     if (decision.kind === 'acquire') {
-      const lock = await deps.lock.write(holder, deps.now() + BACKUP_LOCK_TTL_MS, decision.reason === 'expired' ? decision.etag : undefined);
+      const lock = await deps.lock.write(holder, deps.now() + BACKUP_LOCK_TTL_MS, decision.reason === 'no-lock' ? undefined : decision.etag);
       if (lock) {
-        const takenOver = decision.reason === 'expired' ? { from: decision.from, expiredAt: isoTime(decision.expiredAt) } : {};
+        const takenOver =
+          decision.reason === 'expired'
+            ? { from: decision.from, expiredAt: isoTime(decision.expiredAt) }
+            : decision.reason === 'implausible-expiry'
+              ? { from: decision.from, claimedExpiry: isoTime(decision.expiresAt) }
+              : {};
         deps.log.info('backup lock taken', { reason: decision.reason, holder, lockKey: deps.lock.key, expiresAt: isoTime(lock.expiresAt), ...takenOver });
         return { kind: 'held', lock };
       }
-      deps.log.debug('backup lock race lost; reading the winner', { holder, lockKey: deps.lock.key });
+      racesLost += 1;
+      if (racesLost >= MAX_LOCK_RACES) {
+        deps.log.warn('backup lock race lost too often; giving up', { reason: 'contended', holder, lockKey: deps.lock.key, racesLost });
+        throw new BackupLockContendedError(
+          `lost the race for the backup lock ${racesLost} times in a row (${deps.lock.key}): other invocations keep taking and releasing it; a retry tries again`,
+        );
+      }
+      deps.log.debug('backup lock race lost; reading the winner', { holder, lockKey: deps.lock.key, racesLost });
       continue;
     }
     const fields = { reason: decision.reason, holder: decision.holder, expiresAt: isoTime(decision.expiresAt), lockKey: deps.lock.key };

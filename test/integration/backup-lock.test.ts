@@ -2,6 +2,9 @@ import { CreateBucketCommand, GetObjectCommand, PutBucketVersioningCommand, PutO
 import { beforeAll, describe, expect, it } from 'vitest';
 import { S3BackupLock } from '../../core/aws/backup-lock.js';
 import { backupLockKey, type BackupLockState } from '../../core/domain/backups.js';
+import type { BackupLock } from '../../core/ports.js';
+import { acquireBackupLock } from '../../core/use-cases/backup.js';
+import { recordingLog } from '../support/fixtures.js';
 import { uniqueName } from '../support/testbed.js';
 
 // Backups are single-flight only as far as S3's conditional writes and deletes let exactly one invocation
@@ -84,6 +87,32 @@ describe('S3BackupLock on a versioned bucket', () => {
     const mine = await lock.write('a', later(), undefined);
     expect(await lock.release(mine!)).toBe('released');
     expect(await lock.release(mine!)).toBe('not-held');
+  });
+
+  it('adopts its own write that landed although the write was reported lost (an SDK retry after a lost response)', async () => {
+    const lock = newLock();
+    // The first PUT lands and its response is lost; the SDK's retry of the same request finds the object and
+    // gets 412, which is all the caller sees: S3 receives the same holder twice.
+    let landed: BackupLockState | undefined;
+    const retried: BackupLock = {
+      key: lock.key,
+      read: () => lock.read(),
+      release: (held) => lock.release(held),
+      write: async (holder, expiresAt, expected) => {
+        landed = await lock.write(holder, expiresAt, expected);
+        return lock.write(holder, expiresAt, expected);
+      },
+    };
+    const log = recordingLog();
+
+    const outcome = await acquireBackupLock({ lock: retried, now: Date.now, log }, 'req-1/abcd0123');
+
+    expect(landed).toBeDefined();
+    expect(outcome).toEqual({ kind: 'held', lock: landed });
+    expect(log.lines).toContainEqual(expect.objectContaining({ message: 'backup lock taken', fields: expect.objectContaining({ reason: 'own-write' }) as unknown }));
+    // Another attempt of the same event (same request ID, another suffix) adopts nothing: it is busy.
+    await expect(acquireBackupLock({ lock, now: Date.now, log }, 'req-1/ffff0000')).resolves.toMatchObject({ kind: 'busy', holder: 'req-1/abcd0123' });
+    expect(await lock.release(landed!)).toBe('released');
   });
 
   it('a lock the emulator stores is what the read returns (holder, expiry, ETag)', async () => {

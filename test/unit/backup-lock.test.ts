@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BACKUP_LOCK_TTL_MS, backupLockKey, decideBackupLock, pairBackups, selectForDeletion, type BackupLockState } from '../../core/domain/backups.js';
-import { BackupLockBusyError } from '../../core/errors.js';
+import { BackupLockBusyError, BackupLockContendedError } from '../../core/errors.js';
 import type { TerminationNotice } from '../../core/domain/lifecycle-events.js';
 import { takeBackup, takeFinalBackup } from '../../core/use-cases/backup.js';
 import { backupWorld } from '../support/backup-world.js';
@@ -13,13 +13,19 @@ describe('decideBackupLock', () => {
   it.each<[string, BackupLockState | undefined, unknown]>([
     ['no lock: create it (If-None-Match)', undefined, { kind: 'acquire', reason: 'no-lock' }],
     ['a live lock of another backup: skip, naming it and its expiry', held('req-a', NOW + 1), { kind: 'busy', reason: 'backup-in-progress', holder: 'req-a', expiresAt: NOW + 1 }],
-    // A name is no proof of ownership: Lambda's retry of an event reuses the request ID of the attempt before.
-    ['a live lock under our own name: still busy', held('req-self', NOW + 60_000), { kind: 'busy', reason: 'backup-in-progress', holder: 'req-self', expiresAt: NOW + 60_000 }],
+    // Our own holder (request ID and a suffix of this attempt): our write landed though it was reported lost.
+    ['a live lock under our own holder: ours, adopted by its ETag', held('req-self/0001', NOW + 60_000, '"e5"'), { kind: 'held', reason: 'own-write', lock: held('req-self/0001', NOW + 60_000, '"e5"') }],
+    // Lambda's retry of an event reuses the request ID; another attempt's suffix makes it another holder.
+    ['a live lock of another attempt of the same event: busy', held('req-self/0000', NOW + 60_000), { kind: 'busy', reason: 'backup-in-progress', holder: 'req-self/0000', expiresAt: NOW + 60_000 }],
     ['a lock that expired just now: take it over (If-Match on its ETag)', held('req-a', NOW, '"e2"'), { kind: 'acquire', reason: 'expired', etag: '"e2"', from: 'req-a', expiredAt: NOW }],
     ['a lock long expired (its holder died)', held('req-a', NOW - 3_600_000, '"e3"'), { kind: 'acquire', reason: 'expired', etag: '"e3"', from: 'req-a', expiredAt: NOW - 3_600_000 }],
     ['a lock whose expiry cannot be read: taken over, never held forever', held('unreadable', Number.NaN, '"e4"'), { kind: 'acquire', reason: 'expired', etag: '"e4"', from: 'unreadable', expiredAt: Number.NaN }],
+    // No backup writes an expiry further ahead than Lambda's 900 s and the skew, seen from a clock a skew behind.
+    ['a lock that expires as far ahead as a backup can write it: busy', held('req-a', NOW + 1_020_000), { kind: 'busy', reason: 'backup-in-progress', holder: 'req-a', expiresAt: NOW + 1_020_000 }],
+    ['a lock that expires further ahead than any backup writes: taken over, never wedging backups', held('req-a', NOW + 1_020_001, '"e6"'), { kind: 'acquire', reason: 'implausible-expiry', etag: '"e6"', from: 'req-a', expiresAt: NOW + 1_020_001 }],
+    ['a lock that expires in ten years', held('req-a', NOW + 10 * 365 * 86_400_000, '"e7"'), { kind: 'acquire', reason: 'implausible-expiry', etag: '"e7"', from: 'req-a', expiresAt: NOW + 10 * 365 * 86_400_000 }],
   ])('%s', (_why, lock, expected) => {
-    expect(decideBackupLock(lock, NOW)).toEqual(expected);
+    expect(decideBackupLock(lock, NOW, 'req-self/0001')).toEqual(expected);
   });
 
   it('outlives the backup function (900 s timeout), so no live holder is ever taken over', () => {
@@ -89,6 +95,45 @@ describe('takeBackup under the lock', () => {
     const lock = { ...deps.lock, release: () => Promise.reject(new Error('AccessDenied')) };
     expect(await takeBackup({ ...deps, lock, log })).toMatchObject({ status: 'uploaded' });
     expect(log.lines).toContainEqual(expect.objectContaining({ level: 'warn', message: 'backup lock not released; it expires by itself', fields: expect.objectContaining({ error: 'AccessDenied' }) as unknown }));
+  });
+
+  it('adopts its own lock when its write landed but was reported lost (an SDK retry got 412), and backs up', async () => {
+    const { deps, uploads, lock } = backupWorld('222', undefined);
+    const log = recordingLog();
+    const landsUnseen = {
+      ...lock,
+      write: async (holder: string, expiresAt: number, expected: string | undefined) => {
+        await lock.write(holder, expiresAt, expected);
+        return undefined;
+      },
+    };
+
+    expect(await takeBackup({ ...deps, lock: landsUnseen, log }, { holder: 'req-self/0001' })).toMatchObject({ status: 'uploaded' });
+
+    expect(uploads).toHaveLength(1);
+    expect(lock.stored).toBeUndefined();
+    expect(log.lines).toContainEqual(expect.objectContaining({ message: 'backup lock taken', fields: expect.objectContaining({ reason: 'own-write', holder: 'req-self/0001' }) as unknown }));
+  });
+
+  it('fails with a clear, retryable error after losing the race for the lock five times in a row', async () => {
+    const { deps, uploads, lock } = backupWorld('222', undefined);
+    let writes = 0;
+    // Every write loses, and every read finds the lock gone again (released by its winner meanwhile).
+    const contended = {
+      ...lock,
+      write: () => {
+        writes += 1;
+        if (writes > 50) throw new Error('unbounded');
+        return Promise.resolve(undefined);
+      },
+    };
+
+    const backup = takeBackup({ ...deps, lock: contended }, { holder: 'req-self/0001' });
+
+    await expect(backup).rejects.toThrow(BackupLockContendedError);
+    await expect(backup).rejects.toThrow(/lost the race for the backup lock 5 times/);
+    expect(writes).toBe(5);
+    expect(uploads).toEqual([]);
   });
 
   it('of two concurrent backups, exactly one uploads and the other skips', async () => {
