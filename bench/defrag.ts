@@ -154,7 +154,7 @@ async function main(): Promise<void> {
     'endpoint in turn (as clients behind the load balancer are spread over the members), so a write that lands on the member being',
     'defragmented waits for the end of it: the longest write is the whole defragmentation, for a follower as for the leader. A client',
     'connected to that member through the load balancer waits as long. That is why reconcile takes one member per run, only while every',
-    'other member answers, and the leader last, after its leadership moved. The write latency in between stays near the baseline (p50).',
+    'other member answers, and the leader last, after its leadership moved.',
     '',
   ].join('\n');
   writeFileSync(path.join(REPO_ROOT, 'bench', 'DEFRAG.md'), md);
