@@ -75,6 +75,16 @@ export class BackupLockContendedError extends EtcdAwsError {
   }
 }
 
+/**
+ * A final backup held the lock with less of its invocation left than a backup needs (decideBackupTime): it
+ * released the lock rather than start an upload its deadline would cut off. A retry has the function's full time.
+ */
+export class BackupDeadlineError extends EtcdAwsError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, { ...options, retryable: true });
+  }
+}
+
 /** The instance's own identity or its Auto Scaling group could not be established. */
 export class DiscoveryError extends EtcdAwsError {}
 

@@ -25,7 +25,9 @@ const FINAL_BACKUP_HEARTBEAT_MS = 300_000;
  * Of the function's remaining time, what the final backup keeps for itself after waiting for the backup lock:
  * a snapshot of etcd's default 2 GiB quota streams from the leader to S3 in a minute or two. The rest (about
  * 10 minutes of the 15) may be spent waiting for a scheduled backup in progress, which rarely takes more than
- * seconds. With less time left than twice that (a test bed's short deadline), half of it is kept.
+ * seconds. With less time left than twice that (a test bed's short deadline), half of it is kept. Should the
+ * previous backup have taken longer than what is left once it holds the lock, the final backup does not start
+ * (decideBackupTime): it releases the lock and fails, and Lambda's retry has the full 15 minutes.
  */
 const FINAL_BACKUP_RESERVE_MS = 300_000;
 const LOCK_POLL_MS = 2000;
@@ -45,14 +47,16 @@ export const handler = async (event: unknown, context: Context): Promise<BackupS
   const finalFor = finalBackupRequest(event);
   // The request ID names the holder in logs; the suffix tells a retried event's attempts apart (they share it).
   const holder = `${context.awsRequestId}/${randomUUID().slice(0, 8)}`;
+  // When Lambda stops this invocation: the backup lock expires a minute after it (backupLockExpiry).
+  const deadline = Date.now() + context.getRemainingTimeInMillis();
   try {
     const summary = finalFor
       ? await takeFinalBackup(
           finalFor,
           { ...deps, lifecycle: new AwsLifecycleActions(new AutoScalingClient({})), heartbeatMs: FINAL_BACKUP_HEARTBEAT_MS },
-          { holder, lockWait: { waitMs: finalBackupLockWaitMs(context.getRemainingTimeInMillis()), pollMs: LOCK_POLL_MS, sleep } },
+          { holder, deadline, lockWait: { waitMs: finalBackupLockWaitMs(context.getRemainingTimeInMillis()), pollMs: LOCK_POLL_MS, sleep } },
         )
-      : await takeBackup(deps, { force, holder });
+      : await takeBackup(deps, { force, holder, deadline });
     // The age metric is emitted on every run that knows the data is backed up; its absence is what the alarm
     // treats as failure. A run skipped because another holds the lock knows nothing of the kind: the run in
     // progress emits it (or, should it fail, nobody does and the alarm fires).

@@ -186,18 +186,22 @@ export const BACKUP_FUNCTION_MAX_MS = 900_000;
 export const BACKUP_LOCK_CLOCK_SKEW_MS = 60_000;
 
 /**
- * How long a backup lock holds without its holder releasing it. It must outlive every invocation that may
- * hold it, or a second backup could take it over while the first still uploads: the backup function times
- * out after 900 s (serverless.yml), counted from its start, which is before it writes the lock, so a lock
- * written at T is held by an invocation that is gone by T + 900 s at the latest. 60 s more cover the clocks of
- * two Lambda hosts (Amazon Time Sync keeps them within milliseconds) with room to spare. The cost is bounded
- * too: a holder that died (a timeout, a crash) keeps the next backups away for at most 16 minutes, about three
- * runs of the default 5-minute schedule, long enough for the backup-age alarm to say so.
+ * Until when a backup lock holds without its holder releasing it, for a holder whose invocation ends at
+ * `deadline` (epoch ms: in Lambda, the time of the handler's start plus the context's remaining time). It must
+ * outlive its holder, or a second backup could take it over while the first still uploads: Lambda stops the
+ * invocation at its deadline, so a lock expiring BACKUP_LOCK_CLOCK_SKEW_MS later is never taken from a live
+ * holder, whichever host's clock reads it. It need not outlive it by more: a holder that died (a timeout, a
+ * crash) keeps the next backups away until then and no longer (at most 16 minutes, about three runs of the
+ * default 5-minute schedule, long enough for the backup-age alarm to say so), and the retry of a final backup
+ * that timed out finds its predecessor's lock expired a minute after that attempt was stopped.
  */
-export const BACKUP_LOCK_TTL_MS = BACKUP_FUNCTION_MAX_MS + BACKUP_LOCK_CLOCK_SKEW_MS;
+export function backupLockExpiry(deadline: number): number {
+  return deadline + BACKUP_LOCK_CLOCK_SKEW_MS;
+}
 
 /**
- * No backup writes an expiry further ahead than its own life (at most BACKUP_FUNCTION_MAX_MS) plus the skew, and
+ * No backup writes an expiry further ahead than its own deadline (at most BACKUP_FUNCTION_MAX_MS away) plus the
+ * skew (backupLockExpiry), and
  * a reader whose clock is a skew behind the writer's sees at most one skew more. An expiry beyond that was never
  * written by a backup (a hand-made or damaged object): it counts as expired, so it cannot wedge backups.
  */
@@ -236,4 +240,30 @@ export function decideBackupLock(lock: BackupLockState | undefined, now: number,
   if (lock.expiresAt > now + BACKUP_LOCK_MAX_AHEAD_MS) return { kind: 'acquire', reason: 'implausible-expiry', etag: lock.etag, from: lock.holder, expiresAt: lock.expiresAt };
   if (lock.holder === self) return { kind: 'held', reason: 'own-write', lock };
   return { kind: 'busy', reason: 'backup-in-progress', holder: lock.holder, expiresAt: lock.expiresAt };
+}
+
+/**
+ * The least time a final backup starts its snapshot with, whatever the previous backup took (or with none to go
+ * by): a small database streams in seconds, and a floor above the 60 s a test bed's invocations get would defer
+ * every final backup there.
+ */
+export const FINAL_BACKUP_MIN_MS = 20_000;
+
+export type BackupTimeDecision =
+  | { readonly kind: 'start'; readonly leftMs: number; readonly needMs: number; readonly basis: 'previous-backup' | 'floor' }
+  | { readonly kind: 'defer'; readonly reason: 'not-enough-time'; readonly leftMs: number; readonly needMs: number; readonly basis: 'previous-backup' | 'floor' };
+
+/**
+ * Whether a final backup, holding the lock with `leftMs` of its invocation left, starts its snapshot: only with
+ * one and a half times what the previous backup took (its metadata's `durationMs`; the database has grown
+ * since, perhaps), and never with less than FINAL_BACKUP_MIN_MS. Otherwise it defers: it releases the lock and
+ * fails retryably, and Lambda's retry starts with the function's full time, where an upload cut off by the
+ * deadline would leave only a timed-out attempt behind. Pure.
+ */
+export function decideBackupTime(leftMs: number, previousDurationMs: number | undefined): BackupTimeDecision {
+  const fromPrevious = previousDurationMs === undefined ? 0 : Math.ceil(previousDurationMs * 1.5);
+  const basis = fromPrevious > FINAL_BACKUP_MIN_MS ? 'previous-backup' : 'floor';
+  const needMs = Math.max(fromPrevious, FINAL_BACKUP_MIN_MS);
+  if (leftMs >= needMs) return { kind: 'start', leftMs, needMs, basis };
+  return { kind: 'defer', reason: 'not-enough-time', leftMs, needMs, basis };
 }

@@ -2,9 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
 import {
-  BACKUP_LOCK_TTL_MS,
+  BACKUP_FUNCTION_MAX_MS,
   backupKeys,
+  backupLockExpiry,
   decideBackupLock,
+  decideBackupTime,
   pairBackups,
   selectForDeletion,
   snapshotFolder,
@@ -14,7 +16,7 @@ import {
   type RetentionPolicy,
 } from '../domain/backups.js';
 import { hexMemberId, type Member } from '../domain/members.js';
-import { BackupLockBusyError, BackupLockContendedError, EtcdUnavailableError, describeError } from '../errors.js';
+import { BackupDeadlineError, BackupLockBusyError, BackupLockContendedError, EtcdUnavailableError, describeError } from '../errors.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
 import type { BackupLock, EtcdCluster, EtcdSnapshots, LifecycleActions, SnapshotStore } from '../ports.js';
 import { SnapshotVerifier } from '../snapshot-verifier.js';
@@ -92,8 +94,8 @@ export interface LockWait {
 export const MAX_LOCK_RACES = 5;
 
 /**
- * Takes the backup lock for `holder` (unique to this attempt), for BACKUP_LOCK_TTL_MS: creates it, or takes
- * over an expired one (decideBackupLock). A live lock of another backup ends the attempt at once, or, with
+ * Takes the backup lock for `holder` (unique to this attempt), whose invocation ends at `deadline`, until a
+ * little after that deadline (backupLockExpiry): creates it, or takes over an expired one (decideBackupLock). A live lock of another backup ends the attempt at once, or, with
  * `wait`, is polled until it is released or expires, as long as `wait.waitMs` allows. A lost compare-and-swap
  * is read again: the winner's lock is then what decides (or, released meanwhile, is gone and tried for again,
  * at most MAX_LOCK_RACES times; or it is our own write, reported lost by an SDK retry, and ours).
@@ -101,9 +103,10 @@ export const MAX_LOCK_RACES = 5;
 export async function acquireBackupLock(
   deps: Pick<BackupDeps, 'lock' | 'now' | 'log'>,
   holder: string,
+  deadline: number,
   wait?: LockWait,
 ): Promise<BackupLockOutcome> {
-  const deadline = deps.now() + (wait?.waitMs ?? 0);
+  const waitUntil = deps.now() + (wait?.waitMs ?? 0);
   let waitingFor: string | undefined;
   let racesLost = 0;
   for (;;) {
@@ -113,7 +116,7 @@ export async function acquireBackupLock(
       return { kind: 'held', lock: decision.lock };
     }
     if (decision.kind === 'acquire') {
-      const lock = await deps.lock.write(holder, deps.now() + BACKUP_LOCK_TTL_MS, decision.reason === 'no-lock' ? undefined : decision.etag);
+      const lock = await deps.lock.write(holder, backupLockExpiry(deadline), decision.reason === 'no-lock' ? undefined : decision.etag);
       if (lock) {
         const takenOver =
           decision.reason === 'expired'
@@ -135,8 +138,8 @@ export async function acquireBackupLock(
       continue;
     }
     const fields = { reason: decision.reason, holder: decision.holder, expiresAt: isoTime(decision.expiresAt), lockKey: deps.lock.key };
-    if (!wait || deps.now() + wait.pollMs > deadline) return { kind: 'busy', holder: decision.holder, expiresAt: decision.expiresAt };
-    if (waitingFor !== decision.holder) deps.log.info('waiting for the backup lock', { ...fields, waitUntil: isoTime(deadline) });
+    if (!wait || deps.now() + wait.pollMs > waitUntil) return { kind: 'busy', holder: decision.holder, expiresAt: decision.expiresAt };
+    if (waitingFor !== decision.holder) deps.log.info('waiting for the backup lock', { ...fields, waitUntil: isoTime(waitUntil) });
     waitingFor = decision.holder;
     await wait.sleep(wait.pollMs);
   }
@@ -160,6 +163,11 @@ function isoTime(ms: number): string {
 /** A holder name for callers that give none: unique per call, so two calls never share one in the logs. */
 function anyHolder(): string {
   return `backup-${randomUUID()}`;
+}
+
+/** When the invocation ends, for callers that do not say (outside Lambda): Lambda's longest timeout from now. */
+function anyDeadline(deps: Pick<BackupDeps, 'now'>): number {
+  return deps.now() + BACKUP_FUNCTION_MAX_MS;
 }
 
 /** The leader among the members, from their Status answers; its client URL is where the snapshot comes from. */
@@ -192,8 +200,8 @@ async function findLeader(members: readonly Member[], deps: BackupDeps): Promise
  * on any error, so no object that looks valid is left) 5. Status after 6. write the metadata object last
  * 7. apply retention, now that a fresh valid backup exists 8. release the lock (whatever happened).
  */
-export async function takeBackup(deps: BackupDeps, options: { force?: boolean; holder?: string } = {}): Promise<BackupSummary> {
-  const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder());
+export async function takeBackup(deps: BackupDeps, options: { force?: boolean; holder?: string; deadline?: number } = {}): Promise<BackupSummary> {
+  const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder(), options.deadline ?? anyDeadline(deps));
   if (outcome.kind === 'busy') {
     const lockExpiresAt = isoTime(outcome.expiresAt);
     deps.log.info('backup skipped: another backup holds the lock', { reason: 'backup-in-progress', holder: outcome.holder, lockExpiresAt, lockKey: deps.lock.key });
@@ -206,8 +214,11 @@ export async function takeBackup(deps: BackupDeps, options: { force?: boolean; h
   }
 }
 
-/** Steps 1 to 7 of takeBackup, by the holder of the backup lock. */
-async function backupUnderLock(deps: BackupDeps, force: boolean): Promise<BackupSummary> {
+/**
+ * Steps 1 to 7 of takeBackup, by the holder of the backup lock. With `timeFor` (the final backup), the snapshot
+ * starts only with the time a backup needs left before the invocation's deadline (decideBackupTime).
+ */
+async function backupUnderLock(deps: BackupDeps, force: boolean, timeFor?: { readonly deadline: number }): Promise<BackupSummary> {
   const started = deps.now();
   const view = await discoverCluster(deps.groupName, deps, deps.endpoints);
   if (!view.cluster.live) throw new EtcdUnavailableError(`no live etcd cluster to back up: ${view.cluster.reason}`);
@@ -220,6 +231,17 @@ async function backupUnderLock(deps: BackupDeps, force: boolean): Promise<Backup
     const { backups } = pairBackups(await deps.store.list(folder));
     const newest = backups[0];
     const latest = newest ? await deps.store.readMetadata(newest.metadataKey).catch(() => undefined) : undefined;
+    if (timeFor) {
+      const time = decideBackupTime(timeFor.deadline - deps.now(), latest?.durationMs);
+      const fields = { leftMs: time.leftMs, needMs: time.needMs, basis: time.basis, previousDurationMs: latest?.durationMs };
+      if (time.kind === 'defer') {
+        deps.log.warn('backup deferred: not enough time left before the deadline', { reason: time.reason, ...fields });
+        throw new BackupDeadlineError(
+          `the backup has ${Math.round(time.leftMs / 1000)} s left and needs ${Math.round(time.needMs / 1000)} s (${time.basis === 'previous-backup' ? `the previous one took ${Math.round((latest?.durationMs ?? 0) / 1000)} s` : 'the least it starts with'}); the lock is released, and a retry has the full time`,
+        );
+      }
+      deps.log.debug('backup has the time it needs', fields);
+    }
     // The content hash is worth computing (a scan of every key) only when the revision says nothing changed.
     const sameRevision = latest !== undefined && latest.clusterId === clusterId && BigInt(latest.revision.after) === BigInt(before.revision);
     const hashNow = !force && sameRevision ? await etcd.hashKV(leader.endpoint, before.revision).then((h) => h.hash, () => undefined) : undefined;
@@ -336,13 +358,17 @@ export async function applyRetention(folder: string, deps: Pick<BackupDeps, 'sto
  * before the last writes, so the final one must start after it. It waits for the lock (`lockWait`: the
  * handler gives it what the function's time allows beyond the backup itself); a holder that outlasts the wait
  * makes it fail with a retryable BackupLockBusyError, and Lambda's retry, a minute or two later, waits again
- * (by then the holder has finished, or its lock has expired: BACKUP_LOCK_TTL_MS).
+ * (by then the holder has finished, or its lock has expired: a lock expires a minute after its holder's
+ * deadline, backupLockExpiry, so even the lock of this final backup's own attempt that timed out). Holding the
+ * lock, it starts the snapshot only with the time the previous backup took (and half as much again) left before
+ * `deadline`; with less, it releases the lock and fails with a retryable BackupDeadlineError.
  */
 export async function takeFinalBackup(
   notice: TerminationNotice,
   deps: BackupDeps & { readonly lifecycle: LifecycleActions; readonly heartbeatMs: number },
-  options: { readonly holder?: string; readonly lockWait: LockWait },
+  options: { readonly holder?: string; readonly deadline?: number; readonly lockWait: LockWait },
 ): Promise<BackupSummary> {
+  const deadline = options.deadline ?? anyDeadline(deps);
   const fields = { instanceId: notice.instanceId, groupName: notice.groupName };
   const beat = () =>
     deps.lifecycle.heartbeat(notice).catch((error: unknown) => deps.log.warn('lifecycle heartbeat failed', { ...fields, error: describeError(error) }));
@@ -350,14 +376,14 @@ export async function takeFinalBackup(
   const timer = setInterval(() => void beat(), deps.heartbeatMs);
   let summary: BackupSummary;
   try {
-    const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder(), options.lockWait);
+    const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder(), deadline, options.lockWait);
     if (outcome.kind === 'busy') {
       throw new BackupLockBusyError(
         `the final backup waited ${Math.round(options.lockWait.waitMs / 1000)} s for the backup lock, still held by ${outcome.holder} until ${isoTime(outcome.expiresAt)}; a retry waits again`,
       );
     }
     try {
-      summary = await backupUnderLock(deps, true);
+      summary = await backupUnderLock(deps, true, { deadline });
     } finally {
       await releaseBackupLock(deps, outcome.lock);
     }

@@ -105,13 +105,13 @@ describe('S3BackupLock on a versioned bucket', () => {
     };
     const log = recordingLog();
 
-    const outcome = await acquireBackupLock({ lock: retried, now: Date.now, log }, 'req-1/abcd0123');
+    const outcome = await acquireBackupLock({ lock: retried, now: Date.now, log }, 'req-1/abcd0123', Date.now() + 60_000);
 
     expect(landed).toBeDefined();
     expect(outcome).toEqual({ kind: 'held', lock: landed });
     expect(log.lines).toContainEqual(expect.objectContaining({ message: 'backup lock taken', fields: expect.objectContaining({ reason: 'own-write' }) as unknown }));
     // Another attempt of the same event (same request ID, another suffix) adopts nothing: it is busy.
-    await expect(acquireBackupLock({ lock, now: Date.now, log }, 'req-1/ffff0000')).resolves.toMatchObject({ kind: 'busy', holder: 'req-1/abcd0123' });
+    await expect(acquireBackupLock({ lock, now: Date.now, log }, 'req-1/ffff0000', Date.now() + 60_000)).resolves.toMatchObject({ kind: 'busy', holder: 'req-1/abcd0123' });
     expect(await lock.release(landed!)).toBe('released');
   });
 

@@ -1,6 +1,16 @@
-import { describe, expect, it } from 'vitest';
-import { BACKUP_LOCK_TTL_MS, backupLockKey, decideBackupLock, pairBackups, selectForDeletion, type BackupLockState } from '../../core/domain/backups.js';
-import { BackupLockBusyError, BackupLockContendedError } from '../../core/errors.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  BACKUP_FUNCTION_MAX_MS,
+  BACKUP_LOCK_MAX_AHEAD_MS,
+  backupLockExpiry,
+  backupLockKey,
+  decideBackupLock,
+  decideBackupTime,
+  pairBackups,
+  selectForDeletion,
+  type BackupLockState,
+} from '../../core/domain/backups.js';
+import { BackupDeadlineError, BackupLockBusyError, BackupLockContendedError } from '../../core/errors.js';
 import type { TerminationNotice } from '../../core/domain/lifecycle-events.js';
 import { takeBackup, takeFinalBackup } from '../../core/use-cases/backup.js';
 import { backupWorld } from '../support/backup-world.js';
@@ -28,8 +38,23 @@ describe('decideBackupLock', () => {
     expect(decideBackupLock(lock, NOW, 'req-self/0001')).toEqual(expected);
   });
 
-  it('outlives the backup function (900 s timeout), so no live holder is ever taken over', () => {
-    expect(BACKUP_LOCK_TTL_MS).toBeGreaterThan(900_000);
+  it("outlives its holder (its invocation's deadline) by the clock skew, so no live holder is ever taken over", () => {
+    expect(backupLockExpiry(NOW)).toBe(NOW + 60_000);
+    // Every expiry a backup writes (at most Lambda's 900 s ahead) is one that counts as plausible.
+    expect(BACKUP_LOCK_MAX_AHEAD_MS).toBeGreaterThanOrEqual(backupLockExpiry(BACKUP_FUNCTION_MAX_MS) + 60_000);
+  });
+});
+
+describe('decideBackupTime (a final backup holding the lock)', () => {
+  it.each<[string, number, number | undefined, unknown]>([
+    ['the previous backup took 2 min, 10 min left: start', 600_000, 120_000, { kind: 'start', leftMs: 600_000, needMs: 180_000, basis: 'previous-backup' }],
+    ['the previous backup took 6 min, 5 min left: defer to a retry with the full time', 300_000, 360_000, { kind: 'defer', reason: 'not-enough-time', leftMs: 300_000, needMs: 540_000, basis: 'previous-backup' }],
+    ['exactly one and a half times the previous backup left: start', 540_000, 360_000, { kind: 'start', leftMs: 540_000, needMs: 540_000, basis: 'previous-backup' }],
+    ['no previous backup, 30 s left: start (the floor is 20 s)', 30_000, undefined, { kind: 'start', leftMs: 30_000, needMs: 20_000, basis: 'floor' }],
+    ['a previous backup of a second, 15 s left: defer (less than the floor)', 15_000, 1000, { kind: 'defer', reason: 'not-enough-time', leftMs: 15_000, needMs: 20_000, basis: 'floor' }],
+    ['past the deadline already: defer', -5000, undefined, { kind: 'defer', reason: 'not-enough-time', leftMs: -5000, needMs: 20_000, basis: 'floor' }],
+  ])('%s', (_why, leftMs, previous, expected) => {
+    expect(decideBackupTime(leftMs, previous)).toEqual(expected);
   });
 });
 
@@ -136,6 +161,17 @@ describe('takeBackup under the lock', () => {
     expect(uploads).toEqual([]);
   });
 
+  it("writes a lock that expires a minute after its own invocation's deadline", async () => {
+    const { deps, lock } = backupWorld('222', undefined);
+    const written: number[] = [];
+    const recording = { ...lock, write: (holder: string, expiresAt: number, expected: string | undefined) => (written.push(expiresAt), lock.write(holder, expiresAt, expected)) };
+    const deadline = deps.now() + 300_000;
+
+    await takeBackup({ ...deps, lock: recording }, { holder: 'req-self/0001', deadline });
+
+    expect(written).toEqual([deadline + 60_000]);
+  });
+
   it('of two concurrent backups, exactly one uploads and the other skips', async () => {
     const { deps, uploads, lock } = backupWorld('222', undefined);
     const results = await Promise.all([takeBackup(deps, { holder: 'a' }), takeBackup(deps, { holder: 'b' })]);
@@ -146,6 +182,10 @@ describe('takeBackup under the lock', () => {
 });
 
 describe('takeFinalBackup under the lock', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   const notice: TerminationNotice = { groupName: 'g', instanceId: 'i-a', hookName: 'etcd-terminate', token: 't', time: undefined };
   const lifecycle = () => {
     const calls: string[] = [];
@@ -188,5 +228,77 @@ describe('takeFinalBackup under the lock', () => {
     expect(uploads).toEqual([]);
     expect(actions.calls).toEqual(['heartbeat', 'heartbeat']);
     expect(lock.stored?.holder).toBe('req-scheduled');
+  });
+
+  it("a retry after its own attempt timed out is not kept away by that attempt's lock (it expires with the attempt)", async () => {
+    const { deps, uploads, lock, cluster } = backupWorld('222', undefined);
+    const log = recordingLog();
+    let clock = deps.now();
+    const sleep = (ms: number) => Promise.resolve(void (clock += ms));
+    // Attempt 1 had 5 minutes left when it took the lock, and died holding it (never released).
+    const neverReleased = { ...lock, release: () => Promise.reject(new Error('the function timed out')) };
+    const dying = Object.assign(Object.create(cluster) as typeof cluster, { snapshot: () => Promise.reject(new Error('Task timed out after 900.00 seconds')) });
+    await expect(
+      takeFinalBackup(notice, { ...deps, lock: neverReleased, openCluster: () => dying, now: () => clock, lifecycle: lifecycle(), heartbeatMs: 60_000 }, {
+        holder: 'req-1/aaaa0000',
+        deadline: clock + 300_000,
+        lockWait: { waitMs: 0, pollMs: 1000, sleep },
+      }),
+    ).rejects.toThrow('Task timed out');
+    expect(lock.stored?.holder).toBe('req-1/aaaa0000');
+
+    // Lambda retries the event 90 s after attempt 1 was stopped; the retry may wait 5 s for the lock.
+    clock += 300_000 + 90_000;
+    const summary = await takeFinalBackup(notice, { ...deps, now: () => clock, log, lifecycle: lifecycle(), heartbeatMs: 60_000 }, {
+      holder: 'req-1/bbbb1111',
+      deadline: clock + 900_000,
+      lockWait: { waitMs: 5000, pollMs: 1000, sleep },
+    });
+
+    expect(summary).toMatchObject({ status: 'uploaded' });
+    expect(uploads).toHaveLength(1);
+    expect(log.lines).toContainEqual(expect.objectContaining({ message: 'backup lock taken', fields: expect.objectContaining({ reason: 'expired', from: 'req-1/aaaa0000' }) as unknown }));
+  });
+
+  it('does not start the snapshot without the time the previous backup took: releases the lock and fails retryably', async () => {
+    const { deps, uploads, lock, store } = backupWorld('222', undefined);
+    const log = recordingLog();
+    const slow = { ...store, readMetadata: (key: string) => store.readMetadata(key).then((m) => ({ ...m, durationMs: 400_000 })) };
+    const actions = lifecycle();
+    const options = (left: number) => ({ holder: 'req-final/0001', deadline: deps.now() + left, lockWait: { waitMs: 0, pollMs: 1000, sleep: () => Promise.resolve() } });
+
+    const final = takeFinalBackup(notice, { ...deps, store: slow, log, lifecycle: actions, heartbeatMs: 60_000 }, options(500_000));
+
+    await expect(final).rejects.toThrow(BackupDeadlineError);
+    await expect(final).rejects.toThrow(/needs 600 s \(the previous one took 400 s\)/);
+    expect(uploads).toEqual([]);
+    expect(lock.stored).toBeUndefined();
+    expect(actions.calls).toEqual(['heartbeat', 'heartbeat']);
+    expect(log.lines).toContainEqual(expect.objectContaining({ message: 'backup deferred: not enough time left before the deadline', fields: expect.objectContaining({ reason: 'not-enough-time', needMs: 600_000 }) as unknown }));
+    // With the time, the same backup starts.
+    expect(await takeFinalBackup(notice, { ...deps, store: slow, lifecycle: lifecycle(), heartbeatMs: 60_000 }, options(600_000))).toMatchObject({ status: 'uploaded' });
+  });
+
+  it('keeps heartbeating the hook while it waits for the lock', async () => {
+    vi.useFakeTimers({ now: Date.parse('2026-11-26T12:05:00Z') });
+    const { deps, uploads, lock } = backupWorld('222', undefined);
+    const scheduled = await lock.write('req-scheduled/0000', Date.now() + 600_000, undefined);
+    const actions = lifecycle();
+    const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+    const final = takeFinalBackup(notice, { ...deps, now: () => Date.now(), lifecycle: actions, heartbeatMs: 60_000 }, {
+      holder: 'req-final/0001',
+      deadline: Date.now() + 900_000,
+      lockWait: { waitMs: 600_000, pollMs: 2000, sleep },
+    });
+    await vi.advanceTimersByTimeAsync(5 * 60_000 + 1000);
+
+    // One heartbeat at the start, then one a minute while the scheduled backup holds the lock.
+    expect(actions.calls).toEqual(Array<string>(6).fill('heartbeat'));
+    expect(uploads).toEqual([]);
+    await lock.release(scheduled!);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(await final).toMatchObject({ status: 'uploaded' });
+    expect(actions.calls.at(-1)).toBe('complete');
   });
 });
