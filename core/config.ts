@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { EtcdSpace } from './domain/bootstrap.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -38,7 +39,9 @@ const SETTINGS = {
   ETCD_AWS_BACKUP_FUNCTION: 'the backup function, which takes the final backup when the last member terminates',
   ETCD_AWS_LIFECYCLE_MAX_RECEIVES: "the lifecycle queue's maxReceiveCount: on the last delivery a last voter still waiting for a learner is backed up and let go",
   ETCD_AWS_AGENT_START_GRACE_MS: 'how long after its launch an instance may go without its agent registering before reconcile marks it unhealthy',
-  ETCD_QUOTA_BACKEND_BYTES: "etcd's space quota, against which reconcile reports each member's database size",
+  ETCD_QUOTA_BACKEND_BYTES: "etcd's space quota in bytes: the agent gives it to etcd, reconcile reports each member's database size against it",
+  ETCD_AUTO_COMPACTION_MODE: 'how etcd reads ETCD_AUTO_COMPACTION_RETENTION: "periodic" (a time span of history) or "revision" (a number of revisions)',
+  ETCD_AUTO_COMPACTION_RETENTION: 'how much history etcd keeps: periodic, hours or minutes such as 1h or 30m; revision, a count such as 10000; 0 turns auto-compaction off',
   ETCD_AWS_DEFRAG_MIN_FREE_RATIO: "reconcile defragments a member once this share of its database file is free pages (0 to 1)",
   ETCD_AWS_DEFRAG_MIN_FREE_BYTES: 'and at least this many bytes of it are free',
   ETCD_AWS_DEFRAG_TIMEOUT_MS: "the deadline of one member's defragmentation",
@@ -56,6 +59,25 @@ const endpointList = z
   .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
   .pipe(z.array(z.url({ protocol: /^https?$/ })).min(1));
 const name = z.string().trim().min(1);
+
+/** etcd's suggested maximum space quota (its MaxQuotaBytes): above it etcd warns of degraded performance. */
+export const MAX_QUOTA_BYTES = 8 * 1024 ** 3;
+// etcd's own default quota is 2 GiB. The agent and reconcile read the same variable: the stack gives both the
+// quotaBackendBytes parameter, so the DbQuotaPercent reconcile reports is of the quota etcd enforces.
+const inBytes = 'must be a whole number of bytes, e.g. 4294967296 for 4 GiB';
+const quotaBytes = z.coerce
+  .number({ error: inBytes })
+  .int(inBytes)
+  .min(1, "must be positive (etcd reads 0 as its default): write 2147483648 for etcd's default 2 GiB")
+  .max(MAX_QUOTA_BYTES, `must be at most ${MAX_QUOTA_BYTES} (8 GiB, etcd's suggested maximum); keep less data in etcd, or shard it`)
+  .default(2 * 1024 ** 3);
+/**
+ * A retention etcd accepts for both modes' meaning, limited to what the stack's AutoCompactionRetention
+ * parameter allows (the same pattern): a whole number (periodic: hours; revision: revisions), or hours
+ * and/or minutes (periodic only). Seconds are refused: under a minute of history, a watcher that reconnects
+ * after a leader election may find its revision compacted away, and minutes say every longer span.
+ */
+export const COMPACTION_RETENTION_PATTERN = /^(0|[1-9][0-9]*|[1-9][0-9]*[hm]|[1-9][0-9]*h[1-9][0-9]*m)$/;
 
 const common = {
   ETCD_ENDPOINTS: endpointList.optional(),
@@ -82,8 +104,7 @@ const functionSettings = {
   ETCD_AWS_CUT_OFF_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(300_000),
   // How recent an agent's registration must be to say anything now (the agents refresh theirs three times as often).
   ETCD_AWS_REGISTRATION_FRESH_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
-  // etcd's own default quota is 2 GiB.
-  ETCD_QUOTA_BACKEND_BYTES: z.coerce.number().int().min(1).default(2 * 1024 ** 3),
+  ETCD_QUOTA_BACKEND_BYTES: quotaBytes,
   // Half the file free is what a defragmentation is worth a member's pause for (etcd-druid's threshold is of
   // the same kind); under 64 MiB free there is nothing worth giving back.
   ETCD_AWS_DEFRAG_MIN_FREE_RATIO: z.coerce.number().min(0).max(1).default(0.5),
@@ -117,7 +138,24 @@ const schemas = {
     ETCD_AWS_STACK_NAME: name.optional(),
     ETCD_AWS_STACK_RESOURCE: name.default('NodeGroup'),
     ETCD_AWS_CRASH_LOOP_RUNS: z.coerce.number().int().min(2).max(100).default(5),
+    ETCD_QUOTA_BACKEND_BYTES: quotaBytes,
+    // etcd's auto-compaction is off unless asked for; every node gets it, with one hour of history by
+    // default (etcd's maintenance guide's example): see the README's "Compaction and space".
+    ETCD_AUTO_COMPACTION_MODE: z.enum(['periodic', 'revision'], { error: 'must be "periodic" or "revision"' }).default('periodic'),
+    ETCD_AUTO_COMPACTION_RETENTION: z
+      .string()
+      .trim()
+      .regex(COMPACTION_RETENTION_PATTERN, 'must be a whole number (periodic: hours; revision: revisions), or periodic hours and minutes such as 1h, 30m or 1h30m; 0 turns it off')
+      .default('1h'),
   }).superRefine((c, ctx) => {
+    // etcd would read "1h" in revision mode as a duration in nanoseconds, i.e. a retention of 3.6e12 revisions.
+    if (c.ETCD_AUTO_COMPACTION_MODE === 'revision' && !/^[0-9]+$/.test(c.ETCD_AUTO_COMPACTION_RETENTION)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ETCD_AUTO_COMPACTION_RETENTION'],
+        message: 'with ETCD_AUTO_COMPACTION_MODE=revision it must be a number of revisions, e.g. 10000 (or set the mode to periodic for a time span)',
+      });
+    }
     // The seed election is safe only if a peer's "no data" registration cannot be older than a lease: see
     // docs/ARCHITECTURE.md, "Seed election".
     if (c.ETCD_AWS_REGISTRATION_FRESH_MS > c.ETCD_AWS_SEED_LEASE_MS) {
@@ -195,12 +233,14 @@ export interface AgentConfig extends CommonConfig {
   readonly stack: { readonly name: string; readonly resource: string } | undefined;
   /** Failed etcd starts in a row after which the agent marks its instance unhealthy. */
   readonly crashLoopRuns: number;
+  /** etcd's space quota and auto-compaction, as etcd's own settings (`--quota-backend-bytes`, `--auto-compaction-*`). */
+  readonly space: EtcdSpace;
 }
 
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
   const key = String(issue.path[0] ?? '');
   const what = key in SETTINGS ? SETTINGS[key as Setting] : 'a setting';
-  if (env[key] === undefined || env[key] === '') return `${key} is required (${what})`;
+  if (env[key] === undefined || env[key] === '') return `${key} is required (${what})${issue.code === 'custom' ? `: ${issue.message}` : ''}`;
   return `${key}=${JSON.stringify(env[key])} is invalid (${what}): ${issue.message}`;
 }
 
@@ -285,5 +325,9 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     launch: Object.freeze({ hookName: c.ETCD_AWS_LAUNCH_HOOK, timeoutMs: c.ETCD_AWS_LAUNCH_TIMEOUT_MS, heartbeatMs: c.ETCD_AWS_LAUNCH_HEARTBEAT_MS }),
     stack: c.ETCD_AWS_STACK_NAME === undefined ? undefined : Object.freeze({ name: c.ETCD_AWS_STACK_NAME, resource: c.ETCD_AWS_STACK_RESOURCE }),
     crashLoopRuns: c.ETCD_AWS_CRASH_LOOP_RUNS,
+    space: Object.freeze({
+      quotaBytes: c.ETCD_QUOTA_BACKEND_BYTES,
+      compaction: Object.freeze({ mode: c.ETCD_AUTO_COMPACTION_MODE, retention: c.ETCD_AUTO_COMPACTION_RETENTION }),
+    }),
   });
 }

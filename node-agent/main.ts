@@ -162,7 +162,7 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
   const observation = await observe(ctx.self, ctx.groupName, bootstrapDeps(ctx, log, etcdVersion));
   const launch = previewLaunch(ctx.self, ctx.groupName, observation, config.peerPort);
   const env = launch
-    ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, launch, inherited: process.env })
+    ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, launch, space: config.space, inherited: process.env })
     : undefined;
   process.stdout.write(
     `${JSON.stringify({ instanceId: ctx.self.instanceId, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion), decision: observation.plan, local: observation.local, probe: observation.probe.kind, etcdEnvironment: env }, null, 2)}\n`,
@@ -300,9 +300,17 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     clientPort: config.clientPort,
     peerPort: config.peerPort,
     launch: outcome.launch,
+    space: config.space,
     inherited: process.env,
   });
-  log.info('starting etcd', { decision: outcome.plan.kind, reason: outcome.plan.reason, state: outcome.launch.state, initialCluster: env.ETCD_INITIAL_CLUSTER });
+  log.info('starting etcd', {
+    decision: outcome.plan.kind,
+    reason: outcome.plan.reason,
+    state: outcome.launch.state,
+    initialCluster: env.ETCD_INITIAL_CLUSTER,
+    quotaBytes: config.space.quotaBytes,
+    autoCompaction: config.space.compaction.retention === '0' ? 'off' : `${config.space.compaction.mode} ${config.space.compaction.retention}`,
+  });
   // A join, or a new empty cluster: etcd starts on an empty data dir (what interruptedFirstStart looks for).
   const run = await history.started(Date.now(), { fromScratch: outcome.plan.kind === 'join' || outcome.seeded?.kind === 'empty' });
   const supervised: SupervisedEtcd = superviseEtcd(binary, env, log, { stopTimeoutMs: ETCD_STOP_TIMEOUT_MS });

@@ -170,13 +170,26 @@ export function joinInitialCluster(self: Self, members: readonly Member[], selfP
   return entries;
 }
 
-/** The environment etcd runs with: passed-through ETCD_* tuning, then the settings the agent owns. Pure. */
+/** How much history etcd keeps and how large its database may grow (the agent's validated settings). */
+export interface EtcdSpace {
+  readonly quotaBytes: number;
+  /** `retention` as etcd reads it in that mode (periodic: `1h`, `30m`, or whole hours; revision: a count); `0` is off. */
+  readonly compaction: { readonly mode: 'periodic' | 'revision'; readonly retention: string };
+}
+
+/**
+ * The environment etcd runs with: passed-through ETCD_* tuning, then the settings the agent owns. Pure.
+ * etcd reads `ETCD_<FLAG>` as `--<flag>`: the space settings become `--quota-backend-bytes`,
+ * `--auto-compaction-mode` and `--auto-compaction-retention`, set on every start, so every member compacts
+ * and enforces the same quota whether or not the environment named them.
+ */
 export function etcdEnvironment(options: {
   self: Self;
   dataDir: string;
   clientPort: number;
   peerPort: number;
   launch: EtcdLaunch;
+  space: EtcdSpace;
   inherited: Record<string, string | undefined>;
 }): Record<string, string> {
   const { self, launch } = options;
@@ -198,6 +211,9 @@ export function etcdEnvironment(options: {
     ETCD_INITIAL_CLUSTER_TOKEN: launch.token,
     // Refuse a member add that would leave the cluster without a healthy quorum (etcd's own check).
     ETCD_STRICT_RECONFIG_CHECK: 'true',
+    ETCD_QUOTA_BACKEND_BYTES: String(options.space.quotaBytes),
+    ETCD_AUTO_COMPACTION_MODE: options.space.compaction.mode,
+    ETCD_AUTO_COMPACTION_RETENTION: options.space.compaction.retention,
   };
 }
 

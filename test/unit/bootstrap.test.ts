@@ -145,17 +145,20 @@ describe('launch settings', () => {
     ]);
   });
 
-  it("passes etcd's own tuning through, drops the agent's variables, and owns identity and URLs", () => {
+  const space = { quotaBytes: 4 * 1024 ** 3, compaction: { mode: 'periodic', retention: '1h' } } as const;
+
+  it("passes etcd's own tuning through, drops the agent's variables, and owns identity, URLs, quota and compaction", () => {
     const env = etcdEnvironment({
       self,
       dataDir: '/var/lib/etcd',
       clientPort: 2379,
       peerPort: 2380,
       launch: { state: 'existing', initialCluster: ['i-a=http://10.0.1.11:2380', 'i-self=http://10.0.1.10:2380'], token: 't' },
-      inherited: { ETCD_QUOTA_BACKEND_BYTES: '8589934592', ETCD_ASG_NAME: 'g', ETCD_AWS_POLL_MS: '5', ETCD_NAME: 'wrong', HOME: '/root', ETCD_FORCE_NEW_CLUSTER: 'true' },
+      space,
+      inherited: { ETCD_SNAPSHOT_COUNT: '50000', ETCD_ASG_NAME: 'g', ETCD_AWS_POLL_MS: '5', ETCD_NAME: 'wrong', HOME: '/root', ETCD_FORCE_NEW_CLUSTER: 'true' },
     });
     expect(env).toEqual({
-      ETCD_QUOTA_BACKEND_BYTES: '8589934592',
+      ETCD_SNAPSHOT_COUNT: '50000',
       ETCD_NAME: 'i-self',
       ETCD_DATA_DIR: '/var/lib/etcd',
       ETCD_LISTEN_CLIENT_URLS: 'http://10.0.1.10:2379',
@@ -166,7 +169,29 @@ describe('launch settings', () => {
       ETCD_INITIAL_CLUSTER_STATE: 'existing',
       ETCD_INITIAL_CLUSTER_TOKEN: 't',
       ETCD_STRICT_RECONFIG_CHECK: 'true',
+      ETCD_QUOTA_BACKEND_BYTES: '4294967296',
+      ETCD_AUTO_COMPACTION_MODE: 'periodic',
+      ETCD_AUTO_COMPACTION_RETENTION: '1h',
     });
+  });
+
+  it.each([
+    ['periodic, one hour (the default)', space, {}, ['4294967296', 'periodic', '1h']],
+    ['revision', { quotaBytes: 2 * 1024 ** 3, compaction: { mode: 'revision', retention: '10000' } } as const, {}, ['2147483648', 'revision', '10000']],
+    ['off', { ...space, compaction: { mode: 'periodic', retention: '0' } } as const, {}, ['4294967296', 'periodic', '0']],
+    // A leftover from the environment cannot give one member a quota or history the others do not have.
+    ['over an inherited value', space, { ETCD_QUOTA_BACKEND_BYTES: '1', ETCD_AUTO_COMPACTION_RETENTION: '5m', ETCD_AUTO_COMPACTION_MODE: 'revision' }, ['4294967296', 'periodic', '1h']],
+  ] as const)('gives etcd its space settings: %s', (_, settings, inherited, [quota, mode, retention]) => {
+    const env = etcdEnvironment({
+      self,
+      dataDir: '/var/lib/etcd',
+      clientPort: 2379,
+      peerPort: 2380,
+      launch: { state: 'new', initialCluster: ['i-self=http://10.0.1.10:2380'], token: 't' },
+      space: settings,
+      inherited,
+    });
+    expect([env.ETCD_QUOTA_BACKEND_BYTES, env.ETCD_AUTO_COMPACTION_MODE, env.ETCD_AUTO_COMPACTION_RETENTION]).toEqual([quota, mode, retention]);
   });
 
   it('sets the force flag only in the environment made for the one recovering process', () => {

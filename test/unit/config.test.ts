@@ -79,6 +79,47 @@ describe('loadConfig', () => {
     });
   });
 
+  it("gives the agent etcd's default quota and one hour of periodic compaction, and reconcile the same quota", () => {
+    expect(loadConfig({ BACKUP_BUCKET: 'b' }, 'agent').space).toEqual({ quotaBytes: 2 * 1024 ** 3, compaction: { mode: 'periodic', retention: '1h' } });
+    const env = { BACKUP_BUCKET: 'b', ETCD_ASG_NAME: 'g', ETCD_QUOTA_BACKEND_BYTES: '4294967296' };
+    expect(loadConfig(env, 'agent').space.quotaBytes).toBe(4 * 1024 ** 3);
+    expect(loadConfig(env, 'function').quotaBytes).toBe(4 * 1024 ** 3);
+  });
+
+  it.each([
+    ['periodic', '30m'],
+    ['periodic', '1h30m'],
+    ['periodic', '24h'],
+    ['periodic', '2'],
+    ['periodic', '0'],
+    ['revision', '10000'],
+    ['revision', '0'],
+  ])('accepts auto-compaction %s %s as etcd reads it', (mode, retention) => {
+    expect(loadConfig({ BACKUP_BUCKET: 'b', ETCD_AUTO_COMPACTION_MODE: mode, ETCD_AUTO_COMPACTION_RETENTION: ` ${retention}` }, 'agent').space.compaction).toEqual({ mode, retention });
+  });
+
+  it.each([
+    [{ ETCD_AUTO_COMPACTION_MODE: 'hourly' }, 'ETCD_AUTO_COMPACTION_MODE="hourly" is invalid', 'must be "periodic" or "revision"'],
+    [{ ETCD_AUTO_COMPACTION_RETENTION: '30s' }, 'ETCD_AUTO_COMPACTION_RETENTION="30s" is invalid (how much history etcd keeps', 'such as 1h, 30m or 1h30m'],
+    [{ ETCD_AUTO_COMPACTION_RETENTION: '-1' }, 'ETCD_AUTO_COMPACTION_RETENTION="-1" is invalid', 'must be a whole number'],
+    [{ ETCD_AUTO_COMPACTION_RETENTION: '1d' }, 'ETCD_AUTO_COMPACTION_RETENTION="1d" is invalid', 'such as 1h, 30m or 1h30m'],
+    // etcd would read "1h" in revision mode as 3.6e12 revisions: never compacting.
+    [{ ETCD_AUTO_COMPACTION_MODE: 'revision', ETCD_AUTO_COMPACTION_RETENTION: '1h' }, 'ETCD_AUTO_COMPACTION_RETENTION="1h" is invalid', 'must be a number of revisions, e.g. 10000'],
+    [{ ETCD_AUTO_COMPACTION_MODE: 'revision' }, 'ETCD_AUTO_COMPACTION_RETENTION is required', 'must be a number of revisions, e.g. 10000'],
+    [{ ETCD_QUOTA_BACKEND_BYTES: '2GiB' }, 'ETCD_QUOTA_BACKEND_BYTES="2GiB" is invalid (etcd\'s space quota in bytes', 'e.g. 4294967296 for 4 GiB'],
+    [{ ETCD_QUOTA_BACKEND_BYTES: '0' }, 'ETCD_QUOTA_BACKEND_BYTES="0" is invalid', "write 2147483648 for etcd's default 2 GiB"],
+    [{ ETCD_QUOTA_BACKEND_BYTES: '17179869184' }, 'ETCD_QUOTA_BACKEND_BYTES="17179869184" is invalid', "at most 8589934592 (8 GiB, etcd's suggested maximum)"],
+  ])('refuses the agent %j, naming the variable and what to write instead', (env, names, advice) => {
+    const attempt = () => loadConfig({ BACKUP_BUCKET: 'b', ...env }, 'agent');
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(names);
+    expect(attempt).toThrow(advice);
+  });
+
+  it('refuses reconcile a quota over 8 GiB too: its DbQuotaPercent is of the quota etcd enforces', () => {
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_QUOTA_BACKEND_BYTES: '17179869184' }, 'function')).toThrow('ETCD_QUOTA_BACKEND_BYTES="17179869184" is invalid');
+  });
+
   it('gives the agent a quorum-loss grace period of a minute by default, and refuses one too short to outlast an election', () => {
     expect(loadConfig({ BACKUP_BUCKET: 'b' }, 'agent').quorumLossGraceMs).toBe(60_000);
     expect(loadConfig({ BACKUP_BUCKET: 'b' }, 'agent').quorumRecovery).toBe(true);
