@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { COMPACTION_RETENTION_PATTERN, loadConfig, MAX_QUOTA_BYTES } from '../../core/config.js';
 import { etcdBuilds, resolveEtcd } from '../../scripts/etcd-build.mjs';
 import { REPO_ROOT } from '../../testbed/tools.js';
 
@@ -17,7 +18,7 @@ type Resource = { Type: string; Properties: Record<string, unknown>; Condition?:
 let template: {
   Resources: Record<string, Resource>;
   Outputs: Record<string, unknown>;
-  Parameters: Record<string, { Default?: unknown; AllowedValues?: unknown; AllowedPattern?: string }>;
+  Parameters: Record<string, { Type: string; Default?: unknown; AllowedValues?: unknown; AllowedPattern?: string; MinValue?: number; MaxValue?: number; ConstraintDescription?: string }>;
 };
 const byType = (type: string) => Object.entries(template.Resources).filter(([, r]) => r.Type === type);
 const resource = (id: string): Resource => {
@@ -251,6 +252,45 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(builds.map((b) => b.minor)).toEqual(['3.5', '3.6', '3.7']);
     for (const b of builds) expect(allowed.test(b.version)).toBe(true);
     for (const unsupported of ['3.4.23', '3.8.0', '3.6', 'latest']) expect(allowed.test(unsupported)).toBe(false);
+  });
+
+  it("gives every node etcd's default quota and an hour of periodic compaction, and reconcile the same quota", () => {
+    // Prepare: the agent.env the user data writes, with the parameters' defaults in it.
+    const [text, variables] = (resource('NodeLaunchTemplate').Properties.LaunchTemplateData as { UserData: { 'Fn::Base64': { 'Fn::Sub': [string, Record<string, unknown>] } } })
+      .UserData['Fn::Base64']['Fn::Sub'];
+    const rendered = text.replace(/\$\{([A-Za-z0-9:]+)\}/g, (_, name: string) => {
+      const value = variables[name] ?? template.Parameters[name]?.Default;
+      return typeof value === 'string' ? value : `value-of-${name}`;
+    });
+    const agentEnv = (parse(rendered) as { write_files: Array<{ path: string; content: string }> }).write_files.find((f) => f.path === '/etc/etcd-aws/agent.env');
+    if (!agentEnv) throw new Error('no agent.env in the user data');
+    const env = Object.fromEntries(agentEnv.content.trim().split('\n').map((line) => line.split(/=(.*)/s, 2) as [string, string]));
+
+    // Act
+    const agent = loadConfig(env, 'agent');
+
+    // Assess: the defaults reach the agent, and the agent accepts them.
+    expect(template.Parameters.QuotaBackendBytes).toMatchObject({ Type: 'Number', Default: '2147483648', MaxValue: MAX_QUOTA_BYTES });
+    expect(template.Parameters.AutoCompactionMode).toMatchObject({ Default: 'periodic', AllowedValues: ['periodic', 'revision'] });
+    expect(template.Parameters.AutoCompactionRetention).toMatchObject({ Default: '1h' });
+    expect(env).toMatchObject({ ETCD_QUOTA_BACKEND_BYTES: '2147483648', ETCD_AUTO_COMPACTION_MODE: 'periodic', ETCD_AUTO_COMPACTION_RETENTION: '1h' });
+    expect(agent.space).toEqual({ quotaBytes: 2 * 1024 ** 3, compaction: { mode: 'periodic', retention: '1h' } });
+    // reconcile's DbQuotaPercent (and its alarm, and NOSPACE recovery) measure against the quota etcd enforces.
+    const reconcileEnv = (resource('ReconcileLambdaFunction').Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(reconcileEnv.ETCD_QUOTA_BACKEND_BYTES).toEqual({ Ref: 'QuotaBackendBytes' });
+  });
+
+  it('refuses at deploy a quota or a retention the agent would refuse at boot, saying what is allowed', () => {
+    const quota = template.Parameters.QuotaBackendBytes!;
+    expect(quota.MaxValue).toBe(MAX_QUOTA_BYTES);
+    expect(quota.MinValue).toBeGreaterThanOrEqual(1);
+    expect(quota.ConstraintDescription).toMatch(/8589934592 \(8 GiB/);
+    const retention = template.Parameters.AutoCompactionRetention!;
+    expect(retention.AllowedPattern).toBe(COMPACTION_RETENTION_PATTERN.source);
+    expect(retention.ConstraintDescription).toMatch(/1h, 30m or 1h30m/);
+    const allowed = new RegExp(retention.AllowedPattern ?? '^$');
+    for (const ok of ['1h', '30m', '1h30m', '24', '10000', '0']) expect(allowed.test(ok)).toBe(true);
+    for (const bad of ['', '30s', '1d', '-1', '1.5h', '01h', 'off']) expect(allowed.test(bad)).toBe(false);
   });
 
   it('requires IMDSv2 on the nodes and encrypts their volumes', () => {
