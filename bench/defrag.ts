@@ -60,7 +60,7 @@ async function fragment(client: Etcd3, etcd: Etcd3Cluster, endpoint: string, byt
   for (let k = 0; k < keys; k += 32) {
     await Promise.all(Array.from({ length: Math.min(16, Math.ceil((keys - k) / 2)) }, (_, i) => client.delete().key(`/bench/${String(k + 2 * i).padStart(8, '0')}`)));
   }
-  await etcd.compact((await etcd.status(endpoint)).revision);
+  await etcd.compact((await etcd.status(endpoint)).revision, 600_000);
   // A member shows the pages a compaction freed after its next write transaction.
   for (let i = 0; i < 5; i += 1) await client.put('/bench/tick').value(String(i));
 }

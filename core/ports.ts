@@ -83,7 +83,12 @@ export interface EtcdMaintenance {
   /** The alarms raised on any member (one member answers for the cluster). */
   alarms(): Promise<EtcdAlarm[]>;
   /** Drops the key-value history before `revision` (the keys' latest values stay), waiting until it is applied. */
-  compact(revision: string): Promise<void>;
+  compact(revision: string, timeoutMs: number): Promise<void>;
+  /**
+   * Whether the member at `endpoint` is defragmenting now (etcd's `etcd_disk_defrag_inflight` gauge), or
+   * undefined when it does not say (a release before 3.5.1, or /metrics unreachable).
+   */
+  defragmenting(endpoint: string): Promise<boolean | undefined>;
   /** Defragments the member at `endpoint` (blocks its reads and writes meanwhile), within `timeoutMs`. */
   defragment(endpoint: string, timeoutMs: number): Promise<void>;
   /** Disarms the NOSPACE alarm of every member. */

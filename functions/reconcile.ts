@@ -43,8 +43,11 @@ const deps: ReconcileDeps = {
     : {}),
 };
 
-/** Time kept after the last maintenance step may start: the Status calls and the metrics after it. */
-const MAINTENANCE_MARGIN_MS = 20_000;
+/**
+ * Time kept besides the defragmentations: a leadership move before one and the Status calls after it (each
+ * call has a 5 s deadline and etcd3's own retries), and the metrics.
+ */
+const MAINTENANCE_MARGIN_MS = 30_000;
 
 export const handler = async (_event?: unknown, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<ReconcileResult> => {
   const remainingMs = context?.getRemainingTimeInMillis() ?? 120_000;
@@ -85,6 +88,7 @@ export const handler = async (_event?: unknown, context?: Pick<Context, 'getRema
   metrics.addMetric('NoSpaceRecovered', MetricUnit.Count, step === 'recovered-space' ? 1 : 0);
   // 1 while a NOSPACE alarm stays because the data in use fills the quota: only deleting data or a larger quota helps.
   metrics.addMetric('FullOfLiveData', MetricUnit.Count, step === 'full-of-live-data' ? 1 : 0);
+  metrics.addMetric('MaintenanceFailures', MetricUnit.Count, report.maintenance?.action === 'skipped' && report.maintenance.reason === 'failed' ? 1 : 0);
   for (const member of report.memberSpace) {
     const single = metrics.singleMetric();
     single.addDimension('AutoScalingGroup', config.asgName);

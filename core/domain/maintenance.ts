@@ -1,3 +1,4 @@
+import type { GroupInstance } from './instances.js';
 import type { Member } from './members.js';
 
 /**
@@ -15,6 +16,8 @@ export interface SpaceStatus {
   readonly endpoint: string;
   readonly leaderId: string;
   readonly revision: string;
+  /** How far this member's raft log goes: leadership moves to the follower furthest along. */
+  readonly raftIndex: string;
   readonly dbSize: number;
   readonly dbSizeInUse: number;
   readonly isLearner: boolean;
@@ -48,16 +51,28 @@ export type MaintenancePlan =
     }
   | { readonly action: 'skip'; readonly reason: MaintenanceSkip; readonly detail: string };
 
-export type MaintenanceSkip = 'corrupt-alarm' | 'not-every-member-answered' | 'membership-changing' | 'nothing-to-reclaim';
+export type MaintenanceSkip =
+  | 'corrupt-alarm'
+  | 'not-every-member-answered'
+  | 'membership-changing'
+  | 'group-changing'
+  | 'defrag-in-progress'
+  | 'nothing-to-reclaim';
 
 const free = (s: SpaceStatus) => Math.max(0, s.dbSize - s.dbSizeInUse);
 const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
 
-/** Pure: what this run does for space, given every member and the Status answers of those that answered. */
+/**
+ * Pure: what this run does for space, given every member, the Status answers of those that answered, the
+ * group's instances, and the members whose etcd says a defragmentation is running (another run's, or one
+ * whose client gave up while etcd went on).
+ */
 export function planMaintenance(input: {
   readonly members: readonly Member[];
   readonly statuses: readonly SpaceStatus[];
+  readonly instances: readonly GroupInstance[];
   readonly alarms: ReadonlyArray<{ readonly memberId: string; readonly alarm: string }>;
+  readonly defragInFlight: readonly string[];
   readonly policy: DefragPolicy;
 }): MaintenancePlan {
   const { members, statuses, alarms, policy } = input;
@@ -73,9 +88,30 @@ export function planMaintenance(input: {
   if (members.some((m) => m.isLearner)) {
     return { action: 'skip', reason: 'membership-changing', detail: 'a learner is catching up: the membership is changing' };
   }
+  if (input.defragInFlight.length > 0) {
+    // Never two at once: a member still busy (another run's defragmentation, or one etcd went on with after
+    // its client's deadline) is one more than a quorum of three can spare.
+    const names = input.defragInFlight.map((id) => members.find((m) => m.id === id)?.name || id);
+    return { action: 'skip', reason: 'defrag-in-progress', detail: `a defragmentation is running on ${names.join(', ')}` };
+  }
   if (alarms.some((a) => a.alarm === 'NOSPACE')) {
     const revision = statuses.map((s) => BigInt(s.revision)).reduce((a, b) => (a > b ? a : b), 0n);
     return { action: 'recover-space', revision: String(revision), reason: 'the NOSPACE alarm is raised: writes are refused until space is reclaimed' };
+  }
+  // A member change elsewhere (the lifecycle function removing a terminating instance's member, an agent
+  // adding one) while a member cannot apply would stall the quorum: a follower sends nothing until it has
+  // applied a committed configuration change. Only a group at rest, every instance in service and healthy,
+  // one member each. (NOSPACE above goes on regardless: writes are refused already.)
+  const unsettled = input.instances.filter((i) => i.lifecycleState !== 'InService' || i.healthStatus !== 'Healthy');
+  if (unsettled.length > 0 || input.instances.length !== members.length) {
+    return {
+      action: 'skip',
+      reason: 'group-changing',
+      detail:
+        unsettled.length > 0
+          ? `instances not at rest: ${unsettled.map((i) => `${i.instanceId} ${i.lifecycleState}/${i.healthStatus}`).join(', ')}`
+          : `${members.length} members for ${input.instances.length} instances`,
+    };
   }
   const candidates = statuses
     .filter((s) => free(s) >= policy.minFreeBytes && s.dbSize > 0 && free(s) / s.dbSize >= policy.minFreeRatio)
@@ -93,7 +129,10 @@ export function planMaintenance(input: {
     };
   }
   const leads = pick.leaderId === pick.memberId;
-  const successor = leads ? statuses.find((s) => s.memberId !== pick.memberId) : undefined;
+  // The follower furthest along its log takes over: the shortest catch-up, the least likely to lose an election.
+  const successor = leads
+    ? statuses.filter((s) => s.memberId !== pick.memberId).sort((a, b) => (BigInt(b.raftIndex) > BigInt(a.raftIndex) ? 1 : BigInt(b.raftIndex) < BigInt(a.raftIndex) ? -1 : 0))[0]
+    : undefined;
   return {
     action: 'defragment',
     member: pick,
@@ -107,8 +146,9 @@ export type RecoveryPlan =
   | { readonly action: 'full-of-live-data'; readonly inUseBytes: number; readonly reason: string };
 
 /**
- * Pure: after a NOSPACE alarm and a compaction, whether defragmenting every member (followers first, the
- * leader last) and disarming brings the cluster back, or whether it is full of live data: then the alarm
+ * Pure: after a NOSPACE alarm and a compaction, whether defragmenting every member whose file is still over
+ * the limit (followers first, the leader last, without moving its leadership: writes are refused anyway)
+ * and disarming brings the cluster back, or whether it is full of live data: then the alarm
  * stays (reads keep being served), and saying so is all that is left.
  */
 export function planAfterCompaction(statuses: readonly SpaceStatus[], quotaBytes: number, policy: DefragPolicy): RecoveryPlan {
@@ -124,6 +164,14 @@ export function planAfterCompaction(statuses: readonly SpaceStatus[], quotaBytes
       reason: `after compaction ${mib(inUse)} are in use, over ${Math.round(policy.recoverBelowRatio * 100)}% of the ${mib(quotaBytes)} quota: delete data or raise the quota`,
     };
   }
-  const order = [...statuses].sort((a, b) => Number(a.leaderId === a.memberId) - Number(b.leaderId === b.memberId));
-  return { action: 'defragment-all', order, reason: `after compaction ${mib(inUse)} are in use of the ${mib(quotaBytes)} quota` };
+  // Only the files still over the limit: a run cut short by its deadline leaves the rest to the next one,
+  // which starts where it stopped, not again from the first member.
+  const order = statuses
+    .filter((s) => s.dbSize >= limit)
+    .sort((a, b) => Number(a.leaderId === a.memberId) - Number(b.leaderId === b.memberId));
+  return {
+    action: 'defragment-all',
+    order,
+    reason: `after compaction ${mib(inUse)} are in use of the ${mib(quotaBytes)} quota; ${order.length} file(s) over ${Math.round(policy.recoverBelowRatio * 100)}% of it`,
+  };
 }

@@ -263,13 +263,25 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMaintenance
     }
   }
 
-  async compact(revision: string): Promise<void> {
+  async compact(revision: string, timeoutMs: number): Promise<void> {
     try {
-      await this.onVoter((c) => c.kv.compact({ revision, physical: true }));
+      // A physical compaction of a long history takes longer than an ordinary call: its own deadline.
+      await this.onVoter((c) => c.kv.compact({ revision, physical: true }, { deadline: Date.now() + timeoutMs }));
     } catch (error) {
       // Compacting a revision already compacted is done, not an error.
       if (/compacted/i.test(describeError(error))) return;
       throw new EtcdUnavailableError(`etcd did not compact to revision ${revision}: ${describeError(error)}`, { cause: error });
+    }
+  }
+
+  async defragmenting(endpoint: string): Promise<boolean | undefined> {
+    try {
+      const res = await fetch(new URL('/metrics', endpoint), { signal: AbortSignal.timeout(this.options.callTimeoutMs) });
+      if (!res.ok) return undefined;
+      const gauge = /^etcd_disk_defrag_inflight\s+(\S+)/m.exec(await res.text());
+      return gauge ? Number(gauge[1]) > 0 : undefined;
+    } catch {
+      return undefined;
     }
   }
 

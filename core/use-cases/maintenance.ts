@@ -1,4 +1,5 @@
 import { planAfterCompaction, planMaintenance, type DefragPolicy, type MaintenanceSkip, type SpaceStatus } from '../domain/maintenance.js';
+import type { GroupInstance } from '../domain/instances.js';
 import { hexMemberId, type Member } from '../domain/members.js';
 import { describeError } from '../errors.js';
 import type { Log } from '../logger.js';
@@ -47,15 +48,27 @@ async function freshStatuses(etcd: EtcdCluster, statuses: readonly SpaceStatus[]
  * revision, then, unless the data in use still fills the quota, defragment every member one at a time and
  * disarm the alarm.
  */
-export async function maintainSpace(members: readonly Member[], statuses: readonly SpaceStatus[], deps: MaintenanceDeps): Promise<MaintenanceResult> {
+/** The members whose etcd says a defragmentation is running now. */
+async function defragInFlight(etcd: EtcdMaintenance, statuses: readonly SpaceStatus[]): Promise<string[]> {
+  const busy = await Promise.all(statuses.map(async (s) => ((await etcd.defragmenting(s.endpoint)) === true ? [s.memberId] : [])));
+  return busy.flat();
+}
+
+export async function maintainSpace(
+  members: readonly Member[],
+  statuses: readonly SpaceStatus[],
+  instances: readonly GroupInstance[],
+  deps: MaintenanceDeps,
+): Promise<MaintenanceResult> {
   const etcd = deps.openCluster(members.flatMap((m) => m.clientUrls));
   try {
     const alarms = await etcd.alarms();
-    const plan = planMaintenance({ members, statuses, alarms, policy: deps.policy });
+    const plan = planMaintenance({ members, statuses, instances, alarms, defragInFlight: await defragInFlight(etcd, statuses), policy: deps.policy });
     if (plan.action === 'skip') {
       deps.log.info('maintenance skipped', { reason: plan.reason, detail: plan.detail });
       return { action: 'skipped', reason: plan.reason, detail: plan.detail };
     }
+    // moveLeader and the Status calls around a defragmentation come out of the margin the deadline keeps.
     if (deps.now() >= deps.deadline) {
       deps.log.warn('maintenance skipped', { reason: 'no-time-left', wanted: plan.action, detail: plan.reason });
       return { action: 'skipped', reason: 'no-time-left', detail: `wanted to ${plan.action}: ${plan.reason}` };
@@ -87,7 +100,7 @@ export async function maintainSpace(members: readonly Member[], statuses: readon
 
     // NOSPACE: compaction first; what it leaves decides the rest.
     deps.log.warn('recovering from NOSPACE: compacting', { revision: plan.revision, reason: plan.reason });
-    await etcd.compact(plan.revision);
+    await etcd.compact(plan.revision, deps.defragTimeoutMs);
     // The member that served the compaction shows its effect at once; another may show it only after its next
     // write transaction (bbolt frees pages then), which NOSPACE forbids: planAfterCompaction reads the smallest.
     const compacted = await freshStatuses(etcd, statuses);
@@ -97,21 +110,31 @@ export async function maintainSpace(members: readonly Member[], statuses: readon
       return { action: 'full-of-live-data', compactedTo: plan.revision, inUseBytes: recovery.inUseBytes, detail: recovery.reason };
     }
     const defragmented: string[] = [];
+    let stopped: string | undefined;
     for (const member of recovery.order) {
-      if (deps.now() >= deps.deadline) break;
-      // Writes are refused everywhere already: defragmenting one member after another costs no availability.
+      if (deps.now() >= deps.deadline) {
+        stopped = 'the deadline';
+        break;
+      }
+      // Still one at a time: another run may have started one since this run looked.
+      const busy = await defragInFlight(etcd, statuses);
+      if (busy.length > 0) {
+        stopped = `a defragmentation running on ${busy.map(hexMemberId).join(', ')}`;
+        break;
+      }
+      // Writes are refused everywhere already; reads on this member wait while it defragments.
       await etcd.defragment(member.endpoint, deps.defragTimeoutMs);
       defragmented.push(hexMemberId(member.memberId));
     }
     const after = await freshStatuses(etcd, statuses);
-    const allDone = defragmented.length === recovery.order.length && after.length === statuses.length;
+    const allDone = stopped === undefined && after.length === statuses.length;
     const underQuota = after.every((s) => s.dbSize < deps.quotaBytes * deps.policy.recoverBelowRatio);
     if (allDone && underQuota) await etcd.disarmNoSpace();
     const detail = allDone
       ? underQuota
         ? `${recovery.reason}; every member defragmented; alarm disarmed`
         : `${recovery.reason}; every member defragmented, but a file is still over ${Math.round(deps.policy.recoverBelowRatio * 100)}% of the quota: alarm kept`
-      : `${recovery.reason}; defragmented ${defragmented.length} of ${recovery.order.length} members before the deadline: the next run goes on`;
+      : `${recovery.reason}; defragmented ${defragmented.length} of ${recovery.order.length} before ${stopped ?? 'a member stopped answering'}: the next run goes on with the files still over the limit`;
     const outcome = { action: allDone && underQuota ? ('recovered-space' as const) : ('recovering-space' as const), compactedTo: plan.revision, defragmented, disarmed: allDone && underQuota, detail };
     deps.log.warn(allDone && underQuota ? 'recovered from NOSPACE: writes are accepted again' : 'recovering from NOSPACE', { ...outcome });
     return outcome;

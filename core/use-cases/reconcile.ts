@@ -171,7 +171,7 @@ export async function reconcileCluster(
   const cutOff = markedUnhealthy === undefined ? await markCutOffMember(members, view, healthy, deps) : undefined;
   // Maintenance only on a run that changed nothing else: never a defragmentation beside a membership change.
   const changed = removed !== undefined || promoted.length > 0 || markedUnhealthy !== undefined || cutOff !== undefined;
-  const maintenance = deps.maintenance && !changed ? await maintainSpace(members, statuses, deps.maintenance).catch((error: unknown) => {
+  const maintenance = deps.maintenance && !changed ? await maintainSpace(members, statuses, view.instances, deps.maintenance).catch((error: unknown) => {
     deps.log.error('maintenance failed', { error: describeError(error) });
     return { action: 'skipped' as const, reason: 'failed' as const, detail: describeError(error) };
   }) : undefined;

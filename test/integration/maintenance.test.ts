@@ -1,5 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { Etcd3 } from 'etcd3';
+import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
+import { EC2Client } from '@aws-sdk/client-ec2';
+import { AwsInstanceInventory } from '../../core/aws/inventory.js';
+import { silentLog } from '../../core/logger.js';
+import { discoverCluster } from '../../core/use-cases/discover.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DefragPolicy } from '../../core/domain/maintenance.js';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
@@ -39,13 +44,19 @@ const deps = (policy: DefragPolicy): MaintenanceDeps => ({
   now: () => Date.now(),
 });
 
-/** Members and each one's Status, as reconcile gathers them. */
-async function look(urls: readonly string[]) {
+/** The group's instances, the members and each one's Status, as reconcile gathers them. */
+async function look(urls: readonly string[], groupName: string) {
   const etcd = new Etcd3Cluster(urls, timeouts);
   try {
+    const view = await discoverCluster(groupName, {
+      inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
+      openCluster: (endpoints: readonly string[]) => new Etcd3Cluster(endpoints, timeouts),
+      clientPort: 2379,
+      log: silentLog,
+    });
     const { members } = await etcd.listMembers();
     const statuses = await Promise.all(members.map((m) => etcd.status(m.clientUrls[0] as string)));
-    return { members, statuses };
+    return { members, statuses, instances: view.instances };
   } finally {
     etcd.close();
   }
@@ -79,12 +90,12 @@ async function fill(
 
 describe('maintenance against real etcd', () => {
   it('defragments one member per run: the followers, then the leader after its leadership moved', async () => {
-    const { etcd } = await groupWithCluster(bed, 3);
+    const { group, etcd } = await groupWithCluster(bed, 3);
     const client = new Etcd3({ hosts: etcd.clientUrls() });
     try {
       // History of one key overwritten 48 times with 128 KiB, then compacted: ~6 MiB of free pages per member.
       await fill(client, 1, 48, 128 * 1024);
-      const { statuses } = await look(etcd.clientUrls());
+      const { statuses } = await look(etcd.clientUrls(), group.groupName);
       await client.kv.compact({ revision: statuses[0]?.revision, physical: true });
       // A member's Status shows the pages a compaction freed after its next write transaction, as on a cluster
       // with traffic: a few small writes.
@@ -92,17 +103,17 @@ describe('maintenance against real etcd', () => {
         'every member to show the pages the compaction freed',
         async () => {
           await client.put('traffic').value(String(Date.now()));
-          return (await look(etcd.clientUrls())).statuses.every((s) => s.dbSizeInUse < s.dbSize / 2);
+          return (await look(etcd.clientUrls(), group.groupName)).statuses.every((s) => s.dbSizeInUse < s.dbSize / 2);
         },
         { timeoutMs: 15_000, intervalMs: 200 },
       );
       const policy = { minFreeRatio: 0.5, minFreeBytes: 1 * MiB, recoverBelowRatio: 0.8 };
-      const leaderBefore = (await look(etcd.clientUrls())).statuses[0]?.leaderId;
+      const leaderBefore = (await look(etcd.clientUrls(), group.groupName)).statuses[0]?.leaderId;
 
       const done: Array<{ memberId: string; movedLeaderTo: string | undefined }> = [];
       for (let run = 0; run < 3; run += 1) {
-        const { members, statuses: now } = await look(etcd.clientUrls());
-        const result = await maintainSpace(members, now, deps(policy));
+        const { members, statuses: now, instances } = await look(etcd.clientUrls(), group.groupName);
+        const result = await maintainSpace(members, now, instances, deps(policy));
         if (result.action !== 'defragmented') throw new Error(`run ${run}: ${JSON.stringify(result)}`);
         expect(result.result).toBe('done');
         expect(result.afterBytes).toBeLessThan(result.beforeBytes / 2);
@@ -115,21 +126,21 @@ describe('maintenance against real etcd', () => {
       expect(done.slice(0, 2).every((d) => d.movedLeaderTo === undefined)).toBe(true);
 
       // Nothing left to reclaim: the next run says so and does nothing.
-      const { members, statuses: after } = await look(etcd.clientUrls());
-      expect(await maintainSpace(members, after, deps(policy))).toMatchObject({ action: 'skipped', reason: 'nothing-to-reclaim' });
+      const { members, statuses: after, instances } = await look(etcd.clientUrls(), group.groupName);
+      expect(await maintainSpace(members, after, instances, deps(policy))).toMatchObject({ action: 'skipped', reason: 'nothing-to-reclaim' });
     } finally {
       client.close();
     }
   });
 
   it('brings a cluster back from NOSPACE (compaction, every member defragmented, alarm disarmed) with no acknowledged write lost', async () => {
-    const { etcd } = await groupWithCluster(bed, 3, [`--quota-backend-bytes=${QUOTA}`]);
+    const { group, etcd } = await groupWithCluster(bed, 3, [`--quota-backend-bytes=${QUOTA}`]);
     const client = new Etcd3({ hosts: etcd.clientUrls() });
     try {
       const { acknowledged, refused, inDoubt } = await fill(client, 4, 200, 256 * 1024);
       expect(refused).toMatch(/space exceeded|NOSPACE/i);
-      const { members, statuses } = await look(etcd.clientUrls());
-      const result = await maintainSpace(members, statuses, deps({ minFreeRatio: 0.5, minFreeBytes: 64 * MiB, recoverBelowRatio: 0.8 }));
+      const { members, statuses, instances } = await look(etcd.clientUrls(), group.groupName);
+      const result = await maintainSpace(members, statuses, instances, deps({ minFreeRatio: 0.5, minFreeBytes: 64 * MiB, recoverBelowRatio: 0.8 }));
       expect(result).toMatchObject({ action: 'recovered-space', disarmed: true });
       if (result.action !== 'recovered-space') throw new Error(result.action);
       expect(result.defragmented).toHaveLength(3);
@@ -152,14 +163,14 @@ describe('maintenance against real etcd', () => {
   });
 
   it('leaves a cluster full of live data alarmed, says so, and keeps serving reads', async () => {
-    const { etcd } = await groupWithCluster(bed, 3, [`--quota-backend-bytes=${QUOTA}`]);
+    const { group, etcd } = await groupWithCluster(bed, 3, [`--quota-backend-bytes=${QUOTA}`]);
     const client = new Etcd3({ hosts: etcd.clientUrls() });
     try {
       // Distinct keys: everything written is live, nothing for compaction to free.
       const { acknowledged, refused } = await fill(client, 400, 1, 256 * 1024);
       expect(refused).toMatch(/space exceeded|NOSPACE/i);
-      const { members, statuses } = await look(etcd.clientUrls());
-      const result = await maintainSpace(members, statuses, deps({ minFreeRatio: 0.5, minFreeBytes: 64 * MiB, recoverBelowRatio: 0.8 }));
+      const { members, statuses, instances } = await look(etcd.clientUrls(), group.groupName);
+      const result = await maintainSpace(members, statuses, instances, deps({ minFreeRatio: 0.5, minFreeBytes: 64 * MiB, recoverBelowRatio: 0.8 }));
       expect(result).toMatchObject({ action: 'full-of-live-data' });
       expect(lines.some((l) => l.message.startsWith('NOSPACE stays: the cluster is full of live data'))).toBe(true);
       const maintenance = new Etcd3Cluster(etcd.clientUrls(), timeouts);
