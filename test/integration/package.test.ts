@@ -341,7 +341,7 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(alarms.QuorumLostAlarm).toMatchObject({ Namespace: 'AWS/NetworkELB', MetricName: 'HealthyHostCount', Period: 60, EvaluationPeriods: 1, Threshold: 1 });
     expect(alarms.DbQuotaAlarm).toMatchObject({ MetricName: 'DbQuotaPercent', Threshold: 80 });
     // reconcile's NOSPACE recovery disarms below 80% (ETCD_AWS_NOSPACE_RECOVER_BELOW): over it, this alarm says so.
-    expect(alarms.FullOfLiveDataAlarm).toMatchObject({ Namespace: 'EtcdAws', MetricName: 'FullOfLiveData', Threshold: 0, ComparisonOperator: 'GreaterThanThreshold' });
+    expect(alarms.FullOfLiveDataAlarm).toMatchObject({ Namespace: 'EtcdAws', MetricName: 'FullOfLiveData', Threshold: 0, ComparisonOperator: 'GreaterThanThreshold', DatapointsToAlarm: 2 });
     // alias/aws/sns cannot be used by CloudWatch: a key of the stack's own whose policy lets CloudWatch use it.
     expect(resource('AlarmTopic').Properties.KmsMasterKeyId).toEqual({ Ref: 'AlarmKey' });
     const keyPolicy = JSON.stringify(resource('AlarmKey').Properties.KeyPolicy);
