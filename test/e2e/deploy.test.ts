@@ -74,7 +74,7 @@ const physical = (stack: DeployedStack, logicalId: string): string => {
 };
 
 /** What both variants must have: functions, queue, schedules, bucket, group, launch template, outputs. */
-async function checkCommon(stack: DeployedStack, stage: string, expected: { size: number; subnets: string[]; vpcId: string; bucketKms?: string }) {
+async function checkCommon(stack: DeployedStack, stage: string, expected: { size: number; subnets: string[]; vpcId: string; quotaBytes: number; bucketKms?: string }) {
   const groupName = `etcd-aws-${stage}`;
   expect(stack.status).toMatch(/^(CREATE|UPDATE)_COMPLETE$/);
 
@@ -117,6 +117,10 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   expect(userData).toContain(agentSha256);
   expect(userData).toContain(`ETCD_ASG_NAME=${groupName}`);
   expect(userData).toContain(`BACKUP_BUCKET=${o.BackupBucketName}`);
+  // etcd's space quota and auto-compaction, the same on every node, and the quota reconcile measures against.
+  expect(userData).toContain(`ETCD_QUOTA_BACKEND_BYTES=${expected.quotaBytes}`);
+  expect(userData).toContain('ETCD_AUTO_COMPACTION_MODE=periodic');
+  expect(userData).toContain('ETCD_AUTO_COMPACTION_RETENTION=1h');
 
   // The functions, each as serverless.yml describes it, in the stack's subnets.
   const lambda = clients(LambdaClient);
@@ -142,7 +146,7 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
     BACKUP_KEEP_HOURLY_HOURS: '24',
     BACKUP_KEEP_DAILY_DAYS: '7',
   });
-  expect(config.reconcile?.Environment?.Variables?.BACKUP_BUCKET).toBe(o.BackupBucketName);
+  expect(config.reconcile?.Environment?.Variables).toMatchObject({ BACKUP_BUCKET: o.BackupBucketName, ETCD_QUOTA_BACKEND_BYTES: String(expected.quotaBytes) });
   // No reserved concurrency: new accounts cannot reserve any (their quota is 10, the unreserved minimum).
   expect((await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: `etcd-aws-${stage}-backup` }))).ReservedConcurrentExecutions).toBeUndefined();
   const asyncFailures = (await clients(SQSClient).send(new GetQueueAttributesCommand({ QueueUrl: o.AsyncFailureQueueUrl, AttributeNames: ['QueueArn'] }))).Attributes?.QueueArn;
@@ -225,7 +229,7 @@ describe('serverless deploy to the emulator, then serverless remove', () => {
     const stack = await describeStack(clients(CloudFormationClient), stage);
     const vpcId = physical(stack, 'Vpc');
     const subnets = ['PrivateSubnetA', 'PrivateSubnetB', 'PrivateSubnetC'].map((id) => physical(stack, id));
-    await checkCommon(stack, stage, { size: 3, subnets, vpcId });
+    await checkCommon(stack, stage, { size: 3, subnets, vpcId, quotaBytes: 2 * 1024 ** 3 });
     await removeAndCheck(stage, stack, vpcId, true);
   });
 
@@ -247,11 +251,12 @@ describe('serverless deploy to the emulator, then serverless remove', () => {
       clientSecurityGroupId: clientGroup,
       backupKmsKeyArn: keyArn,
       clusterSize: '5',
+      quotaBackendBytes: String(4 * 1024 ** 3),
     });
     const stack = await describeStack(clients(CloudFormationClient), stage);
     expect(Object.values(stack.resources).map((r) => r.ResourceType)).not.toContain('AWS::EC2::VPC');
     expect(Object.values(stack.resources).map((r) => r.ResourceType)).not.toContain('AWS::EC2::NatGateway');
-    await checkCommon(stack, stage, { size: 5, subnets, vpcId, bucketKms: keyArn });
+    await checkCommon(stack, stage, { size: 5, subnets, vpcId, quotaBytes: 4 * 1024 ** 3, bucketKms: keyArn });
     // Clients reach the load balancer on 2379 from their own security group, and from nowhere else.
     const lbGroup = (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [physical(stack, 'LoadBalancerSecurityGroup')] }))).SecurityGroups?.[0];
     expect(lbGroup?.IpPermissions?.map((p) => [p.FromPort, p.ToPort, p.UserIdGroupPairs?.map((g) => g.GroupId)])).toEqual([[2379, 2379, [clientGroup]]]);
