@@ -49,8 +49,9 @@ const deps: ReconcileDeps = {
  */
 const MAINTENANCE_MARGIN_MS = 30_000;
 
-export const handler = async (_event?: unknown, context?: Pick<Context, 'getRemainingTimeInMillis'>): Promise<ReconcileResult> => {
-  const remainingMs = context?.getRemainingTimeInMillis() ?? 120_000;
+export const handler = async (_event?: unknown, context?: Partial<Pick<Context, 'getRemainingTimeInMillis'>>): Promise<ReconcileResult> => {
+  // Invoked by hand outside Lambda (no context): the function's own timeout.
+  const remainingMs = context?.getRemainingTimeInMillis?.() ?? 120_000;
   // A defragmentation may start while one more fits before the margin: at most half the time that is left.
   const defragTimeoutMs = Math.max(1000, Math.min(config.maintenance.defragTimeoutMs, (remainingMs - MAINTENANCE_MARGIN_MS) / 2));
   const report = await reconcileCluster(
