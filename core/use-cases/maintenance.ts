@@ -42,18 +42,18 @@ async function freshStatuses(etcd: EtcdCluster, statuses: readonly SpaceStatus[]
   return answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
 }
 
-/**
- * One maintenance step per run (reconcile's schedule), each logged with its decision and reason: defragment
- * the one member that needs it most (planMaintenance), or recover from NOSPACE: compact to the newest
- * revision, then, unless the data in use still fills the quota, defragment every member one at a time and
- * disarm the alarm.
- */
 /** The members whose etcd says a defragmentation is running now. */
 async function defragInFlight(etcd: EtcdMaintenance, statuses: readonly SpaceStatus[]): Promise<string[]> {
   const busy = await Promise.all(statuses.map(async (s) => ((await etcd.defragmenting(s.endpoint)) === true ? [s.memberId] : [])));
   return busy.flat();
 }
 
+/**
+ * One maintenance step per run (reconcile's schedule), each logged with its decision and reason: defragment
+ * the one member that needs it most (planMaintenance), or recover from NOSPACE: compact to the newest
+ * revision, then, unless the data in use still fills the quota, defragment the members whose file is still
+ * over the limit, one at a time, and disarm the alarm.
+ */
 export async function maintainSpace(
   members: readonly Member[],
   statuses: readonly SpaceStatus[],
