@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { EtcdSpace } from './domain/bootstrap.js';
 import { ConfigError } from './errors.js';
 

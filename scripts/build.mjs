@@ -54,6 +54,9 @@ const common = {
   sourcemap: 'linked',
   minify: true,
   keepNames: true,
+  // The ES module builds first: the AWS SDK's dist-es tree-shakes (its dist-cjs is one file per client,
+  // 1 MiB for EC2 alone), which cuts a third off each function's bundle and its cold-start parse time.
+  mainFields: ['module', 'main'],
   legalComments: 'none',
   logLevel: 'warning',
   plugins: [embedEtcdProto],

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** The metadata object written last, next to each snapshot: without it a snapshot is not a valid backup. */
 export const BackupMetadataSchema = z.object({

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * The termination notice, whatever way it arrived. Shapes, from the Auto Scaling documentation
