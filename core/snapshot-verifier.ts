@@ -12,19 +12,27 @@ const TRAILER = 32;
  * Also computes the SHA-256 of the whole object, which the backup's metadata records for downloads.
  */
 export class SnapshotVerifier extends Transform {
+  // One SHA-256 pass: the content's hash state is the whole object's too, up to the trailer, so the whole
+  // object's digest is a copy of it fed the trailer (Merkle–Damgård), not a second hash over every byte.
   private readonly content: Hash = createHash('sha256');
-  private readonly whole: Hash = createHash('sha256');
+  /** The last (up to) 32 bytes seen: the trailer, once the stream ends; never hashed before we know. */
   private tail: Buffer = Buffer.alloc(0);
   private total = 0;
   private result: { size: number; sha256: string } | undefined;
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.total += chunk.length;
-    this.whole.update(chunk);
-    const joined = this.tail.length === 0 ? chunk : Buffer.concat([this.tail, chunk]);
-    const cut = Math.max(0, joined.length - TRAILER);
-    if (cut > 0) this.content.update(joined.subarray(0, cut));
-    this.tail = Buffer.from(joined.subarray(cut));
+    if (chunk.length >= TRAILER) {
+      // The held-back bytes are content now; so is all of this chunk but its last 32 bytes (no copy).
+      if (this.tail.length > 0) this.content.update(this.tail);
+      this.content.update(chunk.subarray(0, chunk.length - TRAILER));
+      this.tail = Buffer.from(chunk.subarray(chunk.length - TRAILER));
+    } else {
+      const joined = Buffer.concat([this.tail, chunk]);
+      const cut = Math.max(0, joined.length - TRAILER);
+      if (cut > 0) this.content.update(joined.subarray(0, cut));
+      this.tail = joined.subarray(cut);
+    }
     callback(null, chunk);
   }
 
@@ -37,6 +45,7 @@ export class SnapshotVerifier extends Transform {
       );
       return;
     }
+    const whole = this.content.copy().update(this.tail);
     const expected = this.content.digest();
     if (!expected.equals(this.tail)) {
       callback(
@@ -46,7 +55,7 @@ export class SnapshotVerifier extends Transform {
       );
       return;
     }
-    this.result = { size: this.total, sha256: this.whole.digest('hex') };
+    this.result = { size: this.total, sha256: whole.digest('hex') };
     callback();
   }
 
