@@ -52,6 +52,9 @@ const common = {
   target: 'node20',
   format: 'esm',
   sourcemap: 'linked',
+  // Stack traces need the mappings, not the sources: a map without them is 3 MiB instead of 10, and node
+  // (--enable-source-maps, as the functions run) parses it at load: 15 MiB less RSS at start.
+  sourcesContent: false,
   minify: true,
   keepNames: true,
   // The ES module builds first: the AWS SDK's dist-es tree-shakes (its dist-cjs is one file per client,
