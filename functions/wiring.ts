@@ -22,8 +22,10 @@ export function createBackupDeps(
   return {
     inventory,
     openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
-    // 8 MiB parts, two in flight: peak memory stays flat whatever the database size.
-    store: new S3SnapshotStore(s3, backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 8 * 1024 * 1024, queueSize: 2 }),
+    // Parts of 5 MiB (S3's least), three in flight, through a pool of four reused buffers: 20 MiB whatever the
+    // database size, and three requests to S3 at once (its throughput scales with parallel requests). Against
+    // 8 MiB parts two at a time (24 MiB) it was as fast and kept the backup's peak under 150 MiB (bench/).
+    store: new S3SnapshotStore(s3, backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 5 * 1024 * 1024, queueSize: 3 }),
     lock: new S3BackupLock(s3, backup.bucket, backupLockKey(backup.prefix, config.asgName)),
     groupName: config.asgName,
     prefix: backup.prefix,

@@ -1,19 +1,19 @@
 import { Transform, type Readable } from 'node:stream';
 import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand, S3Client, paginateListObjectsV2 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { BackupMetadataSchema, type BackupMetadata } from '../domain/backups.js';
+import { uploadMultipart } from './multipart-upload.js';
 import { DownloadInterruptedError, SnapshotIntegrityError, describeError } from '../errors.js';
 import type { SnapshotStore } from '../ports.js';
 
 export interface S3StoreOptions {
   /** SSE-KMS key (ID or ARN); when absent objects use the bucket's default encryption. */
   readonly kmsKeyId: string | undefined;
-  /** Part size of multipart uploads; peak memory is about partSize × queueSize. */
+  /** Part size of multipart uploads; peak memory is partSize × (queueSize + 1), the part buffers reused. */
   readonly partSize: number;
   readonly queueSize: number;
 }
 
-/** Backups in S3: multipart uploads through @aws-sdk/lib-storage, listings that follow every page. */
+/** Backups in S3: multipart uploads through a fixed pool of part buffers (uploadMultipart), listings that follow every page. */
 export class S3SnapshotStore implements SnapshotStore {
   constructor(
     private readonly s3: S3Client,
@@ -52,21 +52,7 @@ export class S3SnapshotStore implements SnapshotStore {
   }
 
   async upload(key: string, body: Readable): Promise<void> {
-    const upload = new Upload({
-      client: this.s3,
-      params: { Bucket: this.bucket, Key: key, Body: body, ContentType: 'application/octet-stream', ...this.encryption() },
-      partSize: this.options.partSize,
-      queueSize: this.options.queueSize,
-      // On any failure lib-storage aborts the multipart upload: no partial object is ever left.
-      leavePartsOnError: false,
-    });
-    try {
-      await upload.done();
-    } catch (error) {
-      // A stream error can surface before lib-storage started a multipart upload; abort is then a no-op.
-      await upload.abort().catch(() => undefined);
-      throw error;
-    }
+    await uploadMultipart(this.s3, { bucket: this.bucket, key, contentType: 'application/octet-stream', encryption: this.encryption() }, body, this.options);
   }
 
   async writeMetadata(key: string, metadata: BackupMetadata): Promise<void> {
