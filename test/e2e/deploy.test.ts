@@ -140,6 +140,8 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   }
   expect(config.lifecycle?.Environment?.Variables).toMatchObject({ ETCD_AWS_BACKUP_FUNCTION: `etcd-aws-${stage}-backup`, ETCD_AWS_LIFECYCLE_MAX_RECEIVES: '5' });
   expect(config.backup?.Environment?.Variables).toMatchObject({
+    // What bench/main.ts measures the backup with (BACKUP_NODE_OPTIONS).
+    NODE_OPTIONS: '--enable-source-maps --max-semi-space-size=1',
     BACKUP_BUCKET: o.BackupBucketName,
     BACKUP_KMS_KEY_ID: expected.bucketKms ?? '',
     BACKUP_KEEP_LAST: '10',
