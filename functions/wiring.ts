@@ -4,7 +4,7 @@ import { EC2Client } from '@aws-sdk/client-ec2';
 import { S3Client } from '@aws-sdk/client-s3';
 import { S3BackupLock } from '../core/aws/backup-lock.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
-import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
+import { DEFAULT_STORE_OPTIONS, S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import type { BackupSettings, FunctionConfig } from '../core/config.js';
 import { backupLockKey } from '../core/domain/backups.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
@@ -25,7 +25,7 @@ export function createBackupDeps(
     // Parts of 5 MiB (S3's least), three in flight, through a pool of four reused buffers: 20 MiB whatever the
     // database size, and three requests to S3 at once (its throughput scales with parallel requests). Against
     // 8 MiB parts two at a time (24 MiB) it was as fast and kept the backup's peak under 150 MiB (bench/).
-    store: new S3SnapshotStore(s3, backup.bucket, { kmsKeyId: backup.kmsKeyId, partSize: 5 * 1024 * 1024, queueSize: 3 }),
+    store: new S3SnapshotStore(s3, backup.bucket, { ...DEFAULT_STORE_OPTIONS, kmsKeyId: backup.kmsKeyId }),
     lock: new S3BackupLock(s3, backup.bucket, backupLockKey(backup.prefix, config.asgName)),
     groupName: config.asgName,
     prefix: backup.prefix,

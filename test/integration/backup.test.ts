@@ -13,7 +13,7 @@ import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3BackupLock } from '../../core/aws/backup-lock.js';
 import { AwsInstanceInventory } from '../../core/aws/inventory.js';
-import { S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
+import { DEFAULT_STORE_OPTIONS, S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
 import { backupKeys, backupLockKey, pairBackups, snapshotFolder } from '../../core/domain/backups.js';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { SnapshotIntegrityError } from '../../core/errors.js';
@@ -47,7 +47,7 @@ function deps(overrides: Partial<BackupDeps> = {}): BackupDeps {
   return {
     inventory: new AwsInstanceInventory(new AutoScalingClient({}), new EC2Client({})),
     openCluster: (endpoints) => new Etcd3Cluster(endpoints, { dialTimeoutMs: 1000, callTimeoutMs: 3000 }),
-    store: new S3SnapshotStore(s3, bucket, { kmsKeyId: undefined, partSize: 5 * 1024 * 1024, queueSize: 2 }),
+    store: new S3SnapshotStore(s3, bucket, { ...DEFAULT_STORE_OPTIONS, queueSize: 2 }),
     lock: new S3BackupLock(s3, bucket, backupLockKey('', group.groupName)),
     groupName: group.groupName,
     prefix: '',

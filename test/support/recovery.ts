@@ -6,7 +6,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Etcd3 } from 'etcd3';
 import { S3BackupLock } from '../../core/aws/backup-lock.js';
 import { AwsInstanceInventory } from '../../core/aws/inventory.js';
-import { S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
+import { DEFAULT_STORE_OPTIONS, S3SnapshotStore } from '../../core/aws/s3-snapshot-store.js';
 import { backupLockKey } from '../../core/domain/backups.js';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { silentLog } from '../../core/logger.js';
@@ -21,7 +21,7 @@ export const urls = (instances: readonly InstanceIdentity[]) => instances.map((i
 export const names = (instances: readonly InstanceIdentity[]) => instances.map((i) => i.instanceId);
 
 export const snapshotStore = (bucket: string) =>
-  new S3SnapshotStore(new S3Client({ forcePathStyle: true }), bucket, { kmsKeyId: undefined, partSize: 5 * 1024 * 1024, queueSize: 2 });
+  new S3SnapshotStore(new S3Client({ forcePathStyle: true }), bucket, { ...DEFAULT_STORE_OPTIONS, queueSize: 2 });
 
 /** A forced backup of the group's cluster with the backup use case (as the backup function takes it). */
 export async function backupNow(bucket: string, groupName: string): Promise<Extract<BackupSummary, { status: 'uploaded' }>> {
