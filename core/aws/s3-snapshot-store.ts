@@ -1,9 +1,8 @@
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { DeleteObjectsCommand, GetObjectCommand, PutObjectCommand, S3Client, paginateListObjectsV2 } from '@aws-sdk/client-s3';
 import { BackupMetadataSchema, type BackupMetadata } from '../domain/backups.js';
 import { uploadMultipart } from './multipart-upload.js';
-import { downloadRanged } from './ranged-download.js';
-import { SnapshotIntegrityError } from '../errors.js';
+import { DownloadInterruptedError, SnapshotIntegrityError, describeError } from '../errors.js';
 import type { SnapshotStore } from '../ports.js';
 
 export interface S3StoreOptions {
@@ -12,21 +11,16 @@ export interface S3StoreOptions {
   /** Part size of multipart uploads; peak memory is partSize × (queueSize + 1), the part buffers reused. */
   readonly partSize: number;
   readonly queueSize: number;
-  /** Bytes per ranged GET of a download, and how many run at once (memory: their product). */
-  readonly rangeSize: number;
-  readonly downloadConcurrency: number;
 }
 
 /**
- * Uploads: 5 MiB parts (S3's least), three at a time, 20 MiB of pooled buffers. Downloads: 8 MiB ranges (AWS's
- * guidance for byte-range fetches: 8 or 16 MB), four at a time, 32 MiB. Measured in bench/.
+ * Uploads: 5 MiB parts (S3's least), three at a time, 20 MiB of pooled buffers (measured in bench/). Downloads
+ * are one streaming GET: parallel ranged GETs could not be measured against the emulator (bench/README.md).
  */
 export const DEFAULT_STORE_OPTIONS: S3StoreOptions = {
   kmsKeyId: undefined,
   partSize: 5 * 1024 * 1024,
   queueSize: 3,
-  rangeSize: 8 * 1024 * 1024,
-  downloadConcurrency: 4,
 };
 
 /** Backups in S3: multipart uploads through a fixed pool of part buffers (uploadMultipart), listings that follow every page. */
@@ -99,11 +93,35 @@ export class S3SnapshotStore implements SnapshotStore {
   }
 
   /**
-   * The object's bytes, through parallel ranged GETs (downloadRanged). A download that fails or ends before
-   * the object's length fails with a DownloadInterruptedError: it says nothing about the object (unlike bytes
-   * that arrive whole and fail their checks), so a caller may try again rather than give the backup up.
+   * The object's bytes. A download that fails or ends before the object's length fails with a
+   * DownloadInterruptedError: it says nothing about the object (unlike bytes that arrive whole and fail
+   * their checks), so a caller may try again rather than give the backup up.
    */
   async download(key: string): Promise<Readable> {
-    return downloadRanged(this.s3, this.bucket, key, { rangeSize: this.options.rangeSize, concurrency: this.options.downloadConcurrency });
+    const url = `s3://${this.bucket}/${key}`;
+    const out = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    if (!out.Body) throw new DownloadInterruptedError(`${url}: S3 returned no body`);
+    const expected = out.ContentLength;
+    let received = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        callback(null, chunk);
+      },
+      flush(callback) {
+        if (expected !== undefined && received < expected) {
+          callback(new DownloadInterruptedError(`${url}: the download ended after ${received} of ${expected} bytes`));
+          return;
+        }
+        callback();
+      },
+    });
+    const body = out.Body as Readable;
+    body.on('error', (error) => {
+      counted.destroy(new DownloadInterruptedError(`${url}: the download failed after ${received} of ${expected ?? '?'} bytes: ${describeError(error)}`, { cause: error }));
+    });
+    // A consumer that gives up (a failed check, a full disk) closes the connection too.
+    counted.on('close', () => body.destroy());
+    return body.pipe(counted);
   }
 }
