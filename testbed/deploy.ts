@@ -1,11 +1,13 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CloudFormationClient, DescribeStacksCommand, ListStackResourcesCommand, type StackResourceSummary } from '@aws-sdk/client-cloudformation';
+import { tryClaimDir } from './claims.js';
 import { emulatorEnv } from './moto.js';
 import { REPO_ROOT } from './tools.js';
+import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
 
@@ -25,11 +27,31 @@ export interface DeployedStack {
  * against AWS: the only difference is AWS_ENDPOINT_URL and throwaway credentials. Output goes to the error on
  * failure, so a failed deploy says what CloudFormation (the emulator) refused.
  */
+const DIST_LOCK = path.join(REPO_ROOT, '.testbed', 'locks', 'serverless-dist');
+
+/**
+ * Runs `fn` (a `serverless` command) alone among this checkout's test processes: every serverless command
+ * builds the bundles into the repository's dist/ (scripts/serverless-build.cjs) and packages them from there,
+ * so two at once (the deploy and package tests, in parallel workers) delete each other's files.
+ */
+export async function withDistLock<T>(fn: () => Promise<T>): Promise<T> {
+  mkdirSync(path.dirname(DIST_LOCK), { recursive: true });
+  await waitFor(`the lock on dist/ (${DIST_LOCK}) held by another serverless command to be released`, () => tryClaimDir(DIST_LOCK), {
+    timeoutMs: 15 * 60_000,
+    intervalMs: 250,
+  });
+  try {
+    return await fn();
+  } finally {
+    rmSync(DIST_LOCK, { recursive: true, force: true });
+  }
+}
+
 export async function serverless(endpoint: string, verb: 'deploy' | 'remove' | 'package', stage: string, params: StackParams = {}, extra: readonly string[] = []): Promise<string> {
   const home = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-sls-home-'));
   const args = [verb, '--stage', stage, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`), ...extra];
   try {
-    const { stdout, stderr } = await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), args, {
+    const { stdout, stderr } = await withDistLock(() => run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), args, {
       cwd: REPO_ROOT,
       env: {
         PATH: process.env.PATH,
@@ -41,7 +63,7 @@ export async function serverless(endpoint: string, verb: 'deploy' | 'remove' | '
       },
       timeout: 240_000,
       maxBuffer: 16 * 1024 * 1024,
-    });
+    }));
     return stdout + stderr;
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; message: string };

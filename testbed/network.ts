@@ -1,6 +1,7 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { claimOwnerAliveAt, tryClaimDir } from './claims.js';
 
 /**
  * A /16 of the loopback range (127.N.0.0/16) claimed by one test file or sandbox, so that parallel users
@@ -24,45 +25,12 @@ const CLAIMS = path.join(os.tmpdir(), 'etcd-aws-loopback-claims');
 const FIRST = 10;
 const LAST = 250;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function tryClaim(octet: number): boolean {
-  const dir = path.join(CLAIMS, String(octet));
-  try {
-    mkdirSync(dir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    let owner = NaN;
-    try {
-      owner = Number(readFileSync(path.join(dir, 'pid'), 'utf8'));
-    } catch {
-      return false; // being written right now by its new owner
-    }
-    if (Number.isNaN(owner) || alive(owner)) return false;
-    rmSync(dir, { recursive: true, force: true });
-    try {
-      mkdirSync(dir);
-    } catch {
-      return false;
-    }
-  }
-  writeFileSync(path.join(dir, 'pid'), String(process.pid));
-  return true;
-}
-
 export function claimLoopbackNetwork(): LoopbackNetwork {
   mkdirSync(CLAIMS, { recursive: true });
   const start = FIRST + Math.floor(Math.random() * (LAST - FIRST + 1));
   for (let k = 0; k <= LAST - FIRST; k++) {
     const octet = FIRST + ((start - FIRST + k) % (LAST - FIRST + 1));
-    if (!tryClaim(octet)) continue;
+    if (!tryClaimDir(path.join(CLAIMS, String(octet)))) continue;
     return {
       octet,
       vpcCidr: `127.${octet}.0.0/16`,
@@ -76,10 +44,5 @@ export function claimLoopbackNetwork(): LoopbackNetwork {
 
 /** Whether a live process holds the claim on 127.N.0.0/16 (what it set up may not be taken away). */
 export function claimOwnerAlive(octet: number): boolean {
-  try {
-    const owner = Number(readFileSync(path.join(CLAIMS, String(octet), 'pid'), 'utf8'));
-    return !Number.isNaN(owner) && alive(owner);
-  } catch {
-    return false;
-  }
+  return claimOwnerAliveAt(path.join(CLAIMS, String(octet)));
 }

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { COMPACTION_RETENTION_PATTERN, loadConfig, MAX_QUOTA_BYTES } from '../../core/config.js';
 import { etcdBuilds, resolveEtcd } from '../../scripts/etcd-build.mjs';
+import { withDistLock } from '../../testbed/deploy.js';
 import { REPO_ROOT } from '../../testbed/tools.js';
 
 // `serverless package` exactly as an air-gapped CI runs it (no credentials, no profile, no emulator), then
@@ -40,11 +41,13 @@ function statements(roleId: string): Statement[] {
 const actions = (roleId: string) => new Set(statements(roleId).flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action])));
 
 beforeAll(async () => {
-  await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', out], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH, HOME: out, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off', CI: 'true' },
-    timeout: 170_000,
-  });
+  await withDistLock(() =>
+    run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', out], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH, HOME: out, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off', CI: 'true' },
+      timeout: 170_000,
+    }),
+  );
   template = JSON.parse(readFileSync(path.join(out, 'cloudformation-template-update-stack.json'), 'utf8')) as typeof template;
 });
 afterAll(() => rmSync(out, { recursive: true, force: true }));
@@ -79,11 +82,13 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(options).toEqual(expect.arrayContaining(['--stage', '--region', expect.stringMatching(/^--param=clusterSize=\d$/)]));
     const dir = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-package-readme-'));
     try {
-      await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', dir, ...options], {
-        cwd: REPO_ROOT,
-        env: { PATH: process.env.PATH, HOME: dir, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off', CI: 'true' },
-        timeout: 170_000,
-      });
+      await withDistLock(() =>
+        run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), ['package', '--package', dir, ...options], {
+          cwd: REPO_ROOT,
+          env: { PATH: process.env.PATH, HOME: dir, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off', CI: 'true' },
+          timeout: 170_000,
+        }),
+      );
       const file = path.join(dir, 'cloudformation-template-update-stack.json');
       const packaged = JSON.parse(readFileSync(file, 'utf8')) as typeof template;
       expect(packaged.Parameters.ClusterSize?.Default).toBe(/clusterSize=(\d)/.exec(options.join(' '))?.[1]);
