@@ -126,9 +126,9 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   const lambda = clients(LambdaClient);
   const fns = {
     nodeAgent: { Handler: 'dist/functions/agent-artifact/index.handler', MemorySize: 256, Timeout: 10 },
-    lifecycle: { Handler: 'dist/functions/lifecycle/index.handler', MemorySize: 512, Timeout: 90 },
-    backup: { Handler: 'dist/functions/backup/index.handler', MemorySize: 512, Timeout: 900 },
-    reconcile: { Handler: 'dist/functions/reconcile/index.handler', MemorySize: 256, Timeout: 120 },
+    lifecycle: { Handler: 'dist/functions/lifecycle/index.handler', MemorySize: 1024, Timeout: 90 },
+    backup: { Handler: 'dist/functions/backup/index.handler', MemorySize: 1024, Timeout: 900 },
+    reconcile: { Handler: 'dist/functions/reconcile/index.handler', MemorySize: 1024, Timeout: 120 },
   };
   const config: Record<string, Awaited<ReturnType<typeof getConfig>>> = {};
   const getConfig = (name: string) => lambda.send(new GetFunctionConfigurationCommand({ FunctionName: `etcd-aws-${stage}-${name}` }));
