@@ -4,7 +4,8 @@
  * measured time (`ms`, the work only, not node's start), `maxRssKiB` and figures of its own.
  *
  * - `pipeline <endpoint>`: our backup pipeline with a sink that discards: Maintenance.Snapshot through
- *   Etcd3Cluster.snapshot and the SnapshotVerifier, as takeBackup streams it, minus S3.
+ *   Etcd3Cluster.snapshot and the SnapshotVerifier, as takeBackup streams it, minus S3; also how long the
+ *   first byte took (connecting, and etcd starting the snapshot).
  * - `save-then-upload <endpoint> <file> <bucket> <key>`: what a cron script does instead: `etcdctl snapshot
  *   save` to a file, then the SDK's multipart upload of that file (lib-storage, its default part size and
  *   concurrency), timed in two parts.
@@ -41,10 +42,16 @@ async function discardPipeline(endpoint: string): Promise<void> {
     const t = process.hrtime.bigint();
     const snapshot = await etcd.snapshot(endpoint, 600_000);
     const verifier = new SnapshotVerifier();
-    const discard = new Writable({ write: (_chunk, _encoding, callback) => callback() });
+    let firstByteMs = 0;
+    const discard = new Writable({
+      write: (_chunk, _encoding, callback) => {
+        firstByteMs ||= ms(t);
+        callback();
+      },
+    });
     await pipeline(snapshot.stream, verifier, discard);
     const { size } = verifier.verified();
-    report({ ms: ms(t), size });
+    report({ ms: ms(t), size, firstByteMs });
   } finally {
     etcd.close();
   }
