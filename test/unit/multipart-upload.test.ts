@@ -90,7 +90,7 @@ describe('uploadMultipart', () => {
   it('a body that fails (a snapshot failing its check at the end) aborts the upload and rethrows that error; nothing completes', async () => {
     fakeS3();
     const failing = Readable.from(
-      (async function* () {
+      (function* () {
         yield randomBytes(PART + 10);
         throw new Error('snapshot SHA-256 mismatch');
       })(),
