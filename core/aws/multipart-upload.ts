@@ -22,6 +22,8 @@ export interface MultipartOptions {
   readonly partSize: number;
   /** Parts uploading at once. */
   readonly queueSize: number;
+  /** The most parts an upload may have: S3's MAX_PARTS unless said otherwise. */
+  readonly maxParts?: number;
 }
 
 /** S3's smallest part (all but the last) and its most parts per upload. */
@@ -44,6 +46,7 @@ export async function uploadMultipart(s3: S3Client, target: MultipartTarget, bod
     throw new Error(`multipart upload needs parts of at least ${MIN_PART_SIZE} bytes and a queue of 1 or more (got ${options.partSize}, ${options.queueSize})`);
   }
   const { bucket: Bucket, key: Key } = target;
+  const maxParts = options.maxParts ?? MAX_PARTS;
   const created = await s3.send(
     new CreateMultipartUploadCommand({ Bucket, Key, ContentType: target.contentType, ChecksumAlgorithm: ChecksumAlgorithm.CRC32, ...target.encryption }),
   );
@@ -71,13 +74,16 @@ export async function uploadMultipart(s3: S3Client, target: MultipartTarget, bod
   };
 
   const send = async (buffer: Buffer, length: number, PartNumber: number): Promise<void> => {
+    if (PartNumber > maxParts) throw new Error(`s3://${Bucket}/${Key} would need more than ${maxParts} parts of ${options.partSize} bytes: raise the part size`);
     while (inFlight.size >= options.queueSize) await Promise.race(inFlight);
     if (failure) throw failure.error;
     const part = s3
       .send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber, Body: buffer.subarray(0, length), ChecksumAlgorithm: ChecksumAlgorithm.CRC32 }))
       .then(
         (out) => {
-          parts.push({ PartNumber, ETag: out.ETag, ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) });
+          // S3 always names a part by its ETag; without it the upload could not be completed with that part.
+          if (!out.ETag) failure ??= { error: new Error(`S3 answered part ${PartNumber} of s3://${Bucket}/${Key} without an ETag: the upload cannot be completed`) };
+          else parts.push({ PartNumber, ETag: out.ETag, ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) });
         },
         (error: unknown) => {
           failure ??= { error };
@@ -103,7 +109,6 @@ export async function uploadMultipart(s3: S3Client, target: MultipartTarget, bod
         filled += n;
         offset += n;
         if (filled === options.partSize) {
-          if (partNumber >= MAX_PARTS) throw new Error(`s3://${Bucket}/${Key} would need more than ${MAX_PARTS} parts of ${options.partSize} bytes: raise the part size`);
           await send(current, filled, partNumber);
           partNumber += 1;
           current = await freeBuffer();

@@ -31,7 +31,7 @@ function body(bytes: number, chunk: number): { data: Buffer; stream: Readable } 
  * records the part's bytes when the request is sent and again when it answers, so a buffer reused while its
  * part is still in flight shows.
  */
-function fakeS3(options: { failPart?: number } = {}) {
+function fakeS3(options: { failPart?: number; noETag?: number } = {}) {
   const parts = new Map<number, { sent: string; answered: string; checksum: unknown }>();
   let concurrent = 0;
   let maxConcurrent = 0;
@@ -45,7 +45,7 @@ function fakeS3(options: { failPart?: number } = {}) {
     concurrent -= 1;
     if (input.PartNumber === options.failPart) throw new Error(`part ${input.PartNumber} refused`);
     parts.set(input.PartNumber ?? 0, { sent, answered: createHash('sha256').update(bodyBytes).digest('hex'), checksum: input.ChecksumAlgorithm });
-    return { ETag: `"etag-${input.PartNumber}"`, ChecksumCRC32: `crc-${input.PartNumber}` };
+    return { ETag: input.PartNumber === options.noETag ? undefined : `"etag-${input.PartNumber}"`, ChecksumCRC32: `crc-${input.PartNumber}` };
   });
   s3mock.on(CompleteMultipartUploadCommand).resolves({});
   s3mock.on(AbortMultipartUploadCommand).resolves({});
@@ -104,6 +104,28 @@ describe('uploadMultipart', () => {
     fakeS3({ failPart: 2 });
     const { stream } = body(5 * PART, 64 * 1024);
     await expect(uploadMultipart(s3(), target, stream, { partSize: PART, queueSize: 2 })).rejects.toThrow('part 2 refused');
+    expect(s3mock.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+    expect(s3mock.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
+  });
+
+  it('a part S3 answers without an ETag aborts the upload: it could not be completed with that part', async () => {
+    fakeS3({ noETag: 3 });
+    const { stream } = body(4 * PART, 64 * 1024);
+    await expect(uploadMultipart(s3(), target, stream, { partSize: PART, queueSize: 2 })).rejects.toThrow(/answered part 3 of s3:\/\/b\/k\.db without an ETag/);
+    expect(s3mock.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
+    expect(s3mock.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
+  });
+
+  it('takes exactly maxParts full parts and refuses the byte after them, before sending it', async () => {
+    fakeS3();
+    const limit = { partSize: PART, queueSize: 2, maxParts: 3 };
+    await expect(uploadMultipart(s3(), target, body(3 * PART, 64 * 1024).stream, limit)).resolves.toBeUndefined();
+    expect(s3mock.commandCalls(UploadPartCommand)).toHaveLength(3);
+
+    s3mock.reset();
+    fakeS3();
+    await expect(uploadMultipart(s3(), target, body(3 * PART + 1, 64 * 1024).stream, limit)).rejects.toThrow(/more than 3 parts of 5242880 bytes: raise the part size/);
+    expect(s3mock.commandCalls(UploadPartCommand)).toHaveLength(3);
     expect(s3mock.commandCalls(CompleteMultipartUploadCommand)).toHaveLength(0);
     expect(s3mock.commandCalls(AbortMultipartUploadCommand)).toHaveLength(1);
   });
