@@ -275,8 +275,11 @@ async function backupUnderLock(deps: BackupDeps, force: boolean, timeFor?: { rea
         throw error;
       }),
     ]);
-    const failure = results.find((r) => r.status === 'rejected');
-    if (failure) throw failure.reason;
+    // The upload's error first: it always carries the cause (the verifier's verdict reaches it through the
+    // body, and S3's refusal is its own), while a pipeline the upload stopped reading fails only as "aborted".
+    const [streamed, uploaded] = results;
+    if (uploaded.status === 'rejected') throw uploaded.reason;
+    if (streamed.status === 'rejected') throw streamed.reason;
     const { size, sha256 } = verifier.verified();
     const after = await etcd.status(leader.endpoint);
     // What etcd can restore this data is decided by the cluster version; without it, restores go by etcdVersion.
