@@ -1,4 +1,17 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+
+/** How long a claim may lack a readable PID (its owner between mkdir and writing it) before it counts as dead. */
+const PIDLESS_GRACE_MS = 10_000;
+
+/** The claim's owner: a PID, or undefined when its file is missing, empty or garbled. */
+function ownerOf(dir: string): number | undefined {
+  try {
+    const owner = Number(readFileSync(`${dir}/pid`, 'utf8').trim());
+    return Number.isInteger(owner) && owner > 0 ? owner : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Whether a process with this PID exists (one of another user counts). */
 export function alive(pid: number): boolean {
@@ -19,13 +32,19 @@ export function tryClaimDir(dir: string): boolean {
     mkdirSync(dir);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    let owner = NaN;
-    try {
-      owner = Number(readFileSync(`${dir}/pid`, 'utf8'));
-    } catch {
-      return false; // being written right now by its new owner
+    const owner = ownerOf(dir);
+    if (owner === undefined) {
+      // Being written right now by its new owner, or left without a PID by one that died doing so.
+      let age = 0;
+      try {
+        age = Date.now() - statSync(dir).mtimeMs;
+      } catch {
+        return false;
+      }
+      if (age < PIDLESS_GRACE_MS) return false;
+    } else if (alive(owner)) {
+      return false;
     }
-    if (Number.isNaN(owner) || alive(owner)) return false;
     rmSync(dir, { recursive: true, force: true });
     try {
       mkdirSync(dir);
@@ -39,10 +58,11 @@ export function tryClaimDir(dir: string): boolean {
 
 /** Whether a live process holds the claim on `dir`. */
 export function claimOwnerAliveAt(dir: string): boolean {
-  try {
-    const owner = Number(readFileSync(`${dir}/pid`, 'utf8'));
-    return !Number.isNaN(owner) && alive(owner);
-  } catch {
-    return false;
-  }
+  const owner = ownerOf(dir);
+  return owner !== undefined && alive(owner);
+}
+
+/** Gives the claim up, if it is still this process's (a claim taken over meanwhile is left to its owner). */
+export function releaseClaimDir(dir: string): void {
+  if (ownerOf(dir) === process.pid) rmSync(dir, { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CloudFormationClient, DescribeStacksCommand, ListStackResourcesCommand, type StackResourceSummary } from '@aws-sdk/client-cloudformation';
-import { tryClaimDir } from './claims.js';
+import { releaseClaimDir, tryClaimDir } from './claims.js';
 import { emulatorEnv } from './moto.js';
 import { REPO_ROOT } from './tools.js';
 import { waitFor } from './wait.js';
@@ -43,7 +43,7 @@ export async function withDistLock<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } finally {
-    rmSync(DIST_LOCK, { recursive: true, force: true });
+    releaseClaimDir(DIST_LOCK);
   }
 }
 

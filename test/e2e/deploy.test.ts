@@ -40,7 +40,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeStack, serverless, type DeployedStack } from '../../testbed/deploy.js';
+import { describeStack, serverless, withDistLock, type DeployedStack } from '../../testbed/deploy.js';
 import { startMoto, type Emulator } from '../../testbed/moto.js';
 import { ProcessGroup } from '../../testbed/processes.js';
 import { REPO_ROOT } from '../../testbed/tools.js';
@@ -112,7 +112,10 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   expect(volumes.get('/dev/xvda')).toMatchObject({ VolumeType: 'gp3', Encrypted: true });
   expect(volumes.get('/dev/sdf')).toMatchObject({ VolumeType: 'gp3', Encrypted: true, VolumeSize: 50 });
   const userData = Buffer.from(version?.UserData ?? '', 'base64').toString('utf8');
-  const agentSha256 = createHash('sha256').update(readFileSync(path.join(REPO_ROOT, 'dist', 'node-agent', 'node-agent.mjs'))).digest('hex');
+  // dist/ as serverless built it (read under its lock: a package run in another worker rebuilds it).
+  const agentSha256 = await withDistLock(() =>
+    Promise.resolve(createHash('sha256').update(readFileSync(path.join(REPO_ROOT, 'dist', 'node-agent', 'node-agent.mjs'))).digest('hex')),
+  );
   expect(userData).toMatch(/^#cloud-config/);
   expect(userData).toContain(agentSha256);
   expect(userData).toContain(`ETCD_ASG_NAME=${groupName}`);
