@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -31,8 +31,9 @@ const DIST_LOCK = path.join(REPO_ROOT, '.testbed', 'locks', 'serverless-dist');
 
 /**
  * Runs `fn` (a `serverless` command) alone among this checkout's test processes: every serverless command
- * builds the bundles into the repository's dist/ (scripts/serverless-build.cjs) and packages them from there,
- * so two at once (the deploy and package tests, in parallel workers) delete each other's files.
+ * builds the bundles into the repository's dist/ (scripts/serverless-build.cjs), packages them from there and
+ * rewrites .serverless/, so two at once (the deploy and package tests, in parallel workers) delete each
+ * other's files.
  */
 export async function withDistLock<T>(fn: () => Promise<T>): Promise<T> {
   mkdirSync(path.dirname(DIST_LOCK), { recursive: true });
@@ -47,11 +48,20 @@ export async function withDistLock<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+let lastTemplate: string | undefined;
+
+/** The CloudFormation template of the last `serverless deploy` this process ran (as JSON text). */
+export function lastDeployedTemplate(): string {
+  if (lastTemplate === undefined) throw new Error('no serverless deploy has run in this process');
+  return lastTemplate;
+}
+
 export async function serverless(endpoint: string, verb: 'deploy' | 'remove' | 'package', stage: string, params: StackParams = {}, extra: readonly string[] = []): Promise<string> {
   const home = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-sls-home-'));
   const args = [verb, '--stage', stage, ...Object.entries(params).map(([k, v]) => `--param=${k}=${v}`), ...extra];
   try {
-    const { stdout, stderr } = await withDistLock(() => run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), args, {
+    const { stdout, stderr } = await withDistLock(async () => {
+      const out = await run(path.join(REPO_ROOT, 'node_modules', '.bin', 'serverless'), args, {
       cwd: REPO_ROOT,
       env: {
         PATH: process.env.PATH,
@@ -63,7 +73,11 @@ export async function serverless(endpoint: string, verb: 'deploy' | 'remove' | '
       },
       timeout: 240_000,
       maxBuffer: 16 * 1024 * 1024,
-    }));
+      });
+      // The template it deployed, read before another serverless command may rewrite .serverless/.
+      if (verb === 'deploy') lastTemplate = readFileSync(path.join(REPO_ROOT, '.serverless', 'cloudformation-template-update-stack.json'), 'utf8');
+      return out;
+    });
     return stdout + stderr;
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string; message: string };

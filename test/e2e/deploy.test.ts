@@ -40,7 +40,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeStack, serverless, withDistLock, type DeployedStack } from '../../testbed/deploy.js';
+import { describeStack, lastDeployedTemplate, serverless, withDistLock, type DeployedStack } from '../../testbed/deploy.js';
 import { startMoto, type Emulator } from '../../testbed/moto.js';
 import { ProcessGroup } from '../../testbed/processes.js';
 import { REPO_ROOT } from '../../testbed/tools.js';
@@ -65,8 +65,7 @@ afterAll(async () => {
 });
 
 type Template = { Resources: Record<string, { Type: string }> };
-const template = (): Template =>
-  JSON.parse(readFileSync(path.join(REPO_ROOT, '.serverless', 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
+const template = (): Template => JSON.parse(lastDeployedTemplate()) as Template;
 const physical = (stack: DeployedStack, logicalId: string): string => {
   const id = stack.resources[logicalId]?.PhysicalResourceId;
   if (!id) throw new Error(`${stack.name} has no resource ${logicalId} (resources: ${Object.keys(stack.resources).join(', ')})`);
