@@ -22,9 +22,6 @@ export function createBackupDeps(
   return {
     inventory,
     openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
-    // Parts of 5 MiB (S3's least), three in flight, through a pool of four reused buffers: 20 MiB whatever the
-    // database size, and three requests to S3 at once (its throughput scales with parallel requests). Against
-    // 8 MiB parts two at a time (24 MiB) it was as fast and kept the backup's peak under 150 MiB (bench/).
     store: new S3SnapshotStore(s3, backup.bucket, { ...DEFAULT_STORE_OPTIONS, kmsKeyId: backup.kmsKeyId }),
     lock: new S3BackupLock(s3, backup.bucket, backupLockKey(backup.prefix, config.asgName)),
     groupName: config.asgName,

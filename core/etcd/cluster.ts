@@ -36,7 +36,7 @@ function servedElsewhere(error: unknown): boolean {
 }
 
 /** The HTTP/2 flow-control window of a snapshot stream (see snapshot()): 1 MiB, where bench/ saw the gain end. */
-export const SNAPSHOT_WINDOW_BYTES = 1024 * 1024;
+const SNAPSHOT_WINDOW_BYTES = 1024 * 1024;
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
 export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots {
