@@ -262,6 +262,12 @@ def network_is_deleted_with_its_stack() -> None:
     nat_gateways.NatGateway.delete = lambda self, account_id, region_name: ec2_backends[account_id][region_name].delete_nat_gateway(self.id)  # type: ignore[attr-defined]
     vpcs.VPCEndPoint.delete = lambda self, account_id, region_name: ec2_backends[account_id][region_name].delete_vpc_endpoints([self.id])  # type: ignore[attr-defined]
 
+# moto finds resource types through CloudFormationModel.__subclasses__(), which holds classes weakly: a class
+# made inside a function and kept nowhere else is collected by the next cyclic GC, and its type is silently
+# "not supported" again. Every registered class is kept here.
+_REGISTERED: list[type] = []
+
+
 def _resource_type(cfn_type: str, name_property: str, create: Callable[[str, dict[str, Any], str, str], str], delete: Callable[[str, str, str], None] | None = None) -> None:
     """Registers a CloudFormation resource type moto does not know, created through its service backend."""
     from moto.core.common_models import CloudFormationModel
@@ -299,6 +305,7 @@ def _resource_type(cfn_type: str, name_property: str, create: Callable[[str, dic
                 delete(resource_name, account_id, region_name)
 
     Resource.__name__ = Resource.__qualname__ = "Patched" + cfn_type.replace("::", "")
+    _REGISTERED.append(Resource)
 
 
 def bucket_policy_applies() -> None:
