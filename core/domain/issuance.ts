@@ -1,0 +1,187 @@
+import type { CertificateProfile, CsrRequest } from '../pki/x509.js';
+import { isActive } from './instances.js';
+
+/**
+ * Who may get which certificate from the issuer (docs/ARCHITECTURE.md, "Certificates"). Pure: the issuer
+ * function gathers the facts (the caller as STS vouches for it, the instance as Auto Scaling and EC2 describe
+ * it, the CSR as read), this decides, and every refusal names what was wrong and what to do.
+ */
+
+/**
+ * What a node asks for:
+ * - `peer`: its peer listener's certificate, also the client certificate it dials peers with (peer CA);
+ * - `server`: its client listener's certificate (client CA); etcd also dials its own gRPC gateway with it;
+ * - `client`: the agent's client certificate for its own membership calls (client CA).
+ */
+export type CertificateKind = 'peer' | 'server' | 'client';
+export const CERTIFICATE_KINDS: readonly CertificateKind[] = ['peer', 'server', 'client'];
+
+/**
+ * Subject CNs the issuer writes; it never copies the CSR's. With client-certificate authentication etcd takes
+ * the CN as the user name, so these are identities: `etcd-node` is a name no etcd user has (the certificate
+ * etcd presents to its own gateway must grant nothing), `etcd-aws-agent` is the agent's user.
+ */
+export const COMMON_NAMES: Readonly<Record<CertificateKind, string>> = {
+  peer: 'etcd-peer',
+  server: 'etcd-node',
+  client: 'etcd-aws-agent',
+};
+
+/** The caller as STS identified it from the request it signed, and what that signature covered. */
+export interface CallerFacts {
+  /** The ARN GetCallerIdentity returned: `arn:aws:sts::123456789012:assumed-role/NodeRole/i-0123456789abcdef0`. */
+  readonly arn: string;
+  /** The CSR digest (hex SHA-256 of the PEM) in a header the caller signed; undefined when no signed header carried it. */
+  readonly signedCsrSha256: string | undefined;
+  /** The issuer the caller meant (a signed header); undefined when no signed header carried it. */
+  readonly signedAudience: string | undefined;
+}
+
+/** The instance named by the caller's session, as Auto Scaling and EC2 describe it now; undefined when unknown. */
+export interface CallerInstance {
+  readonly instanceId: string;
+  /** The Auto Scaling group it belongs to, undefined when none. */
+  readonly groupName: string | undefined;
+  readonly lifecycleState: string;
+  readonly privateIp: string | undefined;
+  readonly privateDnsName: string | undefined;
+}
+
+export interface IssuancePolicy {
+  readonly accountId: string;
+  /** The instances' role name (exactly; EC2 names each instance's session after its instance ID). */
+  readonly nodeRoleName: string;
+  readonly groupName: string;
+  /** This issuer's name, which the caller signs into its request so it cannot be replayed to another service. */
+  readonly audience: string;
+  /** More DNS names a `server` certificate may carry: the load balancer's. */
+  readonly serverDnsNames: readonly string[];
+  readonly lifetimeMs: number;
+  /** How far before now a certificate's validity starts, for clocks that lag. */
+  readonly backdateMs: number;
+}
+
+export interface IssuanceRequest {
+  readonly kind: CertificateKind;
+  readonly csr: CsrRequest;
+  /** Hex SHA-256 of the CSR PEM the issuer received. */
+  readonly csrSha256: string;
+}
+
+export type RefusalCode =
+  | 'caller-not-node-role'
+  | 'caller-not-instance'
+  | 'request-not-bound'
+  | 'instance-unknown'
+  | 'instance-not-in-group'
+  | 'instance-not-active'
+  | 'csr-key-type'
+  | 'csr-signature'
+  | 'csr-foreign-name'
+  | 'csr-missing-ip';
+
+export type IssuanceDecision =
+  | {
+      readonly kind: 'issue';
+      readonly ca: 'peer' | 'client';
+      readonly profile: CertificateProfile;
+      readonly notBefore: number;
+      readonly notAfter: number;
+      readonly instanceId: string;
+      readonly reason: string;
+    }
+  | { readonly kind: 'refuse'; readonly code: RefusalCode; readonly reason: string };
+
+const ASSUMED_ROLE = /^arn:aws[a-z-]*:sts::(\d{12}):assumed-role\/([\w+=,.@-]+)\/([\w+=,.@-]+)$/;
+const INSTANCE_ID = /^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
+
+/** The instance ID an instance-profile session names, when `arn` is one of this policy's node role; else a refusal. */
+export function callerInstanceId(arn: string, policy: Pick<IssuancePolicy, 'accountId' | 'nodeRoleName'>): { instanceId: string } | { code: RefusalCode; reason: string } {
+  const match = ASSUMED_ROLE.exec(arn);
+  if (!match || match[1] !== policy.accountId || match[2] !== policy.nodeRoleName) {
+    return {
+      code: 'caller-not-node-role',
+      reason: `the caller is ${arn}, not a session of this stack's node role ${policy.nodeRoleName} in account ${policy.accountId}; only the cluster's instances get node certificates, with their instance profile's credentials`,
+    };
+  }
+  const session = match[3] as string;
+  if (!INSTANCE_ID.test(session)) {
+    return {
+      code: 'caller-not-instance',
+      reason: `the caller's session is "${session}", not an instance ID: EC2 names an instance profile's session after the instance; sign the request with the instance's own credentials (from IMDS)`,
+    };
+  }
+  return { instanceId: session };
+}
+
+/** Decides one certificate request. Pure. */
+export function decideIssuance(
+  request: IssuanceRequest,
+  caller: CallerFacts,
+  instance: CallerInstance | undefined,
+  policy: IssuancePolicy,
+  now: number,
+): IssuanceDecision {
+  const refuse = (code: RefusalCode, reason: string): IssuanceDecision => ({ kind: 'refuse', code, reason });
+  const who = callerInstanceId(caller.arn, policy);
+  if ('code' in who) return refuse(who.code, who.reason);
+  const { instanceId } = who;
+
+  if (caller.signedCsrSha256 !== request.csrSha256 || caller.signedAudience !== policy.audience) {
+    return refuse(
+      'request-not-bound',
+      caller.signedCsrSha256 === undefined || caller.signedAudience === undefined
+        ? 'the signed identity request does not sign the CSR digest and the issuer name; make it with signIdentityRequest'
+        : caller.signedAudience !== policy.audience
+          ? `the signed identity request was made for issuer "${caller.signedAudience}", not this one ("${policy.audience}")`
+          : 'the signed identity request was made for another CSR (its digest differs): sign the CSR you send',
+    );
+  }
+
+  if (!instance) return refuse('instance-unknown', `instance ${instanceId} is not known to Auto Scaling or EC2 in this region`);
+  if (instance.groupName !== policy.groupName) {
+    return refuse('instance-not-in-group', `instance ${instanceId} is ${instance.groupName ? `in group ${instance.groupName}` : 'in no Auto Scaling group'}, not in ${policy.groupName}`);
+  }
+  if (!isActive({ ...instance, healthStatus: '', availabilityZone: '' })) {
+    return refuse(
+      'instance-not-active',
+      `instance ${instanceId} is ${instance.lifecycleState}; certificates go only to instances that are Pending or InService in ${policy.groupName}`,
+    );
+  }
+
+  const { csr } = request;
+  if (csr.keyType !== 'P-256') return refuse('csr-key-type', `the CSR's key is ${csr.keyType}; generate an ECDSA P-256 key`);
+  if (!csr.signatureValid) return refuse('csr-signature', "the CSR's signature does not verify with its own key: it was altered or made wrong");
+
+  const ownIps = instance.privateIp ? [instance.privateIp] : [];
+  const ownDns = [...(instance.privateDnsName ? [instance.privateDnsName] : []), ...(request.kind === 'server' ? policy.serverDnsNames : [])];
+  if (request.kind === 'client' && csr.ips.length + csr.dnsNames.length > 0) {
+    return refuse('csr-foreign-name', `a client certificate carries no addresses, but the CSR asks for ${[...csr.ips, ...csr.dnsNames].join(', ')}; send a CSR without subject alternative names`);
+  }
+  const foreign = [...csr.ips.filter((ip) => !ownIps.includes(ip)), ...csr.dnsNames.filter((d) => !ownDns.map((o) => o.toLowerCase()).includes(d.toLowerCase()))];
+  if (foreign.length > 0) {
+    return refuse(
+      'csr-foreign-name',
+      `the CSR asks for ${foreign.join(', ')}, which ${foreign.length === 1 ? 'is' : 'are'} not instance ${instanceId}'s; it may ask only for ${[...ownIps, ...ownDns].join(', ') || 'nothing'}`,
+    );
+  }
+  if (request.kind !== 'client' && (instance.privateIp === undefined || !csr.ips.includes(instance.privateIp))) {
+    return refuse('csr-missing-ip', `a ${request.kind} certificate must carry the instance's private IP ${instance.privateIp ?? '(none known yet)'}: peers and clients dial it by IP`);
+  }
+
+  return {
+    kind: 'issue',
+    ca: request.kind === 'peer' ? 'peer' : 'client',
+    profile: {
+      commonName: COMMON_NAMES[request.kind],
+      ips: csr.ips,
+      dnsNames: csr.dnsNames,
+      serverAuth: request.kind !== 'client',
+      clientAuth: true,
+    },
+    notBefore: now - policy.backdateMs,
+    notAfter: now + policy.lifetimeMs,
+    instanceId,
+    reason: `instance ${instanceId} is ${instance.lifecycleState} in ${policy.groupName} and asks only for its own names`,
+  };
+}
