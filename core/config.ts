@@ -46,6 +46,12 @@ const SETTINGS = {
   ETCD_AWS_DEFRAG_MIN_FREE_BYTES: 'and at least this many bytes of it are free',
   ETCD_AWS_DEFRAG_TIMEOUT_MS: "the deadline of one member's defragmentation",
   ETCD_AWS_NOSPACE_RECOVER_BELOW: 'after a NOSPACE alarm and a compaction, the share of the quota (0 to 1) the data in use must be under for reconcile to defragment and disarm',
+  ETCD_AWS_CA_SECRET: "the Secrets Manager secret (ARN or name) holding the cluster's certificate authorities; only the issuer reads it",
+  ETCD_AWS_NODE_ROLE: "the etcd instances' IAM role name: only its instance sessions get node certificates",
+  ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
+  ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
+  AWS_LAMBDA_FUNCTION_NAME: "the issuer's own function name (Lambda sets it): callers sign it into their requests",
+  AWS_REGION: 'the region (Lambda sets it)',
   ETCD_AWS_CUT_OFF_GRACE_MS:
     'how long a member the quorum side cannot reach may say it has no quorum (or stay silent) before reconcile marks its instance unhealthy',
 } as const;
@@ -115,7 +121,22 @@ const functionSettings = {
   ETCD_AWS_NOSPACE_RECOVER_BELOW: z.coerce.number().gt(0).max(1).default(0.8),
 };
 
+const dnsList = z
+  .string()
+  .transform((s) => s.split(',').map((e) => e.trim().toLowerCase()).filter((e) => e !== ''))
+  .pipe(z.array(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be DNS names, e.g. etcd-nlb-123.elb.us-east-1.amazonaws.com')));
+
 const schemas = {
+  issuer: z.object({
+    ETCD_ASG_NAME: name,
+    ETCD_AWS_CA_SECRET: name,
+    ETCD_AWS_NODE_ROLE: z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be an IAM role name (not an ARN)'),
+    ETCD_AWS_SERVER_DNS_NAMES: dnsList.default([]),
+    // A week: a stolen certificate is worth a week at most, and an agent renewing at a third left has days to retry.
+    ETCD_AWS_CERT_LIFETIME_HOURS: z.coerce.number().int().min(1).max(24 * 365).default(168),
+    AWS_LAMBDA_FUNCTION_NAME: name,
+    AWS_REGION: name,
+  }),
   function: z.object(functionSettings),
   backup: z.object({ ...functionSettings, BACKUP_BUCKET: name }),
   agent: z.object({
@@ -237,6 +258,17 @@ export interface AgentConfig extends CommonConfig {
   readonly space: EtcdSpace;
 }
 
+export interface IssuerConfig {
+  readonly asgName: string;
+  readonly caSecret: string;
+  readonly nodeRoleName: string;
+  readonly serverDnsNames: readonly string[];
+  readonly certLifetimeMs: number;
+  /** The issuer's function name: the audience callers sign into their requests. */
+  readonly functionName: string;
+  readonly region: string;
+}
+
 function explain(issue: z.core.$ZodIssue, env: Record<string, string | undefined>): string {
   const key = String(issue.path[0] ?? '');
   const what = key in SETTINGS ? SETTINGS[key as Setting] : 'a setting';
@@ -254,7 +286,7 @@ function parse<R extends Role>(role: R, env: Record<string, string | undefined>)
   return result.data as z.infer<(typeof schemas)[R]>;
 }
 
-function commonOf(c: z.infer<(typeof schemas)[Role]>): CommonConfig {
+function commonOf(c: z.infer<(typeof schemas)[Exclude<Role, 'issuer'>]>): CommonConfig {
   return {
     endpoints: c.ETCD_ENDPOINTS,
     clientPort: c.ETCD_CLIENT_PORT,
@@ -272,7 +304,20 @@ function commonOf(c: z.infer<(typeof schemas)[Role]>): CommonConfig {
 export function loadConfig(env: Record<string, string | undefined>, role: 'function'): FunctionConfig;
 export function loadConfig(env: Record<string, string | undefined>, role: 'backup'): BackupConfig;
 export function loadConfig(env: Record<string, string | undefined>, role: 'agent'): AgentConfig;
-export function loadConfig(env: Record<string, string | undefined>, role: Role): FunctionConfig | BackupConfig | AgentConfig {
+export function loadConfig(env: Record<string, string | undefined>, role: 'issuer'): IssuerConfig;
+export function loadConfig(env: Record<string, string | undefined>, role: Role): FunctionConfig | BackupConfig | AgentConfig | IssuerConfig {
+  if (role === 'issuer') {
+    const c = parse('issuer', env);
+    return Object.freeze({
+      asgName: c.ETCD_ASG_NAME,
+      caSecret: c.ETCD_AWS_CA_SECRET,
+      nodeRoleName: c.ETCD_AWS_NODE_ROLE,
+      serverDnsNames: Object.freeze(c.ETCD_AWS_SERVER_DNS_NAMES),
+      certLifetimeMs: c.ETCD_AWS_CERT_LIFETIME_HOURS * 3_600_000,
+      functionName: c.AWS_LAMBDA_FUNCTION_NAME,
+      region: c.AWS_REGION,
+    });
+  }
   if (role === 'function' || role === 'backup') {
     const c = parse(role, env);
     const backup: BackupSettings | undefined =

@@ -15,7 +15,7 @@ const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const protobuf = require('protobufjs');
 
-export const FUNCTIONS = ['agent-artifact', 'backup', 'lifecycle', 'reconcile'];
+export const FUNCTIONS = ['agent-artifact', 'backup', 'issuer', 'lifecycle', 'reconcile'];
 
 const LOAD_SYNC = '(0, proto_loader_1.loadSync)(`${__dirname}/../proto/rpc.proto`, {';
 

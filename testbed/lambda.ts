@@ -34,7 +34,8 @@ export async function invokeBundle<T>(bundle: string, event: unknown, env: NodeJ
     let out;
     try {
       const m = await import(${JSON.stringify(pathToFileURL(bundle).href)});
-      const context = { functionName: 'test', awsRequestId: 'req-1', getRemainingTimeInMillis: () => 60000 };
+      const functionName = process.env.AWS_LAMBDA_FUNCTION_NAME ?? 'test';
+      const context = { functionName, invokedFunctionArn: 'arn:aws:lambda:' + (process.env.AWS_REGION ?? 'us-east-1') + ':123456789012:function:' + functionName, awsRequestId: 'req-1', getRemainingTimeInMillis: () => 60000 };
       const result = await m.handler(JSON.parse(process.env.TEST_EVENT), context);
       out = '\\nRESULT ' + JSON.stringify(result ?? null) + '\\n';
     } catch (error) {

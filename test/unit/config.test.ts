@@ -30,6 +30,30 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_NOSPACE_RECOVER_BELOW: '0' }, 'function')).toThrow(/ETCD_AWS_NOSPACE_RECOVER_BELOW/);
   });
 
+  it('reads the issuer config: a week of certificate lifetime, the load balancer names lower-cased', () => {
+    const env = { ETCD_ASG_NAME: 'g', ETCD_AWS_CA_SECRET: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:ca', ETCD_AWS_NODE_ROLE: 'etcd-NodeRole-1', AWS_LAMBDA_FUNCTION_NAME: 'etcd-issuer', AWS_REGION: 'us-east-1' };
+    expect(loadConfig(env, 'issuer')).toEqual({
+      asgName: 'g',
+      caSecret: env.ETCD_AWS_CA_SECRET,
+      nodeRoleName: 'etcd-NodeRole-1',
+      serverDnsNames: [],
+      certLifetimeMs: 168 * 3_600_000,
+      functionName: 'etcd-issuer',
+      region: 'us-east-1',
+    });
+    expect(loadConfig({ ...env, ETCD_AWS_SERVER_DNS_NAMES: 'ETCD-nlb.elb.amazonaws.com, ' }, 'issuer').serverDnsNames).toEqual(['etcd-nlb.elb.amazonaws.com']);
+  });
+
+  it.each([
+    [{ ETCD_AWS_NODE_ROLE: 'arn:aws:iam::123456789012:role/etcd-NodeRole-1' }, 'ETCD_AWS_NODE_ROLE="arn:aws:iam::123456789012:role/etcd-NodeRole-1" is invalid'],
+    [{ ETCD_AWS_CERT_LIFETIME_HOURS: '0' }, 'ETCD_AWS_CERT_LIFETIME_HOURS="0" is invalid'],
+    [{ ETCD_AWS_SERVER_DNS_NAMES: 'https://etcd.example.com' }, 'must be DNS names'],
+    [{ ETCD_AWS_CA_SECRET: '' }, 'ETCD_AWS_CA_SECRET is required'],
+  ])('refuses the issuer %j, saying what is wrong', (bad, message) => {
+    const env = { ETCD_ASG_NAME: 'g', ETCD_AWS_CA_SECRET: 'ca', ETCD_AWS_NODE_ROLE: 'r', AWS_LAMBDA_FUNCTION_NAME: 'f', AWS_REGION: 'us-east-1', ...bad };
+    expect(() => loadConfig(env, 'issuer')).toThrow(message);
+  });
+
   it('splits and validates explicit endpoints', () => {
     const config = loadConfig({ ETCD_ASG_NAME: 'g', ETCD_ENDPOINTS: 'http://10.0.1.5:2379, http://10.0.2.5:2379,' }, 'function');
     expect(config.endpoints).toEqual(['http://10.0.1.5:2379', 'http://10.0.2.5:2379']);
