@@ -396,6 +396,38 @@ def event_invoke_configs_apply() -> None:
     _resource_type("AWS::Lambda::EventInvokeConfig", "Id", create)
 
 
+def secrets_are_created() -> None:
+    """Gap: moto has no AWS::SecretsManager::Secret nor ::ResourcePolicy; the CA secret and its policy are
+    dropped. Create the secret (its Ref is its ARN, as in AWS) and put its policy."""
+    from moto.secretsmanager import models
+
+    def create_secret(name: str, p: dict[str, Any], account_id: str, region_name: str) -> str:
+        backend = models.secretsmanager_backends[account_id][region_name]
+        created = backend.create_secret(
+            name=p.get("Name") or name,
+            secret_string=p.get("SecretString"),
+            secret_binary=None,
+            description=p.get("Description"),
+            tags=p.get("Tags"),
+            kms_key_id=p.get("KmsKeyId"),
+            client_request_token=None,
+            replica_regions=[],
+            force_overwrite=False,
+        )
+        return str(json.loads(created)["ARN"])
+
+    def delete_secret(name: str, account_id: str, region_name: str) -> None:
+        backend = models.secretsmanager_backends[account_id][region_name]
+        backend.delete_secret(name, recovery_window_in_days=None, force_delete_without_recovery=True)
+
+    def create_policy(name: str, p: dict[str, Any], account_id: str, region_name: str) -> str:
+        models.secretsmanager_backends[account_id][region_name].put_resource_policy(p["SecretId"], json.dumps(p["ResourcePolicy"]))
+        return str(p["SecretId"])
+
+    _resource_type("AWS::SecretsManager::Secret", "Name", create_secret, delete_secret)
+    _resource_type("AWS::SecretsManager::ResourcePolicy", "Id", create_policy)
+
+
 def apply() -> None:
     validate_template_reports_errors_only()
     parameters_resolve_as_strings()
@@ -412,3 +444,4 @@ def apply() -> None:
     topic_policy_applies()
     alarms_are_created()
     event_invoke_configs_apply()
+    secrets_are_created()

@@ -38,6 +38,7 @@ import {
   HeadBucketCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { DescribeSecretCommand, GetResourcePolicyCommand, GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeStack, lastDeployedTemplate, serverless, withDistLock, type DeployedStack } from '../../testbed/deploy.js';
@@ -85,7 +86,7 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   expect(o.LifecycleQueueUrl).toMatch(/^https:\/\/sqs\..*\/etcd-aws-/);
   expect(o.LifecycleQueueName).toBe(o.LifecycleQueueUrl?.split('/').pop());
   expect(o.AlarmTopicArn).toMatch(/^arn:aws:sns:us-east-1:\d{12}:/);
-  for (const fn of ['NodeAgent', 'Lifecycle', 'Backup', 'Reconcile']) {
+  for (const fn of ['NodeAgent', 'Lifecycle', 'Backup', 'Reconcile', 'Issuer']) {
     expect(o[`${fn}LambdaFunctionQualifiedArn`]).toMatch(/^arn:aws:lambda:us-east-1:\d{12}:function:etcd-aws-.+:\d+$/);
   }
   for (const [key, value] of Object.entries(o)) expect(value, `output ${key}`).not.toMatch(/^$|\[object|Fn::|Ref/);
@@ -131,6 +132,7 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
     lifecycle: { Handler: 'dist/functions/lifecycle/index.handler', MemorySize: 1024, Timeout: 90 },
     backup: { Handler: 'dist/functions/backup/index.handler', MemorySize: 1024, Timeout: 900 },
     reconcile: { Handler: 'dist/functions/reconcile/index.handler', MemorySize: 1024, Timeout: 120 },
+    issuer: { Handler: 'dist/functions/issuer/index.handler', MemorySize: 1024, Timeout: 30 },
   };
   const config: Record<string, Awaited<ReturnType<typeof getConfig>>> = {};
   const getConfig = (name: string) => lambda.send(new GetFunctionConfigurationCommand({ FunctionName: `etcd-aws-${stage}-${name}` }));
@@ -151,6 +153,19 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
     BACKUP_KEEP_DAILY_DAYS: '7',
   });
   expect(config.reconcile?.Environment?.Variables).toMatchObject({ BACKUP_BUCKET: o.BackupBucketName, ETCD_QUOTA_BACKEND_BYTES: String(expected.quotaBytes) });
+  // The issuer: the CA secret (holding "no CAs yet", encrypted with the stack's own key, readable by the issuer
+  // only), the node role whose instances it serves, and the load balancer's name for client-port certificates.
+  const issuerRoleArn = config.issuer?.Role ?? '';
+  expect(issuerRoleArn).toMatch(new RegExp(`^arn:aws:iam::\\d{12}:role/${physical(stack, 'IssuerRole')}$`));
+  const issuerEnv = config.issuer?.Environment?.Variables ?? {};
+  expect(issuerEnv).toMatchObject({ ETCD_AWS_CA_SECRET: o.CaSecretArn, ETCD_AWS_NODE_ROLE: physical(stack, 'NodeRole'), ETCD_AWS_CERT_LIFETIME_HOURS: '168' });
+  const secrets = clients(SecretsManagerClient);
+  const secret = await secrets.send(new DescribeSecretCommand({ SecretId: o.CaSecretArn }));
+  expect(secret.KmsKeyId).toBe(physical(stack, 'CaKey'));
+  expect((await secrets.send(new GetSecretValueCommand({ SecretId: o.CaSecretArn }))).SecretString).toBe('{}');
+  const secretPolicy = JSON.parse((await secrets.send(new GetResourcePolicyCommand({ SecretId: o.CaSecretArn }))).ResourcePolicy ?? '{}') as { Statement: unknown[] };
+  expect(secretPolicy.Statement).toEqual([expect.objectContaining({ Effect: 'Deny', Condition: { ArnNotEquals: { 'aws:PrincipalArn': issuerRoleArn } } })]);
+
   // No reserved concurrency: new accounts cannot reserve any (their quota is 10, the unreserved minimum).
   expect((await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: `etcd-aws-${stage}-backup` }))).ReservedConcurrentExecutions).toBeUndefined();
   const asyncFailures = (await clients(SQSClient).send(new GetQueueAttributesCommand({ QueueUrl: o.AsyncFailureQueueUrl, AttributeNames: ['QueueArn'] }))).Attributes?.QueueArn;

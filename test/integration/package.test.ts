@@ -28,8 +28,12 @@ const resource = (id: string): Resource => {
   return r;
 };
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown };
+/** A role's statements: its inline policies and every AWS::IAM::Policy attached to it. */
 function statements(roleId: string): Statement[] {
-  const policies = (resource(roleId).Properties.Policies ?? []) as Array<{ PolicyDocument: { Statement: unknown[] } }>;
+  const attached = byType('AWS::IAM::Policy')
+    .filter(([, p]) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: roleId }]))
+    .map(([, p]) => p.Properties as { PolicyDocument: { Statement: unknown[] } });
+  const policies = [...((resource(roleId).Properties.Policies ?? []) as Array<{ PolicyDocument: { Statement: unknown[] } }>), ...attached];
   return policies.flatMap((p) =>
     p.PolicyDocument.Statement.flatMap((s) => {
       // A conditional statement (KMS): take the statement branch of the Fn::If.
@@ -101,7 +105,7 @@ describe('serverless package (offline) and the stack it describes', () => {
   });
 
   it('packages each function with its own bundle only, on nodejs22.x', async () => {
-    for (const [name, id] of [['lifecycle', 'LifecycleLambdaFunction'], ['backup', 'BackupLambdaFunction'], ['reconcile', 'ReconcileLambdaFunction']] as const) {
+    for (const [name, id] of [['lifecycle', 'LifecycleLambdaFunction'], ['backup', 'BackupLambdaFunction'], ['reconcile', 'ReconcileLambdaFunction'], ['issuer', 'IssuerLambdaFunction']] as const) {
       expect(resource(id).Properties).toMatchObject({ Runtime: 'nodejs22.x', Handler: `dist/functions/${name}/index.handler` });
       const { stdout } = await run(path.join(REPO_ROOT, '.venv', 'bin', 'python'), ['-m', 'zipfile', '-l', path.join(out, `${name}.zip`)]);
       expect(stdout).toContain(`dist/functions/${name}/index.mjs`);
@@ -140,10 +144,18 @@ describe('serverless package (offline) and the stack it describes', () => {
         's3:GetObject',
         's3:PutObject',
         'lambda:GetFunction',
+        'lambda:InvokeFunction',
         'kms:GenerateDataKey',
         'kms:Decrypt',
       ]),
     );
+    expect(actions('IssuerRole')).toEqual(
+      new Set(['autoscaling:DescribeAutoScalingInstances', 'ec2:DescribeInstances', 'secretsmanager:GetSecretValue', 'secretsmanager:PutSecretValue', 'kms:Decrypt', 'kms:GenerateDataKey']),
+    );
+    // Every IAM::Policy is attached to exactly one role, so the filter above sees them all.
+    for (const [, p] of byType('AWS::IAM::Policy')) expect((p.Properties.Roles as unknown[]).length).toBe(1);
+    // The nodes may invoke the issuer only.
+    expect(statements('NodeRole').find((st) => st.Action === 'lambda:InvokeFunction')?.Resource).toEqual({ 'Fn::GetAtt': ['IssuerLambdaFunction', 'Arn'] });
     // Lifecycle actions and health only on the group; the stack's signal only on this stack.
     for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole']) {
       for (const s of statements(id).filter((x) => JSON.stringify(x.Action).includes('autoscaling:') && !JSON.stringify(x.Action).includes('Describe'))) {
@@ -152,13 +164,49 @@ describe('serverless package (offline) and the stack it describes', () => {
     }
     expect(JSON.stringify(statements('NodeRole').find((s) => s.Action === 'cloudformation:SignalResource')?.Resource)).toContain('stack/${AWS::StackName}/*');
     // Only Describe* (which has no resource-level permissions) may use "*" as resource.
-    for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole']) {
+    for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole', 'IssuerRole']) {
       for (const s of statements(id).filter((x) => x.Resource === '*')) {
         for (const a of Array.isArray(s.Action) ? s.Action : [s.Action]) expect(a).toMatch(/:Describe/);
       }
     }
     const lifecycleHook = statements('LifecycleRole').find((s) => JSON.stringify(s.Action).includes('CompleteLifecycleAction'));
     expect(JSON.stringify(lifecycleHook?.Resource)).toContain('autoScalingGroupName/etcd-aws-dev');
+  });
+
+  it('lets only the issuer read the CA secret: its role alone is granted it, the key decrypts for no one else, the secret denies everyone else', () => {
+    // Does an IAM action pattern ("kms:Get*", "secretsmanager:*", "*") cover this action?
+    const covers = (pattern: string, action: string) => new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`, 'i').test(action);
+    const grants = (st: Statement, action: string) => st.Effect === 'Allow' && (Array.isArray(st.Action) ? st.Action : [st.Action]).some((a) => covers(a, action));
+    for (const [roleId] of byType('AWS::IAM::Role')) {
+      const reading = statements(roleId).filter((st) => grants(st, 'secretsmanager:GetSecretValue'));
+      if (roleId === 'IssuerRole') expect(reading.map((st) => st.Resource)).toEqual([{ Ref: 'CaSecret' }]);
+      else expect(reading).toEqual([]);
+      const decrypting = statements(roleId).filter((st) => grants(st, 'kms:Decrypt') && JSON.stringify(st.Resource).includes('CaKey'));
+      if (roleId !== 'IssuerRole') expect(decrypting).toEqual([]);
+    }
+    // Only the issuer's function runs as the issuer's role, and only once its access to the CAs exists.
+    const asIssuer = Object.entries(template.Resources).filter(([, r]) => JSON.stringify((r.Properties as Record<string, unknown> | undefined)?.Role ?? '').includes('IssuerRole'));
+    expect(asIssuer.map(([id]) => id)).toEqual(['IssuerLambdaFunction']);
+    expect((resource('IssuerLambdaFunction') as Resource & { DependsOn?: string[] }).DependsOn).toEqual(expect.arrayContaining(['IssuerCaAccess']));
+
+    expect(resource('CaSecret').Properties).toMatchObject({ KmsKeyId: { Ref: 'CaKey' }, SecretString: '{}' });
+    const keyStatements = (resource('CaKey').Properties.KeyPolicy as { Statement: Array<Statement & { Principal: unknown; Condition?: unknown }> }).Statement;
+    for (const use of ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:Encrypt', 'kms:ReEncryptFrom', 'kms:CreateGrant']) {
+      const allowed = keyStatements.filter((st) => grants(st, use));
+      expect(allowed.map((st) => st.Principal)).toEqual(use === 'kms:Decrypt' || use === 'kms:GenerateDataKey' ? [{ AWS: { 'Fn::GetAtt': ['IssuerRole', 'Arn'] } }] : []);
+    }
+    expect(keyStatements.find((st) => grants(st, 'kms:Decrypt'))?.Condition).toEqual({ StringEquals: { 'kms:ViaService': { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaws.com' } } });
+
+    const policy = resource('CaSecretPolicy').Properties as { SecretId: unknown; BlockPublicPolicy: boolean; ResourcePolicy: { Statement: Array<Statement & { Principal: unknown; Condition: unknown }> } };
+    expect(policy).toMatchObject({ SecretId: { Ref: 'CaSecret' }, BlockPublicPolicy: true });
+    expect(policy.ResourcePolicy.Statement).toEqual([
+      expect.objectContaining({
+        Effect: 'Deny',
+        Principal: '*',
+        Action: expect.arrayContaining(['secretsmanager:GetSecretValue', 'secretsmanager:PutSecretValue']) as unknown,
+        Condition: { ArnNotEquals: { 'aws:PrincipalArn': { 'Fn::GetAtt': ['IssuerRole', 'Arn'] } } },
+      }),
+    ]);
   });
 
   it('keeps the backup bucket private, encrypted, versioned, TLS-only, tidy and retained', () => {
