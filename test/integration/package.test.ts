@@ -184,6 +184,12 @@ describe('serverless package (offline) and the stack it describes', () => {
       const decrypting = statements(roleId).filter((st) => grants(st, 'kms:Decrypt') && JSON.stringify(st.Resource).includes('CaKey'));
       if (roleId !== 'IssuerRole') expect(decrypting).toEqual([]);
     }
+    // Only EC2 may assume the node role: so no one can mint a session of it named after an instance, which is
+    // what the issuer takes as proof of an instance's identity.
+    expect(resource('NodeRole').Properties.AssumeRolePolicyDocument).toEqual({
+      Version: '2012-10-17',
+      Statement: [{ Effect: 'Allow', Principal: { Service: 'ec2.amazonaws.com' }, Action: 'sts:AssumeRole' }],
+    });
     // Only the issuer's function runs as the issuer's role, and only once its access to the CAs exists.
     const asIssuer = Object.entries(template.Resources).filter(([, r]) => JSON.stringify((r.Properties as Record<string, unknown> | undefined)?.Role ?? '').includes('IssuerRole'));
     expect(asIssuer.map(([id]) => id)).toEqual(['IssuerLambdaFunction']);
