@@ -50,6 +50,8 @@ const SETTINGS = {
   ETCD_AWS_NODE_ROLE: "the etcd instances' IAM role name: only its instance sessions get node certificates",
   ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
   ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
+  ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent asks for this node's certificates",
+  ETCD_AWS_CERT_DIR: "the directory of this node's keys and certificates (generations, and a `current` link)",
   AWS_LAMBDA_FUNCTION_NAME: "the issuer's own function name (Lambda sets it): callers sign it into their requests",
   AWS_REGION: 'the region (Lambda sets it)',
   ETCD_AWS_CUT_OFF_GRACE_MS:
@@ -159,6 +161,8 @@ const schemas = {
     ETCD_AWS_STACK_NAME: name.optional(),
     ETCD_AWS_STACK_RESOURCE: name.default('NodeGroup'),
     ETCD_AWS_CRASH_LOOP_RUNS: z.coerce.number().int().min(2).max(100).default(5),
+    ETCD_AWS_ISSUER_FUNCTION: name.optional(),
+    ETCD_AWS_CERT_DIR: name.default('/var/lib/etcd-aws/pki'),
     ETCD_QUOTA_BACKEND_BYTES: quotaBytes,
     // etcd's auto-compaction is off unless asked for; every node gets it, with one hour of history by
     // default (etcd's maintenance guide's example): see the README's "Compaction and space".
@@ -254,6 +258,8 @@ export interface AgentConfig extends CommonConfig {
   readonly stack: { readonly name: string; readonly resource: string } | undefined;
   /** Failed etcd starts in a row after which the agent marks its instance unhealthy. */
   readonly crashLoopRuns: number;
+  /** The certificate issuer function and where this node keeps its keys and certificates. */
+  readonly pki: { readonly issuerFunction: string | undefined; readonly dir: string };
   /** etcd's space quota and auto-compaction, as etcd's own settings (`--quota-backend-bytes`, `--auto-compaction-*`). */
   readonly space: EtcdSpace;
 }
@@ -370,6 +376,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     launch: Object.freeze({ hookName: c.ETCD_AWS_LAUNCH_HOOK, timeoutMs: c.ETCD_AWS_LAUNCH_TIMEOUT_MS, heartbeatMs: c.ETCD_AWS_LAUNCH_HEARTBEAT_MS }),
     stack: c.ETCD_AWS_STACK_NAME === undefined ? undefined : Object.freeze({ name: c.ETCD_AWS_STACK_NAME, resource: c.ETCD_AWS_STACK_RESOURCE }),
     crashLoopRuns: c.ETCD_AWS_CRASH_LOOP_RUNS,
+    pki: Object.freeze({ issuerFunction: c.ETCD_AWS_ISSUER_FUNCTION, dir: c.ETCD_AWS_CERT_DIR }),
     space: Object.freeze({
       quotaBytes: c.ETCD_QUOTA_BACKEND_BYTES,
       compaction: Object.freeze({ mode: c.ETCD_AUTO_COMPACTION_MODE, retention: c.ETCD_AUTO_COMPACTION_RETENTION }),

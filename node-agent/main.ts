@@ -14,7 +14,11 @@ import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { CloudFormationClient } from '@aws-sdk/client-cloudformation';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { S3Client } from '@aws-sdk/client-s3';
+import { LambdaClient } from '@aws-sdk/client-lambda';
+import { stsEndpoint } from '../core/aws/caller-identity.js';
 import { ImdsIdentitySource } from '../core/aws/identity.js';
+import { requestCertificate, type IssuerClientDeps } from '../core/aws/issuer-client.js';
+import type { CertificateKind } from '../core/domain/issuance.js';
 import { AwsInstanceLifecycle, CloudFormationStackSignals, NO_STACK_SIGNALS } from '../core/aws/instance-lifecycle.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
@@ -52,6 +56,7 @@ import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
 import { findEtcdBinary, superviseEtcd, type SupervisedEtcd } from './etcd-process.js';
 import { respondToFailure } from './failures.js';
 import { RunHistory } from './run-history.js';
+import { ensureCertificates } from './certificates.js';
 import { stderrJsonLog } from './log.js';
 
 const USAGE = `usage: node-agent <command> [options]
@@ -61,6 +66,9 @@ commands:
   plan       print what run would do and the etcd settings it would use; starts and changes nothing
   discover   print this instance's identity, its group, the group's instances and the live cluster (JSON)
   backups    list the group's valid backups, newest first (JSON)
+  certificates  obtain this node's peer, server and client certificates from the issuer
+             (ETCD_AWS_ISSUER_FUNCTION) into ETCD_AWS_CERT_DIR, or renew them when a third of their
+             lifetime is left; prints the files (JSON)
   restore    restore one backup into an empty ETCD_DATA_DIR for a deliberate full-cluster restore:
                --key <snapshot key>   that backup
                --at <ISO time>        the newest backup taken at or before that time
@@ -468,6 +476,24 @@ async function restore(config: AgentConfig, log: Log, options: { key?: string; a
   return 0;
 }
 
+async function certificates(config: AgentConfig, log: Log): Promise<number> {
+  const functionName = config.pki.issuerFunction;
+  if (!functionName) throw new ConfigError('ETCD_AWS_ISSUER_FUNCTION is required for certificates (the certificate issuer function; the stack sets it)');
+  const imds = new ImdsIdentitySource();
+  const identity = await imds.identity();
+  const issuer: IssuerClientDeps = {
+    lambda: new LambdaClient({ region: identity.region }),
+    functionName,
+    region: identity.region,
+    stsEndpoint: stsEndpoint(identity.region),
+    credentials: () => imds.instanceProfileCredentials(),
+  };
+  const names = (kind: CertificateKind) => ({ ips: kind === 'client' ? [] : [identity.privateIp], dnsNames: [] });
+  const { files, renewed } = await ensureCertificates(config.pki.dir, (kind) => requestCertificate(issuer, kind, names(kind)), { now: () => Date.now(), log });
+  process.stdout.write(`${JSON.stringify({ renewed, ...files })}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
@@ -484,6 +510,7 @@ async function main(argv: string[]): Promise<number> {
     plan,
     discover,
     backups: (config) => listBackups(config),
+    certificates,
     restore: (config, log) => restore(config, log, { key: values.key, at: values.at }),
   };
   const handler = commands[command];

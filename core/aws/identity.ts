@@ -1,5 +1,6 @@
 import { MetadataService } from '@aws-sdk/ec2-metadata-service';
 import { DiscoveryError, describeError } from '../errors.js';
+import type { SigningCredentials } from './caller-identity.js';
 import type { IdentitySource, InstanceIdentity } from '../ports.js';
 
 export interface ImdsOptions {
@@ -55,5 +56,27 @@ export class ImdsIdentitySource implements IdentitySource {
       privateIp: field('privateIp'),
       availabilityZone: field('availabilityZone'),
     };
+  }
+
+  /**
+   * The instance profile's current credentials, read from IMDSv2 directly: what proves to the certificate
+   * issuer which instance this is (its session is named after the instance), whatever else the SDK's
+   * default credential chain would pick up (environment variables, a profile).
+   */
+  async instanceProfileCredentials(): Promise<SigningCredentials> {
+    try {
+      const role = (await this.imds.request('/latest/meta-data/iam/security-credentials/', {})).split('\n')[0]?.trim();
+      if (!role) throw new Error('no instance profile role is attached');
+      const parsed = JSON.parse(await this.imds.request(`/latest/meta-data/iam/security-credentials/${role}`, {})) as Record<string, unknown>;
+      if (parsed.Code !== 'Success' || typeof parsed.AccessKeyId !== 'string' || typeof parsed.SecretAccessKey !== 'string') {
+        throw new Error(`IMDS answered ${String(parsed.Code)} for role ${role}`);
+      }
+      return { accessKeyId: parsed.AccessKeyId, secretAccessKey: parsed.SecretAccessKey, sessionToken: typeof parsed.Token === 'string' ? parsed.Token : undefined };
+    } catch (error) {
+      throw new DiscoveryError(
+        `cannot read the instance profile's credentials from IMDSv2 (${describeError(error)}); the instance needs the stack's instance profile`,
+        { cause: error, retryable: true },
+      );
+    }
   }
 }

@@ -185,3 +185,26 @@ export function decideIssuance(
     reason: `instance ${instanceId} is ${instance.lifecycleState} in ${policy.groupName} and asks only for its own names`,
   };
 }
+
+/** The validity of an installed certificate, epoch ms. */
+export interface Validity {
+  readonly notBefore: number;
+  readonly notAfter: number;
+}
+
+/**
+ * Whether a node's certificates need renewing now: one is missing, or a third or less of a certificate's
+ * lifetime is left (two days of a week: time for the issuer to be retried through an outage), or it is not
+ * valid yet by this clock. Pure.
+ */
+export function renewalDue(installed: readonly (Validity | undefined)[], now: number): { due: boolean; reason: string } {
+  if (installed.length === 0 || installed.some((v) => v === undefined)) return { due: true, reason: 'a certificate is missing or unreadable' };
+  for (const v of installed as Validity[]) {
+    if (now < v.notBefore) return { due: true, reason: `a certificate is valid only from ${new Date(v.notBefore).toISOString()}` };
+    const left = v.notAfter - now;
+    if (left <= (v.notAfter - v.notBefore) / 3) {
+      return { due: true, reason: left <= 0 ? `a certificate expired at ${new Date(v.notAfter).toISOString()}` : `a third or less of a certificate's lifetime is left (until ${new Date(v.notAfter).toISOString()})` };
+    }
+  }
+  return { due: false, reason: 'every certificate has more than a third of its lifetime left' };
+}

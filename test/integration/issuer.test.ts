@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { AutoScalingClient, DetachInstancesCommand, EnterStandbyCommand } from '@aws-sdk/client-auto-scaling';
@@ -12,7 +12,10 @@ import { createCertificateAuthority, createKeyAndCsr, describeCertificate, issue
 import type { IssueRequest, IssueResult } from '../../core/use-cases/issue-certificate.js';
 import { build } from '../../scripts/build.mjs';
 import { createSimulatedGroup, type SimulatedGroup } from '../../testbed/aws-world.js';
+import { startImds, TESTBED_NODE_ROLE } from '../../testbed/imds.js';
 import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
+import { startLambdaService } from '../../testbed/lambda-service.js';
+import { emulatorEnv } from '../../testbed/moto.js';
 import { etcdBin, etcdctlBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
@@ -23,11 +26,12 @@ import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 // The certificates it issues then run a real etcd with client and peer TLS and client-certificate auth.
 const run = promisify(execFile);
 const REGION = 'us-east-1';
-const NODE_ROLE = 'etcd-aws-issuer-test-NodeRole';
+const NODE_ROLE = TESTBED_NODE_ROLE;
 const AUDIENCE = 'etcd-aws-test-issuer';
 
 let bed: Bed;
 let bundle: string;
+let agentBundle: string;
 let group: SimulatedGroup;
 let secretArn: string;
 
@@ -63,20 +67,15 @@ async function request(
   return { event: { kind, csr: csrPem, identity }, keyPem };
 }
 
-const issue = async (event: unknown, secret = secretArn): Promise<IssueResult> =>
-  (
-    await invokeBundle<IssueResult>(
-      bundle,
-      event,
-      handlerEnv({
-        ETCD_ASG_NAME: group.groupName,
-        ETCD_AWS_CA_SECRET: secret,
-        ETCD_AWS_NODE_ROLE: NODE_ROLE,
-        ETCD_AWS_SERVER_DNS_NAMES: 'etcd-nlb.elb.us-east-1.amazonaws.com',
-        AWS_LAMBDA_FUNCTION_NAME: AUDIENCE,
-      }),
-    )
-  ).result;
+const issuerEnv = (secret = secretArn) =>
+  handlerEnv({
+    ETCD_ASG_NAME: group.groupName,
+    ETCD_AWS_CA_SECRET: secret,
+    ETCD_AWS_NODE_ROLE: NODE_ROLE,
+    ETCD_AWS_SERVER_DNS_NAMES: 'etcd-nlb.elb.us-east-1.amazonaws.com',
+    AWS_LAMBDA_FUNCTION_NAME: AUDIENCE,
+  });
+const issue = async (event: unknown, secret = secretArn): Promise<IssueResult> => (await invokeBundle<IssueResult>(bundle, event, issuerEnv(secret))).result;
 
 function issued(result: IssueResult): Extract<IssueResult, { status: 'issued' }> {
   if (result.status !== 'issued') throw new Error(`refused: ${result.code}: ${result.reason}`);
@@ -85,7 +84,9 @@ function issued(result: IssueResult): Extract<IssueResult, { status: 'issued' }>
 
 beforeAll(async () => {
   bed = openBed('issuer');
-  bundle = (await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true })).functions.issuer ?? '';
+  const built = await build({ outDir: path.join(bed.workDir, 'dist'), quiet: true });
+  bundle = built.functions.issuer ?? '';
+  agentBundle = built.agent;
   group = await createSimulatedGroup({ network: bed.network, groupName: uniqueName('etcd'), size: 4 });
   secretArn = await newSecret();
 });
@@ -168,6 +169,57 @@ describe('issuer (built bundle) with signed STS identity', () => {
     const standby = await issue((await request('peer', { ips: [parked.privateIp] }, await credentialsOf(NODE_ROLE, parked.instanceId))).event);
     expect(standby).toMatchObject({ status: 'refused', code: 'instance-not-active' });
     expect(standby.status === 'refused' ? standby.reason : '').toContain('Standby');
+  });
+
+  it('gives a node its certificates through the agent (IMDS credentials, lambda:Invoke), keeps them on a rerun, and says why when refused', async () => {
+    const service = await startLambdaService({ [AUDIENCE]: { bundle, env: () => issuerEnv() } });
+    const agent = async (instance: SimulatedGroup['instances'][number], dir: string) => {
+      const imds = await startImds(instance);
+      try {
+        return await run(process.execPath, [agentBundle, 'certificates'], {
+          env: {
+            PATH: process.env.PATH,
+            ...emulatorEnv(process.env.AWS_ENDPOINT_URL as string),
+            AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+            AWS_ENDPOINT_URL_LAMBDA: service.endpoint,
+            BACKUP_BUCKET: 'unused-here',
+            ETCD_AWS_ISSUER_FUNCTION: AUDIENCE,
+            ETCD_AWS_CERT_DIR: dir,
+          },
+          timeout: 60_000,
+        }).then(
+          (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+          (error: unknown) => {
+            const e = error as { code?: number; stdout?: string; stderr?: string };
+            return { code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+          },
+        );
+      } finally {
+        await imds.close();
+      }
+    };
+    try {
+      const node = group.instances[1]!;
+      const dir = path.join(bed.workDir, 'agent-pki');
+      const first = await agent(node, dir);
+      expect(first, first.stderr).toMatchObject({ code: 0 });
+      const files = JSON.parse(first.stdout) as { renewed: boolean; peerCaFile: string; clientCaFile: string; cert: Record<string, { certFile: string; keyFile: string }> };
+      expect(files.renewed).toBe(true);
+      const peer = describeCertificate(readFileSync(files.cert.peer!.certFile, 'utf8'), readFileSync(files.peerCaFile, 'utf8'));
+      expect(peer).toMatchObject({ commonName: 'etcd-peer', ips: [node.privateIp], signedByCa: true });
+      const client = describeCertificate(readFileSync(files.cert.client!.certFile, 'utf8'), readFileSync(files.clientCaFile, 'utf8'));
+      expect(client).toMatchObject({ commonName: 'etcd-aws-agent', ips: [], signedByCa: true });
+      const again = await agent(node, dir);
+      expect(again, again.stderr).toMatchObject({ code: 0 });
+      expect((JSON.parse(again.stdout) as { renewed: boolean }).renewed).toBe(false);
+
+      // The instance detached from the group in the test above gets nothing, and is told why.
+      const refused = await agent(group.instances[2]!, path.join(bed.workDir, 'refused-pki'));
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/certificate issuer refused: instance-not-in-group: instance i-\w+ is in no Auto Scaling group/);
+    } finally {
+      await service.close();
+    }
   });
 
   it("runs etcd with its certificates: peer and client TLS, client-certificate auth and RBAC; plaintext, certificate-less, foreign and peer-CA clients are refused", async () => {
