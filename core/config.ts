@@ -11,6 +11,7 @@ const SETTINGS = {
   ETCD_ENDPOINTS: 'comma-separated etcd client URLs, e.g. http://10.0.1.5:2379,http://10.0.2.5:2379',
   ETCD_CLIENT_PORT: 'the port etcd serves clients on',
   ETCD_PEER_PORT: 'the port etcd members talk to each other on',
+  ETCD_METRICS_PORT: 'the port etcd serves /health and /metrics on in plain HTTP (the load balancer checks it)',
   ETCD_DATA_DIR: "etcd's data directory on the node",
   ETCD_AWS_BIN_DIR: 'the directory holding the etcd, etcdctl (and etcdutl) binaries',
   ETCD_AWS_DIAL_TIMEOUT_MS: 'how long to wait for an etcd member to accept a connection',
@@ -91,6 +92,7 @@ const common = {
   ETCD_ENDPOINTS: endpointList.optional(),
   ETCD_CLIENT_PORT: port.default(2379),
   ETCD_PEER_PORT: port.default(2380),
+  ETCD_METRICS_PORT: port.default(2381),
   ETCD_AWS_DIAL_TIMEOUT_MS: millis.default(2000),
   ETCD_AWS_CALL_TIMEOUT_MS: millis.default(5000),
 };
@@ -200,6 +202,7 @@ interface CommonConfig {
   readonly endpoints: readonly string[] | undefined;
   readonly clientPort: number;
   readonly peerPort: number;
+  readonly metricsPort: number;
   readonly dialTimeoutMs: number;
   readonly callTimeoutMs: number;
 }
@@ -297,6 +300,7 @@ function commonOf(c: z.infer<(typeof schemas)[Exclude<Role, 'issuer'>]>): Common
     endpoints: c.ETCD_ENDPOINTS,
     clientPort: c.ETCD_CLIENT_PORT,
     peerPort: c.ETCD_PEER_PORT,
+    metricsPort: c.ETCD_METRICS_PORT,
     dialTimeoutMs: c.ETCD_AWS_DIAL_TIMEOUT_MS,
     callTimeoutMs: c.ETCD_AWS_CALL_TIMEOUT_MS,
   };

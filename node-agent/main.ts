@@ -170,7 +170,7 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
   const observation = await observe(ctx.self, ctx.groupName, bootstrapDeps(ctx, log, etcdVersion));
   const launch = previewLaunch(ctx.self, ctx.groupName, observation, config.peerPort);
   const env = launch
-    ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, launch, space: config.space, inherited: process.env })
+    ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, metricsPort: config.metricsPort, launch, space: config.space, inherited: process.env })
     : undefined;
   process.stdout.write(
     `${JSON.stringify({ instanceId: ctx.self.instanceId, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion), decision: observation.plan, local: observation.local, probe: observation.probe.kind, etcdEnvironment: env }, null, 2)}\n`,
@@ -307,6 +307,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     dataDir: config.dataDir,
     clientPort: config.clientPort,
     peerPort: config.peerPort,
+    metricsPort: config.metricsPort,
     launch: outcome.launch,
     space: config.space,
     inherited: process.env,

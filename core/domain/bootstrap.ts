@@ -188,6 +188,8 @@ export function etcdEnvironment(options: {
   dataDir: string;
   clientPort: number;
   peerPort: number;
+  /** Where etcd serves /health and /metrics in plain HTTP, apart from the client port (the load balancer's check). */
+  metricsPort: number;
   launch: EtcdLaunch;
   space: EtcdSpace;
   inherited: Record<string, string | undefined>;
@@ -206,6 +208,8 @@ export function etcdEnvironment(options: {
     ETCD_ADVERTISE_CLIENT_URLS: client,
     ETCD_LISTEN_PEER_URLS: peer,
     ETCD_INITIAL_ADVERTISE_PEER_URLS: peer,
+    // Health and metrics without a client certificate, once the client port requires one (#18).
+    ETCD_LISTEN_METRICS_URLS: `http://${self.privateIp}:${options.metricsPort}`,
     ETCD_INITIAL_CLUSTER: launch.initialCluster.join(','),
     ETCD_INITIAL_CLUSTER_STATE: launch.state,
     ETCD_INITIAL_CLUSTER_TOKEN: launch.token,

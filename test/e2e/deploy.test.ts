@@ -215,7 +215,7 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   const listeners = (await elb.send(new DescribeListenersCommand({ LoadBalancerArn: lb?.LoadBalancerArn }))).Listeners ?? [];
   expect(listeners.map((l) => [l.Protocol, l.Port])).toEqual([['TCP', 2379]]);
   const targets = (await elb.send(new DescribeTargetGroupsCommand({ TargetGroupArns: group?.TargetGroupARNs }))).TargetGroups?.[0];
-  expect(targets).toMatchObject({ Protocol: 'TCP', Port: 2379, VpcId: expected.vpcId, HealthCheckPath: '/health' });
+  expect(targets).toMatchObject({ Protocol: 'TCP', Port: 2379, VpcId: expected.vpcId, HealthCheckPort: '2381', HealthCheckPath: '/health' });
 
   // Every alarm of the template exists and notifies the alarm topic.
   const alarmIds = Object.entries(template().Resources).filter(([, r]) => r.Type === 'AWS::CloudWatch::Alarm').map(([id]) => id);

@@ -64,6 +64,18 @@ describe('node agent bootstrap', () => {
     },
   );
 
+  it("serves each member's health on its metrics port in plain HTTP, what the load balancer checks", async () => {
+    const { group } = await formedCluster('metrics');
+    for (const i of group.instances) {
+      const health = await waitFor(`etcd ${i.instanceId} to report healthy on its metrics port`, async () => {
+        const res = await fetch(`http://${i.privateIp}:2381/health`, { signal: AbortSignal.timeout(2000) });
+        const body = (await res.json()) as { health?: string };
+        return body.health === 'true' ? body : undefined;
+      });
+      expect(health).toMatchObject({ health: 'true' });
+    }
+  });
+
   it('reboot with an intact data dir: the member restarts as is, no membership change', async () => {
     const { group, agents, cluster } = await formedCluster('reboot');
     const target = group.instances[0]!;

@@ -253,7 +253,8 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(byType('AWS::AutoScaling::LifecycleHook')).toEqual([]);
     // Strings, as CloudFormation compares them: a `--param="clusterSize=3"` arrives as "3".
     expect(template.Parameters.ClusterSize).toMatchObject({ AllowedValues: ['1', '3', '5', '7'], Default: '3' });
-    expect(resource('ClientTargetGroup').Properties).toMatchObject({ Port: 2379, HealthCheckPath: '/health', HealthCheckProtocol: 'HTTP' });
+    // etcd's metrics port: /health without a client certificate, which the client port will require (#18).
+    expect(resource('ClientTargetGroup').Properties).toMatchObject({ Port: 2379, HealthCheckPort: '2381', HealthCheckPath: '/health', HealthCheckProtocol: 'HTTP' });
     expect(resource('ClientLoadBalancer').Properties).toMatchObject({ Scheme: 'internal', Type: 'network' });
   });
 
@@ -359,7 +360,7 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(String(data.ImageId)).toContain('/aws/service/ami-amazon-linux-latest/al2023-ami');
   });
 
-  it('opens 2379 only to the functions, the load balancer and the nodes, 2380 only between nodes, and no SSH', () => {
+  it('opens 2379 only to the functions, the load balancer and the nodes, 2380 only between nodes, 2381 only to the load balancer, and no SSH', () => {
     const rules = byType('AWS::EC2::SecurityGroupIngress').map(([, r]) => r.Properties);
     const nodeRules = rules.filter((r) => JSON.stringify(r.GroupId) === JSON.stringify({ Ref: 'NodeSecurityGroup' }));
     expect(nodeRules.map((r) => [r.FromPort, JSON.stringify(r.SourceSecurityGroupId)]).sort()).toEqual(
@@ -368,6 +369,7 @@ describe('serverless package (offline) and the stack it describes', () => {
         [2379, JSON.stringify({ Ref: 'LoadBalancerSecurityGroup' })],
         [2379, JSON.stringify({ Ref: 'NodeSecurityGroup' })],
         [2380, JSON.stringify({ Ref: 'NodeSecurityGroup' })],
+        [2381, JSON.stringify({ Ref: 'LoadBalancerSecurityGroup' })],
       ].sort(),
     );
     for (const r of rules) {

@@ -10,6 +10,7 @@ describe('loadConfig', () => {
       endpoints: undefined,
       clientPort: 2379,
       peerPort: 2380,
+      metricsPort: 2381,
       dialTimeoutMs: 2000,
       callTimeoutMs: 5000,
       orphanGraceMs: 600_000,

@@ -5,8 +5,8 @@ import type { TerminationHook } from './termination-hook.js';
 export interface HealthCheckOptions {
   /**
    * `EC2`: an instance is unhealthy only when something says so (SetInstanceHealth; EC2's status checks,
-   * which never fail here). `ELB`: also when the load balancer's check, GET /health on its client URL, fails
-   * `unhealthyThreshold` times in a row, `intervalMs` apart, once `graceMs` passed since its launch.
+   * which never fail here). `ELB`: also when the load balancer's check, GET /health on etcd's metrics port
+   * (2381), fails `unhealthyThreshold` times in a row, `intervalMs` apart, once `graceMs` passed since its launch.
    */
   readonly type: 'EC2' | 'ELB';
   readonly graceMs: number;
@@ -92,7 +92,7 @@ export class HealthChecks {
     for (const instance of (described.Reservations ?? []).flatMap((r) => r.Instances ?? [])) {
       const id = instance.InstanceId ?? '';
       if (!instance.PrivateIpAddress || Date.now() - (instance.LaunchTime?.getTime() ?? 0) < this.options.graceMs) continue;
-      const healthy = await fetch(`http://${instance.PrivateIpAddress}:2379/health`, { signal: AbortSignal.timeout(2000) })
+      const healthy = await fetch(`http://${instance.PrivateIpAddress}:2381/health`, { signal: AbortSignal.timeout(2000) })
         .then(async (r) => ((await r.json()) as { health?: string }).health === 'true')
         .catch(() => false);
       const failed = healthy ? 0 : (this.failures.get(id) ?? 0) + 1;
