@@ -49,6 +49,7 @@ const SETTINGS = {
   ETCD_AWS_NOSPACE_RECOVER_BELOW: 'after a NOSPACE alarm and a compaction, the share of the quota (0 to 1) the data in use must be under for reconcile to defragment and disarm',
   ETCD_AWS_CA_SECRET: "the Secrets Manager secret (ARN or name) holding the cluster's certificate authorities; only the issuer reads it",
   ETCD_AWS_NODE_ROLE: "the etcd instances' IAM role name: only its instance sessions get node certificates",
+  ETCD_AWS_CONTROL_ROLES: "comma-separated IAM role names of the control plane's functions: only their sessions get etcd's root certificate",
   ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
   ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
   ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent asks for this node's certificates",
@@ -135,6 +136,11 @@ const schemas = {
     ETCD_ASG_NAME: name,
     ETCD_AWS_CA_SECRET: name,
     ETCD_AWS_NODE_ROLE: z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be an IAM role name (not an ARN)'),
+    ETCD_AWS_CONTROL_ROLES: z
+      .string()
+      .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
+      .pipe(z.array(z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be IAM role names (not ARNs)')))
+      .default([]),
     ETCD_AWS_SERVER_DNS_NAMES: dnsList.default([]),
     // A week: a stolen certificate is worth a week at most, and an agent renewing at a third left has days to retry.
     ETCD_AWS_CERT_LIFETIME_HOURS: z.coerce.number().int().min(1).max(24 * 365).default(168),
@@ -271,6 +277,7 @@ export interface IssuerConfig {
   readonly asgName: string;
   readonly caSecret: string;
   readonly nodeRoleName: string;
+  readonly controlRoleNames: readonly string[];
   readonly serverDnsNames: readonly string[];
   readonly certLifetimeMs: number;
   /** The issuer's function name: the audience callers sign into their requests. */
@@ -322,6 +329,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
       asgName: c.ETCD_ASG_NAME,
       caSecret: c.ETCD_AWS_CA_SECRET,
       nodeRoleName: c.ETCD_AWS_NODE_ROLE,
+      controlRoleNames: Object.freeze(c.ETCD_AWS_CONTROL_ROLES),
       serverDnsNames: Object.freeze(c.ETCD_AWS_SERVER_DNS_NAMES),
       certLifetimeMs: c.ETCD_AWS_CERT_LIFETIME_HOURS * 3_600_000,
       functionName: c.AWS_LAMBDA_FUNCTION_NAME,

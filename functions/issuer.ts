@@ -28,6 +28,8 @@ const sts = stsEndpoint(config.region);
 
 /** A clock lagging by up to 5 minutes still accepts a new certificate. */
 const BACKDATE_MS = 5 * 60_000;
+/** A function's root certificate: a container lives hours at most, and asks again when it runs out. */
+const CONTROL_LIFETIME_MS = 12 * 3600_000;
 
 export const handler = async (event: unknown, context: Pick<Context, 'invokedFunctionArn'> & Partial<Context>): Promise<IssueResult> => {
   if (context.awsRequestId) logger.addContext(context as Context);
@@ -40,6 +42,8 @@ export const handler = async (event: unknown, context: Pick<Context, 'invokedFun
     policy: {
       accountId,
       nodeRoleName: config.nodeRoleName,
+      controlRoleNames: config.controlRoleNames,
+      controlLifetimeMs: CONTROL_LIFETIME_MS,
       groupName: config.asgName,
       audience: config.functionName,
       serverDnsNames: config.serverDnsNames,

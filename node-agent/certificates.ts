@@ -1,6 +1,6 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { CERTIFICATE_KINDS, renewalDue, type CertificateKind, type Validity } from '../core/domain/issuance.js';
+import { NODE_CERTIFICATE_KINDS, renewalDue, type NodeCertificateKind, type Validity } from '../core/domain/issuance.js';
 import type { IssuedCertificate } from '../core/aws/issuer-client.js';
 import type { Log } from '../core/logger.js';
 import { describeCertificate } from '../core/pki/x509.js';
@@ -13,7 +13,7 @@ import { describeCertificate } from '../core/pki/x509.js';
 export interface CertificateFiles {
   readonly peerCaFile: string;
   readonly clientCaFile: string;
-  readonly cert: Readonly<Record<CertificateKind, { readonly certFile: string; readonly keyFile: string }>>;
+  readonly cert: Readonly<Record<NodeCertificateKind, { readonly certFile: string; readonly keyFile: string }>>;
 }
 
 export function certificateFiles(dir: string): CertificateFiles {
@@ -21,14 +21,14 @@ export function certificateFiles(dir: string): CertificateFiles {
   return {
     peerCaFile: path.join(current, 'peer-ca.crt'),
     clientCaFile: path.join(current, 'client-ca.crt'),
-    cert: Object.fromEntries(CERTIFICATE_KINDS.map((k) => [k, { certFile: path.join(current, `${k}.crt`), keyFile: path.join(current, `${k}.key`) }])) as CertificateFiles['cert'],
+    cert: Object.fromEntries(NODE_CERTIFICATE_KINDS.map((k) => [k, { certFile: path.join(current, `${k}.crt`), keyFile: path.join(current, `${k}.key`) }])) as CertificateFiles['cert'],
   };
 }
 
 /** Validity of each installed certificate, undefined where one is missing or unreadable. */
 export function installedValidity(dir: string): Array<Validity | undefined> {
   const files = certificateFiles(dir);
-  return CERTIFICATE_KINDS.map((kind) => {
+  return NODE_CERTIFICATE_KINDS.map((kind) => {
     try {
       const facts = describeCertificate(readFileSync(files.cert[kind].certFile, 'utf8'));
       return { notBefore: facts.notBefore.getTime(), notAfter: facts.notAfter.getTime() };
@@ -44,7 +44,7 @@ export function installedValidity(dir: string): Array<Validity | undefined> {
  */
 export function installCertificates(dir: string, issued: readonly IssuedCertificate[]): CertificateFiles {
   const last = issued.at(-1);
-  if (!last || issued.length !== CERTIFICATE_KINDS.length) throw new Error(`installCertificates needs one certificate of each kind (${CERTIFICATE_KINDS.join(', ')})`);
+  if (!last || issued.length !== NODE_CERTIFICATE_KINDS.length) throw new Error(`installCertificates needs one certificate of each kind (${NODE_CERTIFICATE_KINDS.join(', ')})`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const link = path.join(dir, 'current');
   let previous: string | undefined;
@@ -76,7 +76,7 @@ export function installCertificates(dir: string, issued: readonly IssuedCertific
  */
 export async function ensureCertificates(
   dir: string,
-  request: (kind: CertificateKind) => Promise<IssuedCertificate>,
+  request: (kind: NodeCertificateKind) => Promise<IssuedCertificate>,
   options: { now: () => number; log: Log },
 ): Promise<{ files: CertificateFiles; renewed: boolean }> {
   const decision = renewalDue(installedValidity(dir), options.now());
@@ -85,7 +85,7 @@ export async function ensureCertificates(
     return { files: certificateFiles(dir), renewed: false };
   }
   const issued: IssuedCertificate[] = [];
-  for (const kind of CERTIFICATE_KINDS) issued.push(await request(kind));
+  for (const kind of NODE_CERTIFICATE_KINDS) issued.push(await request(kind));
   const files = installCertificates(dir, issued);
   options.log.info('certificates renewed', { reason: decision.reason, notAfter: new Date(Math.min(...issued.map((c) => c.notAfter))).toISOString(), dir });
   return { files, renewed: true };

@@ -12,9 +12,13 @@ import { isActive } from './instances.js';
  * - `peer`: its peer listener's certificate, also the client certificate it dials peers with (peer CA);
  * - `server`: its client listener's certificate (client CA); etcd also dials its own gRPC gateway with it;
  * - `client`: the agent's client certificate for its own membership calls (client CA).
+ * And what the control plane's functions ask for:
+ * - `root`: etcd's root user (client CA), for snapshots, defragmentation and member removal.
  */
-export type CertificateKind = 'peer' | 'server' | 'client';
-export const CERTIFICATE_KINDS: readonly CertificateKind[] = ['peer', 'server', 'client'];
+export type NodeCertificateKind = 'peer' | 'server' | 'client';
+export type CertificateKind = NodeCertificateKind | 'root';
+export const NODE_CERTIFICATE_KINDS: readonly NodeCertificateKind[] = ['peer', 'server', 'client'];
+export const CERTIFICATE_KINDS: readonly CertificateKind[] = [...NODE_CERTIFICATE_KINDS, 'root'];
 
 /**
  * Subject CNs the issuer writes; it never copies the CSR's. With client-certificate authentication etcd takes
@@ -25,6 +29,7 @@ export const COMMON_NAMES: Readonly<Record<CertificateKind, string>> = {
   peer: 'etcd-peer',
   server: 'etcd-node',
   client: 'etcd-aws-agent',
+  root: 'root',
 };
 
 /** The caller as STS identified it from the request it signed, and what that signature covered. */
@@ -51,6 +56,10 @@ export interface IssuancePolicy {
   readonly accountId: string;
   /** The instances' role name (exactly; EC2 names each instance's session after its instance ID). */
   readonly nodeRoleName: string;
+  /** The functions' role names: only their sessions (which only Lambda can make) get the root certificate. */
+  readonly controlRoleNames: readonly string[];
+  /** A root certificate's lifetime: a function's container lives hours, and asks again when it runs out. */
+  readonly controlLifetimeMs: number;
   readonly groupName: string;
   /** This issuer's name, which the caller signs into its request so it cannot be replayed to another service. */
   readonly audience: string;
@@ -70,6 +79,7 @@ export interface IssuanceRequest {
 
 export type RefusalCode =
   | 'caller-not-node-role'
+  | 'caller-not-control-plane'
   | 'caller-not-instance'
   | 'request-not-bound'
   | 'instance-unknown'
@@ -87,7 +97,8 @@ export type IssuanceDecision =
       readonly profile: CertificateProfile;
       readonly notBefore: number;
       readonly notAfter: number;
-      readonly instanceId: string;
+      /** Who it is for: the instance ID, or the function's session name. */
+      readonly caller: string;
       readonly reason: string;
     }
   | { readonly kind: 'refuse'; readonly code: RefusalCode; readonly reason: string };
@@ -114,6 +125,51 @@ export function callerInstanceId(arn: string, policy: Pick<IssuancePolicy, 'acco
   return { instanceId: session };
 }
 
+/** Why the signed identity request does not vouch for this CSR at this issuer; undefined when it does. */
+function bindingRefusal(request: IssuanceRequest, caller: CallerFacts, policy: IssuancePolicy): string | undefined {
+  if (caller.signedCsrSha256 === request.csrSha256 && caller.signedAudience === policy.audience) return undefined;
+  if (caller.signedCsrSha256 === undefined || caller.signedAudience === undefined) {
+    return 'the signed identity request does not sign the CSR digest and the issuer name; make it with signIdentityRequest';
+  }
+  if (caller.signedAudience !== policy.audience) return `the signed identity request was made for issuer "${caller.signedAudience}", not this one ("${policy.audience}")`;
+  return 'the signed identity request was made for another CSR (its digest differs): sign the CSR you send';
+}
+
+function csrRefusal(csr: CsrRequest): { code: RefusalCode; reason: string } | undefined {
+  if (csr.keyType !== 'P-256') return { code: 'csr-key-type', reason: `the CSR's key is ${csr.keyType}; generate an ECDSA P-256 key` };
+  if (!csr.signatureValid) return { code: 'csr-signature', reason: "the CSR's signature does not verify with its own key: it was altered or made wrong" };
+  return undefined;
+}
+
+/** The root certificate: only for a session of one of the functions' roles (which only Lambda can make). */
+function decideRoot(request: IssuanceRequest, caller: CallerFacts, policy: IssuancePolicy, now: number): IssuanceDecision {
+  const refuse = (code: RefusalCode, reason: string): IssuanceDecision => ({ kind: 'refuse', code, reason });
+  const match = ASSUMED_ROLE.exec(caller.arn);
+  if (!match || match[1] !== policy.accountId || !policy.controlRoleNames.includes(match[2] as string)) {
+    return refuse(
+      'caller-not-control-plane',
+      `the caller is ${caller.arn}; only this stack's functions (roles ${policy.controlRoleNames.join(', ') || 'none configured'} in account ${policy.accountId}) get etcd's root certificate`,
+    );
+  }
+  const unbound = bindingRefusal(request, caller, policy);
+  if (unbound) return refuse('request-not-bound', unbound);
+  const badCsr = csrRefusal(request.csr);
+  if (badCsr) return refuse(badCsr.code, badCsr.reason);
+  if (request.csr.ips.length + request.csr.dnsNames.length > 0) {
+    return refuse('csr-foreign-name', `a root certificate carries no addresses, but the CSR asks for ${[...request.csr.ips, ...request.csr.dnsNames].join(', ')}; send a CSR without subject alternative names`);
+  }
+  const session = match[3] as string;
+  return {
+    kind: 'issue',
+    ca: 'client',
+    profile: { commonName: COMMON_NAMES.root, ips: [], dnsNames: [], serverAuth: false, clientAuth: true },
+    notBefore: now - policy.backdateMs,
+    notAfter: now + Math.min(policy.lifetimeMs, policy.controlLifetimeMs),
+    caller: session,
+    reason: `${session} runs as ${match[2] as string}, one of the functions' roles`,
+  };
+}
+
 /** Decides one certificate request. Pure. */
 export function decideIssuance(
   request: IssuanceRequest,
@@ -123,21 +179,13 @@ export function decideIssuance(
   now: number,
 ): IssuanceDecision {
   const refuse = (code: RefusalCode, reason: string): IssuanceDecision => ({ kind: 'refuse', code, reason });
+  if (request.kind === 'root') return decideRoot(request, caller, policy, now);
   const who = callerInstanceId(caller.arn, policy);
   if ('code' in who) return refuse(who.code, who.reason);
   const { instanceId } = who;
 
-  if (caller.signedCsrSha256 !== request.csrSha256 || caller.signedAudience !== policy.audience) {
-    return refuse(
-      'request-not-bound',
-      caller.signedCsrSha256 === undefined || caller.signedAudience === undefined
-        ? 'the signed identity request does not sign the CSR digest and the issuer name; make it with signIdentityRequest'
-        : caller.signedAudience !== policy.audience
-          ? `the signed identity request was made for issuer "${caller.signedAudience}", not this one ("${policy.audience}")`
-          : 'the signed identity request was made for another CSR (its digest differs): sign the CSR you send',
-    );
-  }
-
+  const unbound = bindingRefusal(request, caller, policy);
+  if (unbound) return refuse('request-not-bound', unbound);
   if (!instance) return refuse('instance-unknown', `instance ${instanceId} is not known to Auto Scaling or EC2 in this region`);
   if (instance.groupName !== policy.groupName) {
     return refuse('instance-not-in-group', `instance ${instanceId} is ${instance.groupName ? `in group ${instance.groupName}` : 'in no Auto Scaling group'}, not in ${policy.groupName}`);
@@ -150,8 +198,8 @@ export function decideIssuance(
   }
 
   const { csr } = request;
-  if (csr.keyType !== 'P-256') return refuse('csr-key-type', `the CSR's key is ${csr.keyType}; generate an ECDSA P-256 key`);
-  if (!csr.signatureValid) return refuse('csr-signature', "the CSR's signature does not verify with its own key: it was altered or made wrong");
+  const badCsr = csrRefusal(csr);
+  if (badCsr) return refuse(badCsr.code, badCsr.reason);
 
   const ownIps = instance.privateIp ? [instance.privateIp] : [];
   const ownDns = [...(instance.privateDnsName ? [instance.privateDnsName] : []), ...(request.kind === 'server' ? policy.serverDnsNames : [])];
@@ -181,7 +229,7 @@ export function decideIssuance(
     },
     notBefore: now - policy.backdateMs,
     notAfter: now + policy.lifetimeMs,
-    instanceId,
+    caller: instanceId,
     reason: `instance ${instanceId} is ${instance.lifecycleState} in ${policy.groupName} and asks only for its own names`,
   };
 }

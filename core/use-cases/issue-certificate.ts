@@ -73,7 +73,7 @@ export async function issueNodeCertificate(event: unknown, deps: IssuerDeps): Pr
   const certificatePem = await issueCertificate({ ca, csr, profile: decision.profile, notBefore: new Date(decision.notBefore), notAfter: new Date(decision.notAfter) });
   deps.log.info('certificate issued', {
     kind: request.kind,
-    instanceId: decision.instanceId,
+    caller: decision.caller,
     commonName: decision.profile.commonName,
     ips: decision.profile.ips,
     dnsNames: decision.profile.dnsNames,

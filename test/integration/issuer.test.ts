@@ -28,6 +28,9 @@ const run = promisify(execFile);
 const REGION = 'us-east-1';
 const NODE_ROLE = TESTBED_NODE_ROLE;
 const AUDIENCE = 'etcd-aws-test-issuer';
+/** A function's role, and its session as Lambda names it (after the function). */
+const CONTROL_ROLE = 'etcd-aws-testbed-BackupRole';
+const CONTROL_SESSION = 'etcd-aws-test-backup';
 
 let bed: Bed;
 let bundle: string;
@@ -72,6 +75,7 @@ const issuerEnv = (secret = secretArn) =>
     ETCD_ASG_NAME: group.groupName,
     ETCD_AWS_CA_SECRET: secret,
     ETCD_AWS_NODE_ROLE: NODE_ROLE,
+    ETCD_AWS_CONTROL_ROLES: CONTROL_ROLE,
     ETCD_AWS_SERVER_DNS_NAMES: 'etcd-nlb.elb.us-east-1.amazonaws.com',
     AWS_LAMBDA_FUNCTION_NAME: AUDIENCE,
   });
@@ -150,6 +154,18 @@ describe('issuer (built bundle) with signed STS identity', () => {
       },
       'bad-request',
       /x-forwarded-host/,
+    ],
+    [
+      "etcd's root certificate to an instance",
+      async ([a]) => (await request('root', { ips: [] }, await credentialsOf(NODE_ROLE, a!.instanceId))).event,
+      'caller-not-control-plane',
+      /only this stack's functions/,
+    ],
+    [
+      'a node certificate to a function',
+      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await credentialsOf(CONTROL_ROLE, CONTROL_SESSION))).event,
+      'caller-not-node-role',
+      /not a session of this stack's node role/,
     ],
     ['a request that is not a certificate request', () => Promise.resolve({ kind: 'peer', csr: 'hello' } as unknown as IssueRequest), 'bad-request', /identity/],
   ])('refuses %s, saying why', async (_why, make, code, says) => {
@@ -231,8 +247,9 @@ describe('issuer (built bundle) with signed STS identity', () => {
       files[name] = path.join(bed.workDir, `${name}.pem`);
       writeFileSync(files[name], pem, { mode: 0o600 });
     };
-    for (const [kind, names] of [['peer', { ips: [node.privateIp] }], ['server', { ips: [node.privateIp], dnsNames: ['etcd-nlb.elb.us-east-1.amazonaws.com'] }], ['client', { ips: [] }]] as const) {
-      const { event, keyPem } = await request(kind, names, creds);
+    const control = await credentialsOf(CONTROL_ROLE, CONTROL_SESSION);
+    for (const [kind, names] of [['peer', { ips: [node.privateIp] }], ['server', { ips: [node.privateIp], dnsNames: ['etcd-nlb.elb.us-east-1.amazonaws.com'] }], ['client', { ips: [] }], ['root', { ips: [] }]] as const) {
+      const { event, keyPem } = await request(kind, names, kind === 'root' ? control : creds);
       const out = issued(await issue(event));
       save(`${kind}-cert`, out.certificatePem);
       save(`${kind}-key`, keyPem);
@@ -289,14 +306,16 @@ describe('issuer (built bundle) with signed STS identity', () => {
         },
       );
     const agent = { cacert: f('client-ca'), cert: f('client-cert'), key: f('client-key') };
+    const root = { cacert: f('client-ca'), cert: f('root-cert'), key: f('root-key') };
+    expect(describeCertificate(readFileSync(f('root-cert'), 'utf8')).commonName).toBe('root');
 
-    // The control plane's identity sets up RBAC: root (etcd requires it), the agent's user, then auth on.
+    // The control plane's root identity sets up RBAC: root (etcd requires it), the agent's user, then auth on.
     for (const args of [['role', 'add', 'root'], ['user', 'add', 'root', '--no-password'], ['user', 'grant-role', 'root', 'root'], ['user', 'add', 'etcd-aws-agent', '--no-password'], ['user', 'grant-role', 'etcd-aws-agent', 'root'], ['auth', 'enable']]) {
-      const r = await ctl(args, agent);
+      const r = await ctl(args, root);
       expect(r, args.join(' ')).toMatchObject({ ok: true });
     }
     expect(await ctl(['put', 'k', 'v'], agent)).toMatchObject({ ok: true });
-    expect((await ctl(['get', 'k', '--print-value-only'], agent)).out.trim()).toBe('v');
+    expect((await ctl(['get', 'k', '--print-value-only'], root)).out.trim()).toBe('v');
 
     // Refused: plaintext; TLS without a client certificate; a certificate of another CA; the peer CA's
     // certificate as a client; the node's server certificate (CN etcd-node, no etcd user) as a client.

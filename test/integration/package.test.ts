@@ -31,7 +31,7 @@ type Statement = { Effect: string; Action: string | string[]; Resource: unknown 
 /** A role's statements: its inline policies and every AWS::IAM::Policy attached to it. */
 function statements(roleId: string): Statement[] {
   const attached = byType('AWS::IAM::Policy')
-    .filter(([, p]) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: roleId }]))
+    .filter(([, p]) => (p.Properties.Roles as unknown[]).some((r) => JSON.stringify(r) === JSON.stringify({ Ref: roleId })))
     .map(([, p]) => p.Properties as { PolicyDocument: { Statement: unknown[] } });
   const policies = [...((resource(roleId).Properties.Policies ?? []) as Array<{ PolicyDocument: { Statement: unknown[] } }>), ...attached];
   return policies.flatMap((p) =>
@@ -128,8 +128,8 @@ describe('serverless package (offline) and the stack it describes', () => {
     const describe = ['autoscaling:DescribeAutoScalingGroups', 'ec2:DescribeInstances'];
     const backupObjects = ['s3:ListBucket', 's3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 'kms:GenerateDataKey', 'kms:Decrypt'];
     const hook = ['autoscaling:CompleteLifecycleAction', 'autoscaling:RecordLifecycleActionHeartbeat'];
-    expect(actions('ReconcileRole')).toEqual(new Set([...describe, 'autoscaling:SetInstanceHealth', 's3:ListBucket', 's3:GetObject', 'sqs:SendMessage', 'kms:Decrypt']));
-    expect(actions('BackupRole')).toEqual(new Set([...describe, ...backupObjects, ...hook, 'sqs:SendMessage']));
+    expect(actions('ReconcileRole')).toEqual(new Set([...describe, 'autoscaling:SetInstanceHealth', 's3:ListBucket', 's3:GetObject', 'sqs:SendMessage', 'kms:Decrypt', 'lambda:InvokeFunction']));
+    expect(actions('BackupRole')).toEqual(new Set([...describe, ...backupObjects, ...hook, 'sqs:SendMessage', 'lambda:InvokeFunction']));
     expect(actions('LifecycleRole')).toEqual(
       new Set([...describe, ...hook, 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility', 'lambda:InvokeFunction']),
     );
@@ -152,10 +152,14 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(actions('IssuerRole')).toEqual(
       new Set(['autoscaling:DescribeAutoScalingInstances', 'ec2:DescribeInstances', 'secretsmanager:GetSecretValue', 'secretsmanager:PutSecretValue', 'kms:Decrypt', 'kms:GenerateDataKey']),
     );
-    // Every IAM::Policy is attached to exactly one role, so the filter above sees them all.
-    for (const [, p] of byType('AWS::IAM::Policy')) expect((p.Properties.Roles as unknown[]).length).toBe(1);
-    // The nodes may invoke the issuer only.
+    // The nodes may invoke the issuer only; the functions the issuer (their root certificate), lifecycle the backup too.
     expect(statements('NodeRole').find((st) => st.Action === 'lambda:InvokeFunction')?.Resource).toEqual({ 'Fn::GetAtt': ['IssuerLambdaFunction', 'Arn'] });
+    for (const id of ['BackupRole', 'ReconcileRole', 'LifecycleRole']) {
+      expect(statements(id).filter((st) => st.Action === 'lambda:InvokeFunction').map((st) => st.Resource)).toContainEqual({ 'Fn::GetAtt': ['IssuerLambdaFunction', 'Arn'] });
+    }
+    expect(resource('IssuerLambdaFunction').Properties.Environment).toMatchObject({
+      Variables: { ETCD_AWS_NODE_ROLE: { Ref: 'NodeRole' }, ETCD_AWS_CONTROL_ROLES: { 'Fn::Join': [',', [{ Ref: 'LifecycleRole' }, { Ref: 'BackupRole' }, { Ref: 'ReconcileRole' }]] } },
+    });
     // Lifecycle actions and health only on the group; the stack's signal only on this stack.
     for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole', 'NodeRole']) {
       for (const s of statements(id).filter((x) => JSON.stringify(x.Action).includes('autoscaling:') && !JSON.stringify(x.Action).includes('Describe'))) {
@@ -190,6 +194,13 @@ describe('serverless package (offline) and the stack it describes', () => {
       Version: '2012-10-17',
       Statement: [{ Effect: 'Allow', Principal: { Service: 'ec2.amazonaws.com' }, Action: 'sts:AssumeRole' }],
     });
+    // Likewise only Lambda may assume the functions' roles, whose sessions get etcd's root certificate.
+    for (const id of ['LifecycleRole', 'BackupRole', 'ReconcileRole']) {
+      expect(resource(id).Properties.AssumeRolePolicyDocument).toEqual({
+        Version: '2012-10-17',
+        Statement: [{ Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' }],
+      });
+    }
     // Only the issuer's function runs as the issuer's role, and only once its access to the CAs exists.
     const asIssuer = Object.entries(template.Resources).filter(([, r]) => JSON.stringify((r.Properties as Record<string, unknown> | undefined)?.Role ?? '').includes('IssuerRole'));
     expect(asIssuer.map(([id]) => id)).toEqual(['IssuerLambdaFunction']);

@@ -37,6 +37,7 @@ describe('loadConfig', () => {
       asgName: 'g',
       caSecret: env.ETCD_AWS_CA_SECRET,
       nodeRoleName: 'etcd-NodeRole-1',
+      controlRoleNames: [],
       serverDnsNames: [],
       certLifetimeMs: 168 * 3_600_000,
       functionName: 'etcd-issuer',

@@ -6,6 +6,8 @@ const ID = 'i-0123456789abcdef0';
 const policy: IssuancePolicy = {
   accountId: '123456789012',
   nodeRoleName: 'etcd-aws-dev-NodeRole-ABC',
+  controlRoleNames: ['etcd-aws-dev-BackupRole-1', 'etcd-aws-dev-ReconcileRole-2'],
+  controlLifetimeMs: 12 * 3600_000,
   groupName: 'etcd-aws-dev',
   audience: 'etcd-aws-dev-issuer',
   serverDnsNames: ['etcd-nlb.elb.us-east-1.amazonaws.com'],
@@ -60,7 +62,7 @@ describe('decideIssuance', () => {
     expect(decision).toMatchObject({
       kind: 'issue',
       ca: req.kind === 'peer' ? 'peer' : 'client',
-      instanceId: ID,
+      caller: ID,
       profile: { commonName, ips, dnsNames: req.csr.dnsNames, serverAuth, clientAuth: true },
       notBefore: NOW - policy.backdateMs,
       notAfter: NOW + policy.lifetimeMs,
@@ -94,5 +96,37 @@ describe('decideIssuance', () => {
 
   it.each(['Pending', 'Pending:Wait', 'Pending:Proceed', 'InService'])('issues to an instance that is %s', (lifecycleState) => {
     expect(decideIssuance(request('peer', ['10.0.1.5']), caller(), instance({ lifecycleState }), policy, NOW).kind).toBe('issue');
+  });
+
+  describe('the root certificate', () => {
+    const fn = (role: string, session = 'etcd-aws-dev-backup'): CallerFacts => caller({ arn: `arn:aws:sts::123456789012:assumed-role/${role}/${session}` });
+    it("issues CN root, client only, for half a day, to a session of a function's role", () => {
+      expect(decideIssuance(request('root', []), fn('etcd-aws-dev-BackupRole-1'), undefined, policy, NOW)).toEqual({
+        kind: 'issue',
+        ca: 'client',
+        profile: { commonName: 'root', ips: [], dnsNames: [], serverAuth: false, clientAuth: true },
+        notBefore: NOW - policy.backdateMs,
+        notAfter: NOW + 12 * 3600_000,
+        caller: 'etcd-aws-dev-backup',
+        reason: 'etcd-aws-dev-backup runs as etcd-aws-dev-BackupRole-1, one of the functions\' roles',
+      });
+    });
+
+    it.each<[string, IssuanceRequest, CallerFacts, RefusalCode, string]>([
+      ['to an instance of the group', request('root', []), caller(), 'caller-not-control-plane', 'only this stack\'s functions'],
+      ['to a role whose name starts like a function\'s', request('root', []), fn('etcd-aws-dev-BackupRole-10'), 'caller-not-control-plane', 'etcd-aws-dev-BackupRole-1, etcd-aws-dev-ReconcileRole-2'],
+      ['to a function role of another account', request('root', []), caller({ arn: 'arn:aws:sts::210987654321:assumed-role/etcd-aws-dev-BackupRole-1/x' }), 'caller-not-control-plane', 'in account 123456789012'],
+      ['with a request signed for another CSR', request('root', []), { ...fn('etcd-aws-dev-BackupRole-1'), signedCsrSha256: 'cd'.repeat(32) }, 'request-not-bound', 'for another CSR'],
+      ['with addresses', request('root', ['10.0.1.5']), fn('etcd-aws-dev-BackupRole-1'), 'csr-foreign-name', 'carries no addresses'],
+      ['for an altered CSR', request('root', [], [], { signatureValid: false }), fn('etcd-aws-dev-BackupRole-1'), 'csr-signature', 'altered'],
+    ])('refuses it %s', (_why, req, who, code, says) => {
+      const decision = decideIssuance(req, who, instance(), policy, NOW);
+      expect(decision).toMatchObject({ kind: 'refuse', code });
+      expect(decision.kind === 'refuse' ? decision.reason : '').toContain(says);
+    });
+
+    it("refuses a node certificate to a function's role", () => {
+      expect(decideIssuance(request('client', []), fn('etcd-aws-dev-BackupRole-1'), undefined, policy, NOW)).toMatchObject({ kind: 'refuse', code: 'caller-not-node-role' });
+    });
   });
 });

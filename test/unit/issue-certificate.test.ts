@@ -35,7 +35,7 @@ function deps(over: { caller?: Partial<CallerFacts> | Error; instance?: CallerIn
     },
     describeInstance: (): Promise<CallerInstance | undefined> =>
       Promise.resolve('instance' in over ? over.instance : { instanceId: ID, groupName: 'etcd', lifecycleState: 'InService', privateIp: '10.0.1.5', privateDnsName: undefined }),
-    policy: { accountId: '123456789012', nodeRoleName: 'NodeRole', groupName: 'etcd', audience: 'issuer', serverDnsNames: [], lifetimeMs: 86_400_000, backdateMs: 60_000 },
+    policy: { accountId: '123456789012', nodeRoleName: 'NodeRole', controlRoleNames: ['BackupRole'], controlLifetimeMs: 3600_000, groupName: 'etcd', audience: 'issuer', serverDnsNames: [], lifetimeMs: 86_400_000, backdateMs: 60_000 },
     now: () => NOW,
     log,
   };
@@ -51,7 +51,7 @@ describe('issueNodeCertificate', () => {
     const cert = out.status === 'issued' ? out.certificatePem : '';
     expect(describeCertificate(cert, cas.peer.certPem)).toMatchObject({ commonName: 'etcd-peer', ips: ['10.0.1.5'], signedByCa: true });
     expect(describeCertificate(cert, cas.client.certPem).signedByCa).toBe(false);
-    expect(d.log.lines).toContainEqual(expect.objectContaining({ message: 'certificate issued', fields: expect.objectContaining({ instanceId: ID, reason: expect.stringContaining('InService') as unknown }) as unknown }));
+    expect(d.log.lines).toContainEqual(expect.objectContaining({ message: 'certificate issued', fields: expect.objectContaining({ caller: ID, reason: expect.stringContaining('InService') as unknown }) as unknown }));
   });
 
   it.each<[string, unknown, ReturnType<typeof deps>, string, string]>([
