@@ -5,17 +5,32 @@ import type { Probe } from '../domain/bootstrap.js';
 import { Readable } from 'node:stream';
 import type { EtcdAlarm, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
 
+/** A client certificate and the CA to trust, PEM: for `https://` endpoints (#18). */
+export interface EtcdTlsCredentials {
+  readonly caPem: Buffer;
+  readonly certPem: Buffer;
+  readonly keyPem: Buffer;
+}
+
 export interface EtcdClientOptions {
   readonly dialTimeoutMs: number;
   /** Deadline of every RPC, so a probe of a dead member fails fast instead of hanging. */
   readonly callTimeoutMs: number;
+  /**
+   * The client certificate for TLS endpoints, read each time a client is made (certificates are renewed
+   * on disk); none for plaintext ones.
+   */
+  readonly tls?: (() => EtcdTlsCredentials) | undefined;
 }
 
 function clientOptions(hosts: readonly string[], options: EtcdClientOptions): IOptions {
+  const tls = options.tls?.();
   return {
     hosts: [...hosts],
     dialTimeout: options.dialTimeoutMs,
     defaultCallOptions: () => ({ deadline: Date.now() + options.callTimeoutMs }),
+    // Certificate authentication only: etcd takes the user from the certificate's CN, no password is sent.
+    ...(tls ? { credentials: { rootCertificate: tls.caPem, certChain: tls.certPem, privateKey: tls.keyPem } } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import { AutoScalingClient, DetachInstancesCommand, EnterStandbyCommand } from '
 import { CreateSecretCommand, GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { signIdentityRequest, stsEndpoint, type SigningCredentials } from '../../core/aws/caller-identity.js';
 import { createCertificateAuthority, createKeyAndCsr, describeCertificate, issueCertificate, readCsr } from '../../core/pki/x509.js';
 import type { IssueRequest, IssueResult } from '../../core/use-cases/issue-certificate.js';
@@ -335,5 +336,25 @@ describe('issuer (built bundle) with signed STS identity', () => {
       expect(r.out, why).not.toMatch(/^v$/m);
     }
     expect(refusals[4]?.[1].out).toMatch(/user name not found|permission denied|invalid auth/i);
+
+    // The control plane's own client (etcd3) with the root certificate: Status and a verified snapshot.
+    const tls = () => ({ caPem: readFileSync(f('client-ca')), certPem: readFileSync(f('root-cert')), keyPem: readFileSync(f('root-key')) });
+    const url = `https://${ip}:2379`;
+    const cluster = new Etcd3Cluster([url], { dialTimeoutMs: 2000, callTimeoutMs: 5000, tls });
+    try {
+      expect((await cluster.status(url)).isLearner).toBe(false);
+      const chunks: Buffer[] = [];
+      for await (const chunk of (await cluster.snapshot(url, 30_000)).stream) chunks.push(chunk as Buffer);
+      const whole = Buffer.concat(chunks);
+      expect(whole.length % 512).toBe(32);
+    } finally {
+      cluster.close();
+    }
+    const withoutCertificate = new Etcd3Cluster([url], { dialTimeoutMs: 2000, callTimeoutMs: 3000 });
+    try {
+      await expect(withoutCertificate.status(url)).rejects.toThrow();
+    } finally {
+      withoutCertificate.close();
+    }
   });
 });
