@@ -94,6 +94,10 @@ beforeAll(async () => {
   agentBundle = built.agent;
   group = await createSimulatedGroup({ network: bed.network, groupName: uniqueName('etcd'), size: 4 });
   secretArn = await newSecret();
+  // Instances 0 and 1 stay in service; 2 leaves the group, 3 is parked in standby (both are refused).
+  const autoScaling = new AutoScalingClient({ region: REGION });
+  await autoScaling.send(new DetachInstancesCommand({ AutoScalingGroupName: group.groupName, InstanceIds: [group.instances[2]!.instanceId], ShouldDecrementDesiredCapacity: true }));
+  await autoScaling.send(new EnterStandbyCommand({ AutoScalingGroupName: group.groupName, InstanceIds: [group.instances[3]!.instanceId], ShouldDecrementDesiredCapacity: true }));
 });
 
 afterAll(async () => {
@@ -176,11 +180,8 @@ describe('issuer (built bundle) with signed STS identity', () => {
   });
 
   it('refuses an instance that left the group, and one parked in standby', async () => {
-    const autoScaling = new AutoScalingClient({ region: REGION });
     const detached = group.instances[2]!;
     const parked = group.instances[3]!;
-    await autoScaling.send(new DetachInstancesCommand({ AutoScalingGroupName: group.groupName, InstanceIds: [detached.instanceId], ShouldDecrementDesiredCapacity: true }));
-    await autoScaling.send(new EnterStandbyCommand({ AutoScalingGroupName: group.groupName, InstanceIds: [parked.instanceId], ShouldDecrementDesiredCapacity: true }));
     const gone = await issue((await request('peer', { ips: [detached.privateIp] }, await credentialsOf(NODE_ROLE, detached.instanceId))).event);
     expect(gone).toMatchObject({ status: 'refused', code: 'instance-not-in-group' });
     const standby = await issue((await request('peer', { ips: [parked.privateIp] }, await credentialsOf(NODE_ROLE, parked.instanceId))).event);
@@ -230,7 +231,7 @@ describe('issuer (built bundle) with signed STS identity', () => {
       expect(again, again.stderr).toMatchObject({ code: 0 });
       expect((JSON.parse(again.stdout) as { renewed: boolean }).renewed).toBe(false);
 
-      // The instance detached from the group in the test above gets nothing, and is told why.
+      // The instance detached from the group gets nothing, and is told why.
       const refused = await agent(group.instances[2]!, path.join(bed.workDir, 'refused-pki'));
       expect(refused.code).toBe(1);
       expect(refused.stderr).toMatch(/certificate issuer refused: instance-not-in-group: instance i-\w+ is in no Auto Scaling group/);
