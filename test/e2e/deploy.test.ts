@@ -162,6 +162,8 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   const secrets = clients(SecretsManagerClient);
   const secret = await secrets.send(new DescribeSecretCommand({ SecretId: o.CaSecretArn }));
   expect(secret.KmsKeyId).toBe(physical(stack, 'CaKey'));
+  // (Read as the emulator's test user: on AWS the secret policy denies this read to all but the issuer; the
+  // emulator does not evaluate resource policies, so the template test checks that policy.)
   expect((await secrets.send(new GetSecretValueCommand({ SecretId: o.CaSecretArn }))).SecretString).toBe('{}');
   const secretPolicy = JSON.parse((await secrets.send(new GetResourcePolicyCommand({ SecretId: o.CaSecretArn }))).ResourcePolicy ?? '{}') as { Statement: unknown[] };
   expect(secretPolicy.Statement).toEqual([expect.objectContaining({ Effect: 'Deny', Condition: { ArnNotEquals: { 'aws:PrincipalArn': issuerRoleArn } } })]);

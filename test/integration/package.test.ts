@@ -177,7 +177,7 @@ describe('serverless package (offline) and the stack it describes', () => {
     expect(JSON.stringify(lifecycleHook?.Resource)).toContain('autoScalingGroupName/etcd-aws-dev');
   });
 
-  it('lets only the issuer read the CA secret: its role alone is granted it, the key decrypts for no one else, the secret denies everyone else', () => {
+  it('lets only the issuer read or change the CA secret: its role alone is granted it, the secret denies everyone else, the key works only through Secrets Manager', () => {
     // Does an IAM action pattern ("kms:Get*", "secretsmanager:*", "*") cover this action?
     const covers = (pattern: string, action: string) => new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`, 'i').test(action);
     const grants = (st: Statement, action: string) => st.Effect === 'Allow' && (Array.isArray(st.Action) ? st.Action : [st.Action]).some((a) => covers(a, action));
@@ -187,6 +187,9 @@ describe('serverless package (offline) and the stack it describes', () => {
       else expect(reading).toEqual([]);
       const decrypting = statements(roleId).filter((st) => grants(st, 'kms:Decrypt') && JSON.stringify(st.Resource).includes('CaKey'));
       if (roleId !== 'IssuerRole') expect(decrypting).toEqual([]);
+      // No one may move the secret's stages or write it, but the issuer (the secret policy denies it anyway).
+      const writing = statements(roleId).filter((st) => ['secretsmanager:PutSecretValue', 'secretsmanager:UpdateSecret', 'secretsmanager:UpdateSecretVersionStage'].some((a) => grants(st, a)));
+      expect(writing.map((st) => st.Resource)).toEqual(roleId === 'IssuerRole' ? [{ Ref: 'CaSecret' }] : []);
     }
     // Only EC2 may assume the node role: so no one can mint a session of it named after an instance, which is
     // what the issuer takes as proof of an instance's identity.
@@ -208,11 +211,13 @@ describe('serverless package (offline) and the stack it describes', () => {
 
     expect(resource('CaSecret').Properties).toMatchObject({ KmsKeyId: { Ref: 'CaKey' }, SecretString: '{}' });
     const keyStatements = (resource('CaKey').Properties.KeyPolicy as { Statement: Array<Statement & { Principal: unknown; Condition?: unknown }> }).Statement;
+    // The key decrypts only through Secrets Manager (never a ciphertext taken elsewhere), and grants nothing.
     for (const use of ['kms:Decrypt', 'kms:GenerateDataKey', 'kms:Encrypt', 'kms:ReEncryptFrom', 'kms:CreateGrant']) {
-      const allowed = keyStatements.filter((st) => grants(st, use));
-      expect(allowed.map((st) => st.Principal)).toEqual(use === 'kms:Decrypt' || use === 'kms:GenerateDataKey' ? [{ AWS: { 'Fn::GetAtt': ['IssuerRole', 'Arn'] } }] : []);
+      for (const st of keyStatements.filter((k) => grants(k, use))) {
+        expect(['kms:Decrypt', 'kms:GenerateDataKey'], use).toContain(use);
+        expect(st.Condition, use).toEqual({ StringEquals: { 'kms:ViaService': { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaws.com' } } });
+      }
     }
-    expect(keyStatements.find((st) => grants(st, 'kms:Decrypt'))?.Condition).toEqual({ StringEquals: { 'kms:ViaService': { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaws.com' } } });
 
     const policy = resource('CaSecretPolicy').Properties as { SecretId: unknown; BlockPublicPolicy: boolean; ResourcePolicy: { Statement: Array<Statement & { Principal: unknown; Condition: unknown }> } };
     expect(policy).toMatchObject({ SecretId: { Ref: 'CaSecret' }, BlockPublicPolicy: true });
@@ -220,7 +225,7 @@ describe('serverless package (offline) and the stack it describes', () => {
       expect.objectContaining({
         Effect: 'Deny',
         Principal: '*',
-        Action: expect.arrayContaining(['secretsmanager:GetSecretValue', 'secretsmanager:PutSecretValue']) as unknown,
+        Action: expect.arrayContaining(['secretsmanager:GetSecretValue', 'secretsmanager:PutSecretValue', 'secretsmanager:UpdateSecret', 'secretsmanager:UpdateSecretVersionStage']) as unknown,
         Condition: { ArnNotEquals: { 'aws:PrincipalArn': { 'Fn::GetAtt': ['IssuerRole', 'Arn'] } } },
       }),
     ]);
