@@ -50,6 +50,7 @@ const SETTINGS = {
   ETCD_AWS_CA_SECRET: "the Secrets Manager secret (ARN or name) holding the cluster's certificate authorities; only the issuer reads it",
   ETCD_AWS_NODE_ROLE: "the etcd instances' IAM role name: only its instance sessions get node certificates",
   ETCD_AWS_CONTROL_ROLES: "comma-separated IAM role names of the control plane's functions: only their sessions get etcd's root certificate",
+  ETCD_AWS_CONTROL_FUNCTIONS: "comma-separated names of the control plane's functions (their sessions' names): only they get etcd's root certificate",
   ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
   ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
   ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent asks for this node's certificates",
@@ -140,6 +141,11 @@ const schemas = {
       .string()
       .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
       .pipe(z.array(z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be IAM role names (not ARNs)')))
+      .default([]),
+    ETCD_AWS_CONTROL_FUNCTIONS: z
+      .string()
+      .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
+      .pipe(z.array(z.string().regex(/^[\w-]{1,64}$/, 'must be Lambda function names (not ARNs)')))
       .default([]),
     ETCD_AWS_SERVER_DNS_NAMES: dnsList.default([]),
     // A week: a stolen certificate is worth a week at most, and an agent renewing at a third left has days to retry.
@@ -278,6 +284,7 @@ export interface IssuerConfig {
   readonly caSecret: string;
   readonly nodeRoleName: string;
   readonly controlRoleNames: readonly string[];
+  readonly controlFunctionNames: readonly string[];
   readonly serverDnsNames: readonly string[];
   readonly certLifetimeMs: number;
   /** The issuer's function name: the audience callers sign into their requests. */
@@ -330,6 +337,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
       caSecret: c.ETCD_AWS_CA_SECRET,
       nodeRoleName: c.ETCD_AWS_NODE_ROLE,
       controlRoleNames: Object.freeze(c.ETCD_AWS_CONTROL_ROLES),
+      controlFunctionNames: Object.freeze(c.ETCD_AWS_CONTROL_FUNCTIONS),
       serverDnsNames: Object.freeze(c.ETCD_AWS_SERVER_DNS_NAMES),
       certLifetimeMs: c.ETCD_AWS_CERT_LIFETIME_HOURS * 3_600_000,
       functionName: c.AWS_LAMBDA_FUNCTION_NAME,

@@ -37,12 +37,13 @@ export const handler = async (event: unknown, context: Pick<Context, 'invokedFun
   if (!accountId || !/^\d{12}$/.test(accountId)) throw new ConfigError(`cannot tell this function's account from its ARN ${context.invokedFunctionArn}`);
   const deps: IssuerDeps = {
     authorities: () => store.authorities(),
-    verifyCaller: (signed) => verifyIdentityRequest(signed, sts),
+    verifyCaller: (signed) => verifyIdentityRequest(signed, sts, config.region),
     describeInstance: (instanceId) => describeCallerInstance(autoScaling, ec2, instanceId),
     policy: {
       accountId,
       nodeRoleName: config.nodeRoleName,
       controlRoleNames: config.controlRoleNames,
+      controlFunctionNames: config.controlFunctionNames,
       controlLifetimeMs: CONTROL_LIFETIME_MS,
       groupName: config.asgName,
       audience: config.functionName,

@@ -6,6 +6,7 @@
  * AWS IAM auth method. It needs nothing a plain `lambda:Invoke` does not: no function URL (public internet
  * only, missing in some regions), and STS and Lambda both have VPC endpoints.
  */
+import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { Hash } from '@smithy/hash-node';
@@ -33,8 +34,10 @@ export interface SignedIdentityRequest {
   readonly body: string;
 }
 
+/** Printable ASCII only: anything else could not be sent as an HTTP header, and is no request of ours. */
+const headerText = z.string().max(4096).regex(/^[\x20-\x7e]*$/, 'header values are printable ASCII');
 export const signedIdentityRequestSchema = z.object({
-  headers: z.record(z.string().max(64), z.string().max(4096)),
+  headers: z.record(z.string().max(64).regex(/^[A-Za-z0-9-]+$/, 'header names are letters, digits and dashes'), headerText),
   body: z.string().max(256),
 });
 
@@ -82,12 +85,18 @@ export async function signIdentityRequest(options: {
 /** STS would not vouch for the caller: a bad or expired signature, an unknown key. Not retryable. */
 export class IdentityRefusedError extends EtcdAwsError {}
 
+/** The one form of SigV4 Authorization header accepted: each component once, in this order. */
+const AUTHORIZATION = /^AWS4-HMAC-SHA256 Credential=([A-Za-z0-9]+)\/(\d{8})\/([a-z0-9-]+)\/sts\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=[0-9a-f]{64}$/;
+/** Headers the signature must cover: what binds the request to this STS, this time, this CSR and this issuer. */
+const MUST_SIGN = ['host', 'x-amz-date', CSR_DIGEST_HEADER, AUDIENCE_HEADER];
+
 /**
  * The caller STS names for a signed request, and which of our headers its signature covers. A request that is
- * not a plain signed GetCallerIdentity for this STS endpoint is refused before anything is sent; STS's
+ * not a plain signed GetCallerIdentity for this STS endpoint and region, its signature covering the host, the
+ * date, the CSR digest and the issuer's name, is refused (InvalidEventError) before anything is sent; STS's
  * refusal is an IdentityRefusedError with STS's own message; STS unreachable is a retryable error.
  */
-export async function verifyIdentityRequest(signed: SignedIdentityRequest, endpoint: URL, timeoutMs = 5000): Promise<CallerFacts> {
+export async function verifyIdentityRequest(signed: SignedIdentityRequest, endpoint: URL, region: string, timeoutMs = 5000): Promise<CallerFacts> {
   if (signed.body !== BODY) throw new InvalidEventError(`the identity request's body must be exactly "${BODY}"`);
   const headers = Object.fromEntries(Object.entries(signed.headers).map(([k, v]) => [k.toLowerCase(), v]));
   const unexpected = Object.keys(headers).filter((k) => !ALLOWED_HEADERS.has(k));
@@ -95,16 +104,24 @@ export async function verifyIdentityRequest(signed: SignedIdentityRequest, endpo
   if (headers.host !== endpoint.host) {
     throw new InvalidEventError(`the identity request is signed for host ${headers.host ?? '(none)'}, not ${endpoint.host}: sign it for the STS endpoint of the issuer's region`);
   }
-  const signedHeaders = /SignedHeaders=([^,\s]+)/.exec(headers.authorization ?? '')?.[1]?.split(';') ?? [];
-  if (!headers.authorization?.startsWith('AWS4-HMAC-SHA256 ') || signedHeaders.length === 0) {
-    throw new InvalidEventError('the identity request has no AWS Signature Version 4 Authorization header');
+  const authorization = AUTHORIZATION.exec(headers.authorization ?? '');
+  if (!authorization) {
+    throw new InvalidEventError('the identity request has no AWS Signature Version 4 Authorization header of the one accepted form (Credential, SignedHeaders, Signature, once each)');
   }
+  if (authorization[3] !== region) throw new InvalidEventError(`the identity request is signed for region ${String(authorization[3])}, not ${region}`);
+  const signedHeaders = (authorization[4] as string).split(';');
+  const unsigned = MUST_SIGN.filter((h) => !signedHeaders.includes(h) || headers[h] === undefined);
+  if (unsigned.length > 0) throw new InvalidEventError(`the identity request's signature does not cover ${unsigned.join(', ')}; make it with signIdentityRequest`);
   const arn = await callSts(endpoint, headers, timeoutMs);
-  return {
-    arn,
-    signedCsrSha256: signedHeaders.includes(CSR_DIGEST_HEADER) ? headers[CSR_DIGEST_HEADER] : undefined,
-    signedAudience: signedHeaders.includes(AUDIENCE_HEADER) ? headers[AUDIENCE_HEADER] : undefined,
-  };
+  return { arn, signedCsrSha256: headers[CSR_DIGEST_HEADER], signedAudience: headers[AUDIENCE_HEADER] };
+}
+
+/**
+ * What the signature binds a request to: the kind of certificate and the CSR (hex SHA-256 of both), so a
+ * captured request serves neither another key nor another kind.
+ */
+export function requestDigest(kind: string, csrPem: string): string {
+  return createHash('sha256').update(`${kind}\n${csrPem}`).digest('hex');
 }
 
 async function callSts(endpoint: URL, headers: Record<string, string>, timeoutMs: number): Promise<string> {

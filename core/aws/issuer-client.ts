@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { InvokeCommand, type LambdaClient } from '@aws-sdk/client-lambda';
 import * as z from 'zod';
 import type { CertificateKind } from '../domain/issuance.js';
 import { EtcdAwsError } from '../errors.js';
 import { createKeyAndCsr, describeCertificate } from '../pki/x509.js';
-import { signIdentityRequest, type SigningCredentials } from './caller-identity.js';
+import { requestDigest, signIdentityRequest, type SigningCredentials } from './caller-identity.js';
 
 /** The issuer refused the request and said why: the same request will be refused again. */
 export class CertificateRefusedError extends EtcdAwsError {
@@ -53,7 +52,7 @@ export async function requestCertificate(deps: IssuerClientDeps, kind: Certifica
     credentials: await deps.credentials(),
     region: deps.region,
     endpoint: deps.stsEndpoint,
-    csrSha256: createHash('sha256').update(csrPem).digest('hex'),
+    csrSha256: requestDigest(kind, csrPem),
     audience: deps.functionName,
   });
   const out = await deps.lambda.send(new InvokeCommand({ FunctionName: deps.functionName, Payload: Buffer.from(JSON.stringify({ kind, csr: csrPem, identity })) }));

@@ -58,6 +58,11 @@ export interface IssuancePolicy {
   readonly nodeRoleName: string;
   /** The functions' role names: only their sessions (which only Lambda can make) get the root certificate. */
   readonly controlRoleNames: readonly string[];
+  /**
+   * The functions themselves: Lambda names a function's session after it, and a function name is unique in
+   * its account and region, so another function given one of those roles (iam:PassRole) is not them.
+   */
+  readonly controlFunctionNames: readonly string[];
   /** A root certificate's lifetime: a function's container lives hours, and asks again when it runs out. */
   readonly controlLifetimeMs: number;
   readonly groupName: string;
@@ -151,6 +156,13 @@ function decideRoot(request: IssuanceRequest, caller: CallerFacts, policy: Issua
       `the caller is ${caller.arn}; only this stack's functions (roles ${policy.controlRoleNames.join(', ') || 'none configured'} in account ${policy.accountId}) get etcd's root certificate`,
     );
   }
+  const session = match[3] as string;
+  if (!policy.controlFunctionNames.includes(session)) {
+    return refuse(
+      'caller-not-control-plane',
+      `the caller is ${session}, running as ${match[2] as string}, but only this stack's functions (${policy.controlFunctionNames.join(', ') || 'none configured'}) get etcd's root certificate`,
+    );
+  }
   const unbound = bindingRefusal(request, caller, policy);
   if (unbound) return refuse('request-not-bound', unbound);
   const badCsr = csrRefusal(request.csr);
@@ -158,7 +170,6 @@ function decideRoot(request: IssuanceRequest, caller: CallerFacts, policy: Issua
   if (request.csr.ips.length + request.csr.dnsNames.length > 0) {
     return refuse('csr-foreign-name', `a root certificate carries no addresses, but the CSR asks for ${[...request.csr.ips, ...request.csr.dnsNames].join(', ')}; send a CSR without subject alternative names`);
   }
-  const session = match[3] as string;
   return {
     kind: 'issue',
     ca: 'client',
@@ -186,7 +197,7 @@ export function decideIssuance(
 
   const unbound = bindingRefusal(request, caller, policy);
   if (unbound) return refuse('request-not-bound', unbound);
-  if (!instance) return refuse('instance-unknown', `instance ${instanceId} is not known to Auto Scaling or EC2 in this region`);
+  if (!instance || instance.instanceId !== instanceId) return refuse('instance-unknown', `instance ${instanceId} is not known to Auto Scaling or EC2 in this region`);
   if (instance.groupName !== policy.groupName) {
     return refuse('instance-not-in-group', `instance ${instanceId} is ${instance.groupName ? `in group ${instance.groupName}` : 'in no Auto Scaling group'}, not in ${policy.groupName}`);
   }

@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
 import * as z from 'zod';
 import type { CertificateAuthorities } from '../aws/ca-store.js';
-import { IdentityRefusedError, signedIdentityRequestSchema, type SignedIdentityRequest } from '../aws/caller-identity.js';
-import { CERTIFICATE_KINDS, decideIssuance, type CallerFacts, type CallerInstance, type IssuancePolicy, type RefusalCode } from '../domain/issuance.js';
+import { IdentityRefusedError, requestDigest, signedIdentityRequestSchema, type SignedIdentityRequest } from '../aws/caller-identity.js';
+import { CERTIFICATE_KINDS, callerInstanceId, decideIssuance, type CallerFacts, type CallerInstance, type IssuancePolicy, type RefusalCode } from '../domain/issuance.js';
 import { InvalidEventError } from '../errors.js';
 import type { Log } from '../logger.js';
 import { issueCertificate, readCsr } from '../pki/x509.js';
@@ -48,7 +47,7 @@ export async function issueNodeCertificate(event: unknown, deps: IssuerDeps): Pr
     return { status: 'refused', code, reason };
   };
   const parsed = issueRequestSchema.safeParse(event);
-  if (!parsed.success) return refused('bad-request', `the request is not {kind: peer|server|client, csr, identity: {headers, body}}: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) return refused('bad-request', `the request is not {kind: peer|server|client|root, csr, identity: {headers, body}}: ${z.prettifyError(parsed.error)}`);
   const request = parsed.data;
 
   let csr;
@@ -61,9 +60,10 @@ export async function issueNodeCertificate(event: unknown, deps: IssuerDeps): Pr
     if (error instanceof IdentityRefusedError) return refused('identity-refused', error.message, { kind: request.kind });
     throw error;
   }
-  const csrSha256 = createHash('sha256').update(request.csr).digest('hex');
-  const instanceId = /\/(i-[0-9a-f]+)$/.exec(caller.arn)?.[1];
-  const instance = instanceId ? await deps.describeInstance(instanceId) : undefined;
+  const csrSha256 = requestDigest(request.kind, request.csr);
+  // Auto Scaling and EC2 are asked only about an instance session of the node role, for a node certificate.
+  const who = request.kind === 'root' ? undefined : callerInstanceId(caller.arn, deps.policy);
+  const instance = who && 'instanceId' in who ? await deps.describeInstance(who.instanceId) : undefined;
   const now = deps.now();
   const decision = decideIssuance({ kind: request.kind, csr, csrSha256 }, caller, instance, deps.policy, now);
   if (decision.kind === 'refuse') return refused(decision.code, decision.reason, { kind: request.kind, caller: caller.arn });

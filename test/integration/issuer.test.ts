@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,7 +7,7 @@ import { CreateSecretCommand, GetSecretValueCommand, SecretsManagerClient } from
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
-import { signIdentityRequest, stsEndpoint, type SigningCredentials } from '../../core/aws/caller-identity.js';
+import { requestDigest, signIdentityRequest, stsEndpoint, type SigningCredentials } from '../../core/aws/caller-identity.js';
 import { createCertificateAuthority, createKeyAndCsr, describeCertificate, issueCertificate, readCsr } from '../../core/pki/x509.js';
 import type { IssueRequest, IssueResult } from '../../core/use-cases/issue-certificate.js';
 import { build } from '../../scripts/build.mjs';
@@ -65,7 +64,7 @@ async function request(
     credentials,
     region: REGION,
     endpoint: stsEndpoint(REGION),
-    csrSha256: createHash('sha256').update(options.signedCsr ?? csrPem).digest('hex'),
+    csrSha256: requestDigest(kind, options.signedCsr ?? csrPem),
     audience: options.audience ?? AUDIENCE,
   });
   return { event: { kind, csr: csrPem, identity }, keyPem };
@@ -77,6 +76,7 @@ const issuerEnv = (secret = secretArn) =>
     ETCD_AWS_CA_SECRET: secret,
     ETCD_AWS_NODE_ROLE: NODE_ROLE,
     ETCD_AWS_CONTROL_ROLES: CONTROL_ROLE,
+    ETCD_AWS_CONTROL_FUNCTIONS: CONTROL_SESSION,
     ETCD_AWS_SERVER_DNS_NAMES: 'etcd-nlb.elb.us-east-1.amazonaws.com',
     AWS_LAMBDA_FUNCTION_NAME: AUDIENCE,
   });

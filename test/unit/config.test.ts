@@ -38,6 +38,7 @@ describe('loadConfig', () => {
       caSecret: env.ETCD_AWS_CA_SECRET,
       nodeRoleName: 'etcd-NodeRole-1',
       controlRoleNames: [],
+      controlFunctionNames: [],
       serverDnsNames: [],
       certLifetimeMs: 168 * 3_600_000,
       functionName: 'etcd-issuer',

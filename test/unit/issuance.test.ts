@@ -7,6 +7,7 @@ const policy: IssuancePolicy = {
   accountId: '123456789012',
   nodeRoleName: 'etcd-aws-dev-NodeRole-ABC',
   controlRoleNames: ['etcd-aws-dev-BackupRole-1', 'etcd-aws-dev-ReconcileRole-2'],
+  controlFunctionNames: ['etcd-aws-dev-backup', 'etcd-aws-dev-reconcile'],
   controlLifetimeMs: 12 * 3600_000,
   groupName: 'etcd-aws-dev',
   audience: 'etcd-aws-dev-issuer',
@@ -115,6 +116,7 @@ describe('decideIssuance', () => {
     it.each<[string, IssuanceRequest, CallerFacts, RefusalCode, string]>([
       ['to an instance of the group', request('root', []), caller(), 'caller-not-control-plane', 'only this stack\'s functions'],
       ['to a role whose name starts like a function\'s', request('root', []), fn('etcd-aws-dev-BackupRole-10'), 'caller-not-control-plane', 'etcd-aws-dev-BackupRole-1, etcd-aws-dev-ReconcileRole-2'],
+      ['to another function given a function\'s role', request('root', []), fn('etcd-aws-dev-BackupRole-1', 'attacker-function'), 'caller-not-control-plane', 'only this stack\'s functions (etcd-aws-dev-backup, etcd-aws-dev-reconcile)'],
       ['to a function role of another account', request('root', []), caller({ arn: 'arn:aws:sts::210987654321:assumed-role/etcd-aws-dev-BackupRole-1/x' }), 'caller-not-control-plane', 'in account 123456789012'],
       ['with a request signed for another CSR', request('root', []), { ...fn('etcd-aws-dev-BackupRole-1'), signedCsrSha256: 'cd'.repeat(32) }, 'request-not-bound', 'for another CSR'],
       ['with addresses', request('root', ['10.0.1.5']), fn('etcd-aws-dev-BackupRole-1'), 'csr-foreign-name', 'carries no addresses'],

@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { CertificateAuthorities } from '../../core/aws/ca-store.js';
-import { IdentityRefusedError } from '../../core/aws/caller-identity.js';
+import { IdentityRefusedError, requestDigest } from '../../core/aws/caller-identity.js';
 import type { CallerFacts, CallerInstance } from '../../core/domain/issuance.js';
 import { EtcdAwsError, InvalidEventError } from '../../core/errors.js';
 import { createCertificateAuthority, createKeyAndCsr, describeCertificate } from '../../core/pki/x509.js';
@@ -19,7 +18,7 @@ beforeAll(async () => {
   csrPem = (await createKeyAndCsr({ name: 'root', ips: ['10.0.1.5'], dnsNames: [] })).csrPem;
 });
 
-const digest = (pem: string) => createHash('sha256').update(pem).digest('hex');
+const digest = (pem: string) => requestDigest('peer', pem);
 
 function deps(over: { caller?: Partial<CallerFacts> | Error; instance?: CallerInstance | undefined } = {}): IssuerDeps & { log: ReturnType<typeof recordingLog>; authorityReads: number } {
   const log = recordingLog();
@@ -35,13 +34,14 @@ function deps(over: { caller?: Partial<CallerFacts> | Error; instance?: CallerIn
     },
     describeInstance: (): Promise<CallerInstance | undefined> =>
       Promise.resolve('instance' in over ? over.instance : { instanceId: ID, groupName: 'etcd', lifecycleState: 'InService', privateIp: '10.0.1.5', privateDnsName: undefined }),
-    policy: { accountId: '123456789012', nodeRoleName: 'NodeRole', controlRoleNames: ['BackupRole'], controlLifetimeMs: 3600_000, groupName: 'etcd', audience: 'issuer', serverDnsNames: [], lifetimeMs: 86_400_000, backdateMs: 60_000 },
+    policy: { accountId: '123456789012', nodeRoleName: 'NodeRole', controlRoleNames: ['BackupRole'],
+      controlFunctionNames: ['etcd-backup'], controlLifetimeMs: 3600_000, groupName: 'etcd', audience: 'issuer', serverDnsNames: [], lifetimeMs: 86_400_000, backdateMs: 60_000 },
     now: () => NOW,
     log,
   };
   return d;
 }
-const identity = { headers: { authorization: 'AWS4-HMAC-SHA256 …' }, body: 'Action=GetCallerIdentity&Version=2011-06-15' };
+const identity = { headers: { authorization: 'AWS4-HMAC-SHA256 (checked by verifyCaller)' }, body: 'Action=GetCallerIdentity&Version=2011-06-15' };
 
 describe('issueNodeCertificate', () => {
   it('issues a peer certificate signed by the peer CA, with both CAs to trust, and logs why', async () => {
