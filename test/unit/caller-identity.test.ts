@@ -55,6 +55,16 @@ describe('verifyIdentityRequest', () => {
       (s) => withHeaders(s, { authorization: (s.headers.authorization as string).replace(`;${CSR_DIGEST_HEADER}`, '') }),
       `does not cover ${CSR_DIGEST_HEADER}`,
     ],
+    ...(['x-amz-date', AUDIENCE_HEADER] as const).map((h): [string, (s: SignedIdentityRequest) => SignedIdentityRequest, string] => [
+      `a signature that does not cover ${h}`,
+      (s) => withHeaders(s, { authorization: (s.headers.authorization as string).replace(`${h};`, '').replace(`;${h}`, '') }),
+      `does not cover ${h}`,
+    ]),
+    [
+      'a signature that does not cover the host',
+      (s) => withHeaders(s, { authorization: (s.headers.authorization as string).replace('SignedHeaders=content-type;host;', 'SignedHeaders=content-type;') }),
+      'does not cover host',
+    ],
     ['no signature at all', (s) => withHeaders(s, { authorization: 'Bearer x' }), 'of the one accepted form'],
     ['a signature for another region', (s) => withHeaders(s, { authorization: (s.headers.authorization as string).replace('/us-east-1/', '/eu-west-1/') }), 'signed for region eu-west-1'],
   ])('refuses %s before sending anything', async (_why, change, says) => {

@@ -76,6 +76,7 @@ describe('decideIssuance', () => {
     ['a signature that does not cover the CSR digest', request('peer', ['10.0.1.5']), caller({ signedCsrSha256: undefined }), instance(), 'request-not-bound', 'does not sign the CSR digest'],
     ['a signed request made for another CSR', request('peer', ['10.0.1.5']), caller({ signedCsrSha256: 'cd'.repeat(32) }), instance(), 'request-not-bound', 'for another CSR'],
     ['a signed request made for another issuer', request('peer', ['10.0.1.5']), caller({ signedAudience: 'vault' }), instance(), 'request-not-bound', 'for issuer "vault"'],
+    ['an answer about another instance than the caller', request('peer', ['10.0.1.5']), caller(), instance({ instanceId: 'i-0fedcba9876543210' }), 'instance-unknown', 'not known'],
     ['an instance neither Auto Scaling nor EC2 knows', request('peer', ['10.0.1.5']), caller(), undefined, 'instance-unknown', 'not known'],
     ['an instance of another group', request('peer', ['10.0.1.5']), caller(), instance({ groupName: 'other' }), 'instance-not-in-group', 'in group other, not in etcd-aws-dev'],
     ['an instance in no group', request('peer', ['10.0.1.5']), caller(), instance({ groupName: undefined }), 'instance-not-in-group', 'in no Auto Scaling group'],

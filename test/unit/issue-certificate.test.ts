@@ -71,6 +71,22 @@ describe('issueNodeCertificate', () => {
     expect(d.log.lines).toContainEqual(expect.objectContaining({ level: 'warn', message: 'certificate refused', fields: expect.objectContaining({ code }) as unknown }));
   });
 
+  it('asks Auto Scaling nothing for a root request, nor for a caller that is no instance session of the node role', async () => {
+    const asked: string[] = [];
+    for (const [kind, arn] of [
+      ['root', `arn:aws:sts::123456789012:assumed-role/BackupRole/etcd-backup`],
+      ['peer', `arn:aws:sts::123456789012:assumed-role/OtherRole/${ID}`],
+    ] as const) {
+      const d = deps({ caller: { arn } });
+      d.describeInstance = (id) => {
+        asked.push(id);
+        return Promise.resolve(undefined);
+      };
+      await issueNodeCertificate({ kind, csr: csrPem, identity }, d);
+    }
+    expect(asked).toEqual([]);
+  });
+
   it('throws what a retry can fix (STS unreachable) instead of refusing', async () => {
     const out = issueNodeCertificate({ kind: 'peer', csr: csrPem, identity }, deps({ caller: new EtcdAwsError('could not reach STS', { retryable: true }) }));
     await expect(out).rejects.toMatchObject({ retryable: true });
