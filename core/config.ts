@@ -65,10 +65,13 @@ type Setting = keyof typeof SETTINGS;
 
 const port = z.coerce.number().int().min(1).max(65535);
 const millis = z.coerce.number().int().min(50).max(600_000);
-const endpointList = z
-  .string()
-  .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
-  .pipe(z.array(z.url({ protocol: /^https?$/ })).min(1));
+/** A comma-separated list of strings, blanks dropped, each entry checked by `item`. */
+const commaList = (item: z.ZodType<string, string>, options: { normalize?: (e: string) => string; min?: number } = {}) =>
+  z
+    .string()
+    .transform((s) => s.split(',').map((e) => (options.normalize ?? ((x: string) => x))(e.trim())).filter((e) => e !== ''))
+    .pipe(z.array(item).min(options.min ?? 0));
+const endpointList = commaList(z.url({ protocol: /^https?$/ }), { min: 1 });
 const name = z.string().trim().min(1);
 
 /** etcd's suggested maximum space quota (its MaxQuotaBytes): above it etcd warns of degraded performance. */
@@ -127,26 +130,18 @@ const functionSettings = {
   ETCD_AWS_NOSPACE_RECOVER_BELOW: z.coerce.number().gt(0).max(1).default(0.8),
 };
 
-const dnsList = z
-  .string()
-  .transform((s) => s.split(',').map((e) => e.trim().toLowerCase()).filter((e) => e !== ''))
-  .pipe(z.array(z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be DNS names, e.g. etcd-nlb-123.elb.us-east-1.amazonaws.com')));
+const dnsList = commaList(
+  z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be DNS names, e.g. etcd-nlb-123.elb.us-east-1.amazonaws.com'),
+  { normalize: (e) => e.toLowerCase() },
+);
 
 const schemas = {
   issuer: z.object({
     ETCD_ASG_NAME: name,
     ETCD_AWS_CA_SECRET: name,
     ETCD_AWS_NODE_ROLE: z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be an IAM role name (not an ARN)'),
-    ETCD_AWS_CONTROL_ROLES: z
-      .string()
-      .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
-      .pipe(z.array(z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be IAM role names (not ARNs)')))
-      .default([]),
-    ETCD_AWS_CONTROL_FUNCTIONS: z
-      .string()
-      .transform((s) => s.split(',').map((e) => e.trim()).filter((e) => e !== ''))
-      .pipe(z.array(z.string().regex(/^[\w-]{1,64}$/, 'must be Lambda function names (not ARNs)')))
-      .default([]),
+    ETCD_AWS_CONTROL_ROLES: commaList(z.string().regex(/^[\w+=,.@-]{1,64}$/, 'must be IAM role names (not ARNs)')).default([]),
+    ETCD_AWS_CONTROL_FUNCTIONS: commaList(z.string().regex(/^[\w-]{1,64}$/, 'must be Lambda function names (not ARNs)')).default([]),
     ETCD_AWS_SERVER_DNS_NAMES: dnsList.default([]),
     // A week: a stolen certificate is worth a week at most, and an agent renewing at a third left has days to retry.
     ETCD_AWS_CERT_LIFETIME_HOURS: z.coerce.number().int().min(1).max(24 * 365).default(168),
