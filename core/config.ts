@@ -53,7 +53,8 @@ const SETTINGS = {
   ETCD_AWS_CONTROL_FUNCTIONS: "comma-separated names of the control plane's functions (their sessions' names): only they get etcd's root certificate",
   ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
   ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
-  ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent asks for this node's certificates",
+  ETCD_AWS_TLS: '"on": etcd speaks TLS to clients and peers and requires client certificates; the agent and the functions get theirs from ETCD_AWS_ISSUER_FUNCTION',
+  ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent and the functions ask for their certificates",
   ETCD_AWS_CERT_DIR: "the directory of this node's keys and certificates (generations, and a `current` link)",
   AWS_LAMBDA_FUNCTION_NAME: "the issuer's own function name (Lambda sets it): callers sign it into their requests",
   AWS_REGION: 'the region (Lambda sets it)',
@@ -100,6 +101,8 @@ const common = {
   ETCD_METRICS_PORT: port.default(2381),
   ETCD_AWS_DIAL_TIMEOUT_MS: millis.default(2000),
   ETCD_AWS_CALL_TIMEOUT_MS: millis.default(5000),
+  ETCD_AWS_TLS: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('off'),
+  ETCD_AWS_ISSUER_FUNCTION: name.optional(),
 };
 
 const functionSettings = {
@@ -170,8 +173,8 @@ const schemas = {
     ETCD_AWS_STACK_NAME: name.optional(),
     ETCD_AWS_STACK_RESOURCE: name.default('NodeGroup'),
     ETCD_AWS_CRASH_LOOP_RUNS: z.coerce.number().int().min(2).max(100).default(5),
-    ETCD_AWS_ISSUER_FUNCTION: name.optional(),
     ETCD_AWS_CERT_DIR: name.default('/var/lib/etcd-aws/pki'),
+    ETCD_AWS_SERVER_DNS_NAMES: dnsList.default([]),
     ETCD_QUOTA_BACKEND_BYTES: quotaBytes,
     // etcd's auto-compaction is off unless asked for; every node gets it, with one hour of history by
     // default (etcd's maintenance guide's example): see the README's "Compaction and space".
@@ -212,6 +215,10 @@ interface CommonConfig {
   readonly metricsPort: number;
   readonly dialTimeoutMs: number;
   readonly callTimeoutMs: number;
+  /** The scheme of every etcd client and peer URL: `https` with ETCD_AWS_TLS=on. */
+  readonly scheme: 'http' | 'https';
+  /** With ETCD_AWS_TLS=on: the issuer of the certificates (its function name); undefined: plaintext. */
+  readonly tlsIssuer: string | undefined;
 }
 
 export interface BackupSettings {
@@ -269,7 +276,7 @@ export interface AgentConfig extends CommonConfig {
   /** Failed etcd starts in a row after which the agent marks its instance unhealthy. */
   readonly crashLoopRuns: number;
   /** The certificate issuer function and where this node keeps its keys and certificates. */
-  readonly pki: { readonly issuerFunction: string | undefined; readonly dir: string };
+  readonly pki: { readonly issuerFunction: string | undefined; readonly dir: string; readonly serverDnsNames: readonly string[] };
   /** etcd's space quota and auto-compaction, as etcd's own settings (`--quota-backend-bytes`, `--auto-compaction-*`). */
   readonly space: EtcdSpace;
 }
@@ -305,7 +312,17 @@ function parse<R extends Role>(role: R, env: Record<string, string | undefined>)
 }
 
 function commonOf(c: z.infer<(typeof schemas)[Exclude<Role, 'issuer'>]>): CommonConfig {
+  if (c.ETCD_AWS_TLS === 'on' && c.ETCD_AWS_ISSUER_FUNCTION === undefined) {
+    throw new ConfigError(`invalid configuration: ETCD_AWS_ISSUER_FUNCTION is required with ETCD_AWS_TLS=on (${SETTINGS.ETCD_AWS_ISSUER_FUNCTION}); the stack sets both`);
+  }
+  const scheme = c.ETCD_AWS_TLS === 'on' ? 'https' : 'http';
+  const wrong = c.ETCD_ENDPOINTS?.find((e) => !e.startsWith(`${scheme}://`));
+  if (wrong !== undefined) {
+    throw new ConfigError(`invalid configuration: ETCD_ENDPOINTS has ${wrong}, but with ETCD_AWS_TLS=${c.ETCD_AWS_TLS} every endpoint must be ${scheme}://`);
+  }
   return {
+    scheme,
+    tlsIssuer: c.ETCD_AWS_TLS === 'on' ? c.ETCD_AWS_ISSUER_FUNCTION : undefined,
     endpoints: c.ETCD_ENDPOINTS,
     clientPort: c.ETCD_CLIENT_PORT,
     peerPort: c.ETCD_PEER_PORT,
@@ -391,7 +408,7 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
     launch: Object.freeze({ hookName: c.ETCD_AWS_LAUNCH_HOOK, timeoutMs: c.ETCD_AWS_LAUNCH_TIMEOUT_MS, heartbeatMs: c.ETCD_AWS_LAUNCH_HEARTBEAT_MS }),
     stack: c.ETCD_AWS_STACK_NAME === undefined ? undefined : Object.freeze({ name: c.ETCD_AWS_STACK_NAME, resource: c.ETCD_AWS_STACK_RESOURCE }),
     crashLoopRuns: c.ETCD_AWS_CRASH_LOOP_RUNS,
-    pki: Object.freeze({ issuerFunction: c.ETCD_AWS_ISSUER_FUNCTION, dir: c.ETCD_AWS_CERT_DIR }),
+    pki: Object.freeze({ issuerFunction: c.ETCD_AWS_ISSUER_FUNCTION, dir: c.ETCD_AWS_CERT_DIR, serverDnsNames: Object.freeze(c.ETCD_AWS_SERVER_DNS_NAMES) }),
     space: Object.freeze({
       quotaBytes: c.ETCD_QUOTA_BACKEND_BYTES,
       compaction: Object.freeze({ mode: c.ETCD_AUTO_COMPACTION_MODE, retention: c.ETCD_AUTO_COMPACTION_RETENTION }),

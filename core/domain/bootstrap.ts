@@ -1,3 +1,4 @@
+import { COMMON_NAMES } from './issuance.js';
 import { activePeers, isLeaving, type GroupInstance } from './instances.js';
 import { memberOfInstance, quorumOf, urlHost, type Member } from './members.js';
 import { checkJoinVersion, parseEtcdVersion, type EtcdVersion, type MemberVersion } from './versions.js';
@@ -177,8 +178,21 @@ export interface EtcdSpace {
   readonly compaction: { readonly mode: 'periodic' | 'revision'; readonly retention: string };
 }
 
+/** The node's certificate files etcd reads (on every handshake: a renewal needs no restart). */
+export interface EtcdTlsFiles {
+  /** The CA of peer certificates (CN etcd-peer), the only one the peer port trusts. */
+  readonly peerCaFile: string;
+  /** The CA of client certificates (users, the agent, the functions), the only one the client port trusts. */
+  readonly clientCaFile: string;
+  readonly peer: { readonly certFile: string; readonly keyFile: string };
+  readonly server: { readonly certFile: string; readonly keyFile: string };
+}
+
 /**
  * The environment etcd runs with: passed-through ETCD_* tuning, then the settings the agent owns. Pure.
+ * With `tls`, both ports speak TLS and require a certificate of their own CA (`--client-cert-auth`,
+ * `--peer-client-cert-auth`), and the peer port only a peer certificate's CN; /health and /metrics stay plain
+ * HTTP on the metrics port, where they reveal no data.
  * etcd reads `ETCD_<FLAG>` as `--<flag>`: the space settings become `--quota-backend-bytes`,
  * `--auto-compaction-mode` and `--auto-compaction-retention`, set on every start, so every member compacts
  * and enforces the same quota whether or not the environment named them.
@@ -193,13 +207,17 @@ export function etcdEnvironment(options: {
   launch: EtcdLaunch;
   space: EtcdSpace;
   inherited: Record<string, string | undefined>;
+  /** Undefined: plaintext (ETCD_AWS_TLS=off). */
+  tls?: EtcdTlsFiles | undefined;
 }): Record<string, string> {
   const { self, launch } = options;
   const passThrough = Object.entries(options.inherited).filter(
     (e): e is [string, string] => e[0].startsWith('ETCD_') && !AGENT_OWN.has(e[0]) && !e[0].startsWith('ETCD_AWS_') && e[1] !== undefined,
   );
-  const client = `http://${self.privateIp}:${options.clientPort}`;
-  const peer = `http://${self.privateIp}:${options.peerPort}`;
+  const { tls } = options;
+  const scheme = tls ? 'https' : 'http';
+  const client = `${scheme}://${self.privateIp}:${options.clientPort}`;
+  const peer = `${scheme}://${self.privateIp}:${options.peerPort}`;
   return {
     ...Object.fromEntries(passThrough),
     ETCD_NAME: self.instanceId,
@@ -218,6 +236,22 @@ export function etcdEnvironment(options: {
     ETCD_QUOTA_BACKEND_BYTES: String(options.space.quotaBytes),
     ETCD_AUTO_COMPACTION_MODE: options.space.compaction.mode,
     ETCD_AUTO_COMPACTION_RETENTION: options.space.compaction.retention,
+    ...(tls ? tlsEnvironment(tls) : {}),
+  };
+}
+
+function tlsEnvironment(tls: EtcdTlsFiles): Record<string, string> {
+  return {
+    ETCD_CERT_FILE: tls.server.certFile,
+    ETCD_KEY_FILE: tls.server.keyFile,
+    ETCD_TRUSTED_CA_FILE: tls.clientCaFile,
+    ETCD_CLIENT_CERT_AUTH: 'true',
+    ETCD_PEER_CERT_FILE: tls.peer.certFile,
+    ETCD_PEER_KEY_FILE: tls.peer.keyFile,
+    ETCD_PEER_TRUSTED_CA_FILE: tls.peerCaFile,
+    ETCD_PEER_CLIENT_CERT_AUTH: 'true',
+    // etcd refuses a peer connection whose certificate has another CN (a client certificate of the peer CA has none).
+    ETCD_PEER_CERT_ALLOWED_CN: COMMON_NAMES.peer,
   };
 }
 

@@ -27,9 +27,12 @@ export function activePeers(instances: readonly GroupInstance[]): Array<GroupIns
   return instances.filter((i): i is GroupInstance & { privateIp: string } => isActive(i) && i.privateIp !== undefined);
 }
 
-/** etcd client URLs of the given instances (`http://<private-ip>:<port>`), in a stable order. */
-export function clientUrls(instances: readonly { readonly privateIp: string }[], clientPort: number): string[] {
-  return instances.map((i) => `http://${i.privateIp}:${clientPort}`).sort();
+/** The scheme of etcd's URLs: `https` when etcd runs with TLS (ETCD_AWS_TLS=on). */
+export type UrlScheme = 'http' | 'https';
+
+/** etcd client URLs of the given instances (`<scheme>://<private-ip>:<port>`), in a stable order. */
+export function clientUrls(instances: readonly { readonly privateIp: string }[], clientPort: number, scheme: UrlScheme = 'http'): string[] {
+  return instances.map((i) => `${scheme}://${i.privateIp}:${clientPort}`).sort();
 }
 
 /**

@@ -9,7 +9,7 @@ import {
   type Self,
 } from '../domain/bootstrap.js';
 import { leaseAction, seedPrecondition, type SeedLease } from '../domain/election.js';
-import { clientUrls, runningPeers, type GroupInstance } from '../domain/instances.js';
+import { clientUrls, runningPeers, type GroupInstance, type UrlScheme } from '../domain/instances.js';
 import { hexMemberId } from '../domain/members.js';
 import type { EtcdVersion } from '../domain/versions.js';
 import { EtcdAwsError, describeError } from '../errors.js';
@@ -49,6 +49,8 @@ export interface BootstrapDeps {
   readonly log: Log;
   readonly clientPort: number;
   readonly peerPort: number;
+  /** `https` when etcd runs with TLS: its client and peer URLs. */
+  readonly scheme?: UrlScheme | undefined;
   readonly timing: BootstrapTiming;
   /** The etcd release this instance runs (`etcd --version`): whether it may join the members' versions. */
   readonly etcdVersion: EtcdVersion;
@@ -75,7 +77,7 @@ export interface BootstrapOutcome {
   readonly seeded: SeedData | undefined;
 }
 
-const peerUrlOf = (self: Self, peerPort: number) => `http://${self.privateIp}:${peerPort}`;
+const peerUrlOf = (self: Self, peerPort: number, scheme: UrlScheme = 'http') => `${scheme}://${self.privateIp}:${peerPort}`;
 
 /** Gathers the group, the local data and a probe of the peers, and decides. Changes nothing. */
 export async function observe(self: Self, groupName: string, deps: BootstrapDeps): Promise<Observation> {
@@ -83,7 +85,7 @@ export async function observe(self: Self, groupName: string, deps: BootstrapDeps
   const local = await deps.localData();
   // Instances held in Terminating:Wait still run: a member with data may be there (see runningPeers).
   const peers = runningPeers(instances).filter((i) => i.instanceId !== self.instanceId);
-  const endpoints = clientUrls(peers, deps.clientPort);
+  const endpoints = clientUrls(peers, deps.clientPort, deps.scheme);
   let probe: Probe = { kind: 'silent' };
   if (endpoints.length > 0) {
     const etcd = deps.openMembership(endpoints);
@@ -97,9 +99,9 @@ export async function observe(self: Self, groupName: string, deps: BootstrapDeps
 }
 
 /** Launch settings a plan leads to, as far as they are known before acting (for `plan` and logs). */
-export function previewLaunch(self: Self, groupName: string, observation: Observation, peerPort: number): EtcdLaunch | undefined {
+export function previewLaunch(self: Self, groupName: string, observation: Observation, peerPort: number, scheme: UrlScheme = 'http'): EtcdLaunch | undefined {
   const { plan, probe } = observation;
-  const peerUrl = peerUrlOf(self, peerPort);
+  const peerUrl = peerUrlOf(self, peerPort, scheme);
   switch (plan.kind) {
     case 'restart':
       return { state: 'existing', initialCluster: [`${self.instanceId}=${peerUrl}`], token: `${groupName}-existing` };
@@ -125,7 +127,7 @@ export function previewLaunch(self: Self, groupName: string, observation: Observ
  * foreign data, add self as learner | win the seed election | wait and go to 1.
  */
 export async function bootstrap(self: Self, groupName: string, deps: BootstrapDeps): Promise<BootstrapOutcome> {
-  const peerUrl = peerUrlOf(self, deps.peerPort);
+  const peerUrl = peerUrlOf(self, deps.peerPort, deps.scheme);
   let lastWaitReason = '';
   for (;;) {
     const observation = await observe(self, groupName, deps);

@@ -1,4 +1,4 @@
-import { clientUrls, runningPeers, type GroupInstance } from '../domain/instances.js';
+import { clientUrls, runningPeers, type GroupInstance, type UrlScheme } from '../domain/instances.js';
 import { compareMembership, type MembershipView } from '../domain/membership.js';
 import type { Member } from '../domain/members.js';
 import { DiscoveryError, describeError } from '../errors.js';
@@ -9,6 +9,8 @@ export interface DiscoveryDeps {
   readonly inventory: InstanceInventory;
   readonly openCluster: (endpoints: readonly string[]) => EtcdCluster;
   readonly clientPort: number;
+  /** `https` when etcd runs with TLS. */
+  readonly scheme?: UrlScheme | undefined;
   readonly log: Log;
 }
 
@@ -56,7 +58,7 @@ export async function discoverCluster(
   explicitEndpoints?: readonly string[],
 ): Promise<ClusterView> {
   const instances = await deps.inventory.instancesOf(groupName);
-  const endpoints = explicitEndpoints ?? clientUrls(runningPeers(instances), deps.clientPort);
+  const endpoints = explicitEndpoints ?? clientUrls(runningPeers(instances), deps.clientPort, deps.scheme);
   if (endpoints.length === 0) {
     return { groupName, instances, endpoints, cluster: { live: false, reason: 'no running instance has an address' } };
   }

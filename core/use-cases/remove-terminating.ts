@@ -1,4 +1,4 @@
-import { activePeers, clientUrls } from '../domain/instances.js';
+import { activePeers, clientUrls, type UrlScheme } from '../domain/instances.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
 import { hexMemberId, type Member } from '../domain/members.js';
 import { leadershipHandoff, planTermination, planWithoutQuorum, type TerminationPlan } from '../domain/termination.js';
@@ -12,6 +12,8 @@ export interface RemovalDeps {
   readonly openCluster: (endpoints: readonly string[]) => EtcdCluster & EtcdMembership;
   readonly lifecycle: LifecycleActions;
   readonly clientPort: number;
+  /** `https` when etcd runs with TLS. */
+  readonly scheme?: UrlScheme | undefined;
   /** Explicit etcd client URLs (ETCD_ENDPOINTS); otherwise the group's active instances. */
   readonly endpoints: readonly string[] | undefined;
   /**
@@ -67,8 +69,8 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
   try {
     const instances = await deps.inventory.instancesOf(deps.groupName);
     const privateIp = instances.find((i) => i.instanceId === notice.instanceId)?.privateIp;
-    const own = privateIp === undefined ? undefined : `http://${privateIp}:${deps.clientPort}`;
-    const all = deps.endpoints ?? clientUrls(activePeers(instances), deps.clientPort);
+    const own = privateIp === undefined ? undefined : `${deps.scheme ?? 'http'}://${privateIp}:${deps.clientPort}`;
+    const all = deps.endpoints ?? clientUrls(activePeers(instances), deps.clientPort, deps.scheme);
     const others = all.filter((e) => e !== own);
     // Removal goes through the other members; only the terminating member itself may be left (scale-in to
     // zero): then it is asked.

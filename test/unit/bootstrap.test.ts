@@ -197,6 +197,42 @@ describe('launch settings', () => {
     expect([env.ETCD_QUOTA_BACKEND_BYTES, env.ETCD_AUTO_COMPACTION_MODE, env.ETCD_AUTO_COMPACTION_RETENTION]).toEqual([quota, mode, retention]);
   });
 
+  it('with TLS: https URLs, both ports require a certificate of their own CA, the peer port a peer CN; /health stays plain', () => {
+    const env = etcdEnvironment({
+      self,
+      dataDir: '/var/lib/etcd',
+      clientPort: 2379,
+      peerPort: 2380,
+      metricsPort: 2381,
+      launch: { state: 'new', initialCluster: ['i-self=https://10.0.1.10:2380'], token: 't' },
+      space,
+      // Settings of the environment cannot weaken the agent's TLS: they are overridden.
+      inherited: { ETCD_CLIENT_CERT_AUTH: 'false', ETCD_TRUSTED_CA_FILE: '/tmp/other-ca.crt' },
+      tls: {
+        peerCaFile: '/pki/current/peer-ca.crt',
+        clientCaFile: '/pki/current/client-ca.crt',
+        peer: { certFile: '/pki/current/peer.crt', keyFile: '/pki/current/peer.key' },
+        server: { certFile: '/pki/current/server.crt', keyFile: '/pki/current/server.key' },
+      },
+    });
+    expect(env).toMatchObject({
+      ETCD_LISTEN_CLIENT_URLS: 'https://10.0.1.10:2379',
+      ETCD_ADVERTISE_CLIENT_URLS: 'https://10.0.1.10:2379',
+      ETCD_LISTEN_PEER_URLS: 'https://10.0.1.10:2380',
+      ETCD_INITIAL_ADVERTISE_PEER_URLS: 'https://10.0.1.10:2380',
+      ETCD_LISTEN_METRICS_URLS: 'http://10.0.1.10:2381',
+      ETCD_CERT_FILE: '/pki/current/server.crt',
+      ETCD_KEY_FILE: '/pki/current/server.key',
+      ETCD_TRUSTED_CA_FILE: '/pki/current/client-ca.crt',
+      ETCD_CLIENT_CERT_AUTH: 'true',
+      ETCD_PEER_CERT_FILE: '/pki/current/peer.crt',
+      ETCD_PEER_KEY_FILE: '/pki/current/peer.key',
+      ETCD_PEER_TRUSTED_CA_FILE: '/pki/current/peer-ca.crt',
+      ETCD_PEER_CLIENT_CERT_AUTH: 'true',
+      ETCD_PEER_CERT_ALLOWED_CN: 'etcd-peer',
+    });
+  });
+
   it('sets the force flag only in the environment made for the one recovering process', () => {
     const env = { ETCD_NAME: 'i-self', ETCD_DATA_DIR: '/var/lib/etcd' };
     expect(forceNewClusterEnvironment(env)).toEqual({ ...env, ETCD_FORCE_NEW_CLUSTER: 'true' });

@@ -22,8 +22,22 @@ describe('loadConfig', () => {
       quotaBytes: 2 * 1024 ** 3,
       maintenance: { minFreeRatio: 0.5, minFreeBytes: 64 * 1024 ** 2, recoverBelowRatio: 0.8, defragTimeoutMs: 60_000 },
       backup: undefined,
+      scheme: 'http',
+      tlsIssuer: undefined,
     });
     expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('with ETCD_AWS_TLS=on uses https and the issuer; refuses it without an issuer, and plaintext endpoints', () => {
+    expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: 'etcd-issuer' }, 'function')).toMatchObject({ scheme: 'https', tlsIssuer: 'etcd-issuer' });
+    expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'off', ETCD_AWS_ISSUER_FUNCTION: 'etcd-issuer' }, 'function')).toMatchObject({ scheme: 'http', tlsIssuer: undefined });
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'on' }, 'function')).toThrow(/ETCD_AWS_ISSUER_FUNCTION is required with ETCD_AWS_TLS=on/);
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'yes' }, 'function')).toThrow(/ETCD_AWS_TLS="yes" is invalid.*"on" or "off"/s);
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: 'i', ETCD_ENDPOINTS: 'https://10.0.0.1:2379,http://10.0.0.2:2379' }, 'function')).toThrow(
+      /ETCD_ENDPOINTS has http:\/\/10.0.0.2:2379, but with ETCD_AWS_TLS=on every endpoint must be https:\/\//,
+    );
+    const agent = loadConfig({ BACKUP_BUCKET: 'b', ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: 'i', ETCD_AWS_SERVER_DNS_NAMES: 'Etcd-NLB.elb.amazonaws.com' }, 'agent');
+    expect(agent).toMatchObject({ scheme: 'https', tlsIssuer: 'i', pki: { issuerFunction: 'i', serverDnsNames: ['etcd-nlb.elb.amazonaws.com'] } });
   });
 
   it('refuses a defragmentation threshold that is not a share, naming the variable', () => {

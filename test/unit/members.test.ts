@@ -59,6 +59,7 @@ describe('activePeers', () => {
   it('skips instances without an address and sorts client URLs', () => {
     const peers = activePeers([instance('i-2', '127.9.1.7'), instance('i-1', undefined), instance('i-3', '127.9.1.5')]);
     expect(clientUrls(peers, 2379)).toEqual(['http://127.9.1.5:2379', 'http://127.9.1.7:2379']);
+    expect(clientUrls(peers, 2379, 'https')).toEqual(['https://127.9.1.5:2379', 'https://127.9.1.7:2379']);
   });
 });
 
