@@ -175,6 +175,17 @@ export interface SnapshotStream {
   headerRevision(): string | undefined;
 }
 
+/** etcd's authentication store (RBAC): what the control plane sets up once per cluster. */
+export interface EtcdAuth {
+  authEnabled(): Promise<boolean>;
+  /** Adds the role unless it exists. */
+  ensureRole(name: string): Promise<void>;
+  /** Adds the user without a password (only a client certificate with its name as CN can be it) unless it exists, and grants it `roles`. */
+  ensureUser(name: string, roles: readonly string[]): Promise<void>;
+  /** Turns authentication on (a no-op when it is on). */
+  enableAuth(): Promise<void>;
+}
+
 export interface EtcdSnapshots {
   /** Maintenance.Snapshot from the member at `endpoint`, with a deadline long enough for the whole stream. */
   snapshot(endpoint: string, timeoutMs: number): Promise<SnapshotStream>;

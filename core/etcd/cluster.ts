@@ -3,7 +3,7 @@ import type { Member } from '../domain/members.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
 import { Readable } from 'node:stream';
-import type { EtcdAlarm, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
+import type { EtcdAlarm, EtcdAuth, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
 
 /** A client certificate and the CA to trust, PEM: for `https://` endpoints (#18). */
 export interface EtcdTlsCredentials {
@@ -54,7 +54,7 @@ function servedElsewhere(error: unknown): boolean {
 const SNAPSHOT_WINDOW_BYTES = 1024 * 1024;
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
-export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots {
+export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots {
   private readonly client: Etcd3;
 
   constructor(
@@ -90,6 +90,27 @@ export class Etcd3Cluster implements EtcdCluster, EtcdLocalView, EtcdMaintenance
       }
       throw last;
     }
+  }
+
+  async authEnabled(): Promise<boolean> {
+    return (await this.onVoter((c) => c.auth.authStatus())).enabled;
+  }
+
+  async ensureRole(name: string): Promise<void> {
+    await this.onVoter((c) => c.auth.roleAdd({ name })).catch((error: unknown) => {
+      if (!/role name already exists/i.test(describeError(error))) throw error;
+    });
+  }
+
+  async ensureUser(name: string, roles: readonly string[]): Promise<void> {
+    await this.onVoter((c) => c.auth.userAdd({ name, password: '', options: { no_password: true } })).catch((error: unknown) => {
+      if (!/user name already exists/i.test(describeError(error))) throw error;
+    });
+    for (const role of roles) await this.onVoter((c) => c.auth.userGrantRole({ user: name, role }));
+  }
+
+  async enableAuth(): Promise<void> {
+    await this.onVoter((c) => c.auth.authEnable());
   }
 
   async listMembers(): Promise<{ clusterId: string; members: Member[] }> {
