@@ -17,7 +17,7 @@ import { loadConfig } from '../core/config.js';
 import { finalBackupRequest } from '../core/domain/lifecycle-events.js';
 import { describeError } from '../core/errors.js';
 import { takeBackup, takeFinalBackup, type BackupSummary } from '../core/use-cases/backup.js';
-import { createBackupDeps } from './wiring.js';
+import { createBackupDeps, etcdAccess } from './wiring.js';
 
 /** The terminating hook times out after 900 s; a heartbeat every 5 minutes keeps the last instance waiting. */
 const FINAL_BACKUP_HEARTBEAT_MS = 300_000;
@@ -39,7 +39,8 @@ function finalBackupLockWaitMs(remainingMs: number): number {
 const config = loadConfig(process.env, 'backup');
 const logger = new Logger({ serviceName: 'etcd-aws-backup' });
 const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'backup', defaultDimensions: { AutoScalingGroup: config.asgName } });
-const deps = createBackupDeps(config, config.backup, logger);
+const etcd = etcdAccess(config, logger);
+const deps = createBackupDeps(config, config.backup, logger, etcd.options);
 
 export const handler = async (event: unknown, context: Context): Promise<BackupSummary> => {
   logger.addContext(context);
@@ -50,6 +51,7 @@ export const handler = async (event: unknown, context: Context): Promise<BackupS
   // When Lambda stops this invocation: the backup lock expires a minute after it (backupLockExpiry).
   const deadline = Date.now() + context.getRemainingTimeInMillis();
   try {
+    await etcd.ready();
     const summary = finalFor
       ? await takeFinalBackup(
           finalFor,

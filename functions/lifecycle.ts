@@ -18,6 +18,7 @@ import { loadConfig } from '../core/config.js';
 import { classifyLifecycleMessage, parseLifecycleBody, type LifecycleMessage } from '../core/domain/lifecycle-events.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
 import { LambdaFinalBackup } from '../core/aws/final-backup.js';
+import { etcdAccess } from './wiring.js';
 import { removeTerminatingMember, type RemovalDeps } from '../core/use-cases/remove-terminating.js';
 
 const config = loadConfig(process.env, 'function');
@@ -25,7 +26,8 @@ const logger = new Logger({ serviceName: 'etcd-aws-lifecycle' });
 const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'lifecycle', defaultDimensions: { AutoScalingGroup: config.asgName } });
 const autoScaling = new AutoScalingClient({});
 const inventory = new AwsInstanceInventory(autoScaling, new EC2Client({}));
-const openCluster = (endpoints: readonly string[]) => new Etcd3Cluster(endpoints, config);
+const etcd = etcdAccess(config, logger);
+const openCluster = (endpoints: readonly string[]) => new Etcd3Cluster(endpoints, etcd.options);
 const finalBackup = config.backupFunction ? new LambdaFinalBackup(new LambdaClient({}), config.backupFunction) : undefined;
 const deps: RemovalDeps = {
   groupName: config.asgName,
@@ -33,6 +35,7 @@ const deps: RemovalDeps = {
   openCluster,
   lifecycle: new AwsLifecycleActions(autoScaling),
   clientPort: config.clientPort,
+  scheme: config.scheme,
   endpoints: config.endpoints,
   // Scale-in to zero: the last voting member is backed up (by the backup function) before its instance goes.
   finalBackup: finalBackup ? (notice) => finalBackup.start(notice) : undefined,
@@ -50,6 +53,7 @@ async function handleMessage(message: LifecycleMessage, lastDelivery: boolean): 
   }
   const started = Date.now();
   try {
+    await etcd.ready();
     const outcome = await removeTerminatingMember(message.notice, { ...deps, lastDelivery });
     if (outcome.kind === 'ignored') {
       logger.info('ignoring termination of another group', { instanceId: message.notice.instanceId, groupName: message.notice.groupName });

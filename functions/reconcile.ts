@@ -15,6 +15,7 @@ import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
 import { loadConfig } from '../core/config.js';
 import { Etcd3Cluster } from '../core/etcd/cluster.js';
+import { etcdAccess } from './wiring.js';
 import { reconcileCluster, type ReconcileDeps, type ReconcileResult } from '../core/use-cases/reconcile.js';
 
 const config = loadConfig(process.env, 'function');
@@ -23,11 +24,13 @@ const metrics = new Metrics({ namespace: 'EtcdAws', serviceName: 'reconcile' });
 const autoScaling = new AutoScalingClient({});
 const backup = config.backup;
 const seeds = backup ? new S3SeedCoordinator(new S3Client({}), backup.bucket, backup.prefix, config.asgName) : undefined;
+const etcd = etcdAccess(config, logger);
 const instances = new AwsInstanceLifecycle(autoScaling, config.asgName, 'etcd-launch');
 const deps: ReconcileDeps = {
   inventory: new AwsInstanceInventory(autoScaling, new EC2Client({})),
-  openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+  openCluster: (endpoints) => new Etcd3Cluster(endpoints, etcd.options),
   clientPort: config.clientPort,
+  scheme: config.scheme,
   log: logger,
   now: () => Date.now(),
   graceMs: config.orphanGraceMs,
@@ -53,13 +56,14 @@ export const handler = async (_event?: unknown, context?: Partial<Pick<Context, 
   // Invoked by hand outside Lambda (no context): the function's own timeout.
   const remainingMs = context?.getRemainingTimeInMillis?.() ?? 120_000;
   // A defragmentation may start while one more fits before the margin: at most half the time that is left.
+  await etcd.ready();
   const defragTimeoutMs = Math.max(1000, Math.min(config.maintenance.defragTimeoutMs, (remainingMs - MAINTENANCE_MARGIN_MS) / 2));
   const report = await reconcileCluster(
     config.asgName,
     {
       ...deps,
       maintenance: {
-        openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+        openCluster: (endpoints) => new Etcd3Cluster(endpoints, etcd.options),
         log: logger,
         policy: config.maintenance,
         quotaBytes: config.quotaBytes,
