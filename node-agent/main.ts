@@ -8,8 +8,11 @@
  *   discover  print identity, group, instances and the live cluster as JSON
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync, realpathSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { CloudFormationClient } from '@aws-sdk/client-cloudformation';
 import { EC2Client } from '@aws-sdk/client-ec2';
@@ -17,7 +20,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { stsEndpoint } from '../core/aws/caller-identity.js';
 import { ImdsIdentitySource } from '../core/aws/identity.js';
-import { requestCertificate, type IssuerClientDeps } from '../core/aws/issuer-client.js';
+import { CertificateRefusedError, requestCertificate, type IssuerClientDeps } from '../core/aws/issuer-client.js';
 import type { CertificateKind } from '../core/domain/issuance.js';
 import { AwsInstanceLifecycle, CloudFormationStackSignals, NO_STACK_SIGNALS } from '../core/aws/instance-lifecycle.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
@@ -25,14 +28,14 @@ import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
 import { S3SnapshotStore } from '../core/aws/s3-snapshot-store.js';
 import { loadConfig, type AgentConfig } from '../core/config.js';
 import { pairBackups, snapshotFolder } from '../core/domain/backups.js';
-import { etcdEnvironment, forceNewClusterEnvironment, type Self } from '../core/domain/bootstrap.js';
+import { etcdEnvironment, forceNewClusterEnvironment, type EtcdTlsFiles, type Self } from '../core/domain/bootstrap.js';
 import type { SeedLease } from '../core/domain/election.js';
 import { checkLocalVersion, formatVersion, type EtcdVersion } from '../core/domain/versions.js';
 import { crashLoopVerdict, DEFAULT_CRASH_LOOP, interruptedFirstStart } from '../core/domain/health.js';
 import { activePeers, clientUrls, runningPeers } from '../core/domain/instances.js';
 import { hexMemberId, memberOfInstance } from '../core/domain/members.js';
 import { othersHoldQuorum } from '../core/domain/health.js';
-import { Etcd3Cluster } from '../core/etcd/cluster.js';
+import { Etcd3Cluster, type EtcdClientOptions } from '../core/etcd/cluster.js';
 import { EtcdRestoreTool, toolVersion } from '../core/etcd/restore-tool.js';
 import { readLocalMember } from '../core/etcd/wal.js';
 import { ConfigError, EtcdAwsError, describeError } from '../core/errors.js';
@@ -56,7 +59,8 @@ import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
 import { findEtcdBinary, superviseEtcd, type SupervisedEtcd } from './etcd-process.js';
 import { respondToFailure } from './failures.js';
 import { RunHistory } from './run-history.js';
-import { ensureCertificates } from './certificates.js';
+import { certificateFiles, ensureCertificates } from './certificates.js';
+import { ensureAuthentication } from '../core/use-cases/authentication.js';
 import { stderrJsonLog } from './log.js';
 
 const USAGE = `usage: node-agent <command> [options]
@@ -86,6 +90,33 @@ interface Context {
   readonly groupName: string;
   readonly inventory: AwsInstanceInventory;
   readonly s3: S3Client;
+  /** How the agent's etcd clients connect: plaintext, or with its `etcd-aws-agent` certificate. */
+  readonly etcd: EtcdClientOptions;
+}
+
+/**
+ * The agent's etcd client options: plaintext, or (ETCD_AWS_TLS=on) its `etcd-aws-agent` client certificate,
+ * read from the generation `current` points at when each client is made, so a renewal in between never pairs
+ * a new certificate with an old key.
+ */
+function etcdClientOptions(config: AgentConfig): EtcdClientOptions {
+  if (config.tlsIssuer === undefined) return config;
+  return {
+    ...config,
+    tls: () => {
+      const files = certificateFiles(config.pki.dir);
+      const generation = realpathSync(path.dirname(files.clientCaFile));
+      const read = (file: string) => readFileSync(path.join(generation, path.basename(file)));
+      return { caPem: read(files.clientCaFile), certPem: read(files.cert.client.certFile), keyPem: read(files.cert.client.keyFile) };
+    },
+  };
+}
+
+/** The files etcd is started with under ETCD_AWS_TLS=on (through `current`, so renewals reach etcd). */
+function etcdTlsFiles(config: AgentConfig): EtcdTlsFiles | undefined {
+  if (config.tlsIssuer === undefined) return undefined;
+  const files = certificateFiles(config.pki.dir);
+  return { peerCaFile: files.peerCaFile, clientCaFile: files.clientCaFile, peer: files.cert.peer, server: files.cert.server };
 }
 
 async function context(config: AgentConfig): Promise<Context> {
@@ -100,6 +131,7 @@ async function context(config: AgentConfig): Promise<Context> {
     groupName,
     inventory,
     s3: new S3Client(clients),
+    etcd: etcdClientOptions(config),
   };
 }
 
@@ -140,7 +172,7 @@ function bootstrapDeps(ctx: Context, log: Log, etcdVersion: EtcdVersion, restore
       });
     },
     inventory: ctx.inventory,
-    openMembership: (endpoints) => new Etcd3Cluster(endpoints, config),
+    openMembership: (endpoints) => new Etcd3Cluster(endpoints, ctx.etcd),
     seeds: new S3SeedCoordinator(ctx.s3, config.bucket, config.prefix, ctx.groupName),
     localData: () => readLocalMember(config.dataDir),
     setAsideLocalData: () => setAsideDataDir(config.dataDir, new Date()),
@@ -149,6 +181,7 @@ function bootstrapDeps(ctx: Context, log: Log, etcdVersion: EtcdVersion, restore
     log,
     clientPort: config.clientPort,
     peerPort: config.peerPort,
+    scheme: config.scheme,
     timing: config.timing,
   };
 }
@@ -157,7 +190,7 @@ async function discover(config: AgentConfig, log: Log): Promise<number> {
   const ctx = await context(config);
   const view = await discoverCluster(
     ctx.groupName,
-    { inventory: ctx.inventory, openCluster: (e) => new Etcd3Cluster(e, config), clientPort: config.clientPort, log },
+    { inventory: ctx.inventory, openCluster: (e) => new Etcd3Cluster(e, ctx.etcd), clientPort: config.clientPort, scheme: config.scheme, log },
     config.endpoints,
   );
   process.stdout.write(`${JSON.stringify({ identity: ctx.identity, ...view }, null, 2)}\n`);
@@ -168,9 +201,9 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
   const etcdVersion = await localEtcdVersion(await findEtcdBinary(config.binDir), log);
   const ctx = await context(config);
   const observation = await observe(ctx.self, ctx.groupName, bootstrapDeps(ctx, log, etcdVersion));
-  const launch = previewLaunch(ctx.self, ctx.groupName, observation, config.peerPort);
+  const launch = previewLaunch(ctx.self, ctx.groupName, observation, config.peerPort, config.scheme);
   const env = launch
-    ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, metricsPort: config.metricsPort, launch, space: config.space, inherited: process.env })
+    ? etcdEnvironment({ self: ctx.self, dataDir: config.dataDir, clientPort: config.clientPort, peerPort: config.peerPort, metricsPort: config.metricsPort, launch, space: config.space, inherited: process.env, tls: etcdTlsFiles(config) })
     : undefined;
   process.stdout.write(
     `${JSON.stringify({ instanceId: ctx.self.instanceId, groupName: ctx.groupName, etcdVersion: formatVersion(etcdVersion), decision: observation.plan, local: observation.local, probe: observation.probe.kind, etcdEnvironment: env }, null, 2)}\n`,
@@ -182,17 +215,17 @@ async function plan(config: AgentConfig, log: Log): Promise<number> {
 function launchDeps(ctx: Context, log: Log, stopped: () => boolean): LaunchDeps {
   const { config } = ctx;
   const clients = { region: ctx.identity.region };
-  const selfUrl = `http://${ctx.self.privateIp}:${config.clientPort}`;
+  const selfUrl = `${config.scheme}://${ctx.self.privateIp}:${config.clientPort}`;
   return {
     instanceId: ctx.self.instanceId,
     selfUrl,
     launchedAt: undefined,
     lifecycle: new AwsInstanceLifecycle(new AutoScalingClient(clients), ctx.groupName, config.launch.hookName),
     signals: config.stack ? new CloudFormationStackSignals(new CloudFormationClient(clients), config.stack.name, config.stack.resource) : NO_STACK_SIGNALS,
-    openLocal: () => new Etcd3Cluster([selfUrl], config),
+    openLocal: () => new Etcd3Cluster([selfUrl], ctx.etcd),
     removeOwnMember: async () => {
       // The own etcd knows whether it votes, even when the peers cannot be asked: a voter is never removed.
-      const local = new Etcd3Cluster([selfUrl], config);
+      const local = new Etcd3Cluster([selfUrl], ctx.etcd);
       const ownStatus = await local.status(selfUrl).catch(() => undefined);
       local.close();
       if (ownStatus && !ownStatus.isLearner) return 'voter';
@@ -200,9 +233,9 @@ function launchDeps(ctx: Context, log: Log, stopped: () => boolean): LaunchDeps 
       // behind is removed by the next joiner, as a member whose instance left the group.
       try {
         const instances = await ctx.inventory.instancesOf(ctx.groupName);
-        const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
+        const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort, config.scheme);
         if (peers.length === 0) return 'none';
-        const etcd = new Etcd3Cluster(peers, config);
+        const etcd = new Etcd3Cluster(peers, ctx.etcd);
         try {
           const { members } = await etcd.listMembers();
           const own = memberOfInstance(members, ctx.self);
@@ -221,9 +254,9 @@ function launchDeps(ctx: Context, log: Log, stopped: () => boolean): LaunchDeps 
     },
     othersHoldQuorum: async () => {
       const instances = await ctx.inventory.instancesOf(ctx.groupName);
-      const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
+      const peers = clientUrls(runningPeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort, config.scheme);
       if (peers.length === 0) return false;
-      const etcd = new Etcd3Cluster(peers, config);
+      const etcd = new Etcd3Cluster(peers, ctx.etcd);
       try {
         const probe = await etcd.probe();
         return probe.kind === 'live' && othersHoldQuorum(probe, ctx.self);
@@ -276,6 +309,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     const etcdVersion = await localEtcdVersion(binary, log);
     const restorer = await EtcdRestoreTool.find(config.binDir, { bumpRevision: config.bumpRevision });
     await assertDataDirWritable(config.dataDir);
+    if (config.tlsIssuer !== undefined) await ensureNodeCertificates(config, ctx.identity, log);
     if (interruptedFirstStart(await readLocalMember(config.dataDir), await history.runs())) {
       const movedTo = await setAsideDataDir(config.dataDir, new Date());
       await history.reset();
@@ -311,6 +345,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     launch: outcome.launch,
     space: config.space,
     inherited: process.env,
+    tls: etcdTlsFiles(config),
   });
   log.info('starting etcd', {
     decision: outcome.plan.kind,
@@ -329,13 +364,46 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
   // Remember that this start served (answered Status), so it is no failed start whatever becomes of it.
   void (async () => {
     while (!stopped()) {
-      const local = new Etcd3Cluster([selfUrl], config);
+      const local = new Etcd3Cluster([selfUrl], ctx.etcd);
       const answered = await local.status(selfUrl).then(() => true, () => false);
       local.close();
       if (answered) return run.served(Date.now());
       await sleep(config.timing.pollMs);
     }
   })();
+  if (config.tlsIssuer !== undefined) {
+    // etcd reads its certificate files on every handshake: a renewal (a new generation behind `current`)
+    // reaches it, and the agent's own clients, without a restart.
+    void (async () => {
+      while (!stopped()) {
+        await sleep(CERTIFICATE_CHECK_MS);
+        if (stopped()) return;
+        await ensureNodeCertificates(config, ctx.identity, log).catch((error: unknown) => {
+          log.error('could not renew the certificates; trying again later', { error: describeError(error), inMs: CERTIFICATE_CHECK_MS });
+        });
+      }
+    })();
+    // Authentication on, once the cluster serves (a new cluster, or one restored from a backup taken without it).
+    void (async () => {
+      let lastError = '';
+      while (!stopped()) {
+        const instances = await ctx.inventory.instancesOf(ctx.groupName).catch(() => []);
+        const peers = clientUrls(activePeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort, config.scheme);
+        const etcd = new Etcd3Cluster([selfUrl, ...peers], ctx.etcd);
+        try {
+          await ensureAuthentication(etcd, log);
+          return;
+        } catch (error) {
+          const detail = describeError(error);
+          if (detail !== lastError) log.info('cannot check etcd authentication yet; retrying', { error: detail });
+          lastError = detail;
+        } finally {
+          etcd.close();
+        }
+        await sleep(config.timing.pollMs);
+      }
+    })();
+  }
   const wonLease = outcome.lease;
   if (wonLease !== undefined) {
     // Keep the seed lease until the new cluster serves, so no one takes it over while etcd starts. Losing it
@@ -344,7 +412,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     void (async () => {
       let lease: SeedLease = wonLease;
       while (!stopped()) {
-        const local = new Etcd3Cluster([selfUrl], config);
+        const local = new Etcd3Cluster([selfUrl], ctx.etcd);
         const serving = await local.status(selfUrl).then((s) => s.leaderId !== '0', () => false);
         local.close();
         if (serving) return;
@@ -368,8 +436,8 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     const learnerId = outcome.learnerId;
     void (async () => {
       const instances = await ctx.inventory.instancesOf(ctx.groupName);
-      const peers = clientUrls(activePeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort);
-      await promoteWhenReady(learnerId, () => new Etcd3Cluster(peers.length > 0 ? peers : [selfUrl], config), {
+      const peers = clientUrls(activePeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort, config.scheme);
+      await promoteWhenReady(learnerId, () => new Etcd3Cluster(peers.length > 0 ? peers : [selfUrl], ctx.etcd), {
         sleep: (ms) => sleep(ms),
         log,
         stopped,
@@ -380,7 +448,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
   void publishServingState({
     selfInstanceId: ctx.self.instanceId,
     selfUrl,
-    openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+    openCluster: (endpoints) => new Etcd3Cluster(endpoints, ctx.etcd),
     seeds,
     now: () => Date.now(),
     sleep: (ms) => sleep(ms),
@@ -394,7 +462,7 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     void recoverFromQuorumLoss({
       selfUrl,
       selfInstanceId: ctx.self.instanceId,
-      openCluster: (endpoints) => new Etcd3Cluster(endpoints, config),
+      openCluster: (endpoints) => new Etcd3Cluster(endpoints, ctx.etcd),
       inventory: ctx.inventory,
       // The flag goes to this one process only: a later start (by this agent or after a restart) decides anew.
       forceNewCluster: () => supervised.restart(forceNewClusterEnvironment(env)),
@@ -465,7 +533,7 @@ async function restore(config: AgentConfig, log: Log, options: { key?: string; a
         : `no valid backup taken at or before ${options.at ?? ''}; list them with: node-agent backups`,
     );
   }
-  const peerUrl = `http://${ctx.self.privateIp}:${config.peerPort}`;
+  const peerUrl = `${config.scheme}://${ctx.self.privateIp}:${config.peerPort}`;
   const { revision } = await restoreBackup(chosen, { name: ctx.self.instanceId, peerUrl, token: `${ctx.groupName}-${randomUUID()}` }, {
     store: snapshotStore(ctx),
     restorer,
@@ -477,11 +545,18 @@ async function restore(config: AgentConfig, log: Log, options: { key?: string; a
   return 0;
 }
 
-async function certificates(config: AgentConfig, log: Log): Promise<number> {
+/** How often a running agent checks whether its certificates are due for renewal (at a third of their lifetime left). */
+const CERTIFICATE_CHECK_MS = 600_000;
+
+/**
+ * Makes sure this node holds valid certificates (renewing them when due), asking the issuer with the
+ * instance profile's credentials. A refusal is final (CertificateRefusedError, with the issuer's reason);
+ * anything else is retried for about half a minute before the error ends the run.
+ */
+async function ensureNodeCertificates(config: AgentConfig, identity: InstanceIdentity, log: Log): Promise<Awaited<ReturnType<typeof ensureCertificates>>> {
   const functionName = config.pki.issuerFunction;
   if (!functionName) throw new ConfigError('ETCD_AWS_ISSUER_FUNCTION is required for certificates (the certificate issuer function; the stack sets it)');
   const imds = new ImdsIdentitySource();
-  const identity = await imds.identity();
   const issuer: IssuerClientDeps = {
     lambda: new LambdaClient({ region: identity.region }),
     functionName,
@@ -489,8 +564,25 @@ async function certificates(config: AgentConfig, log: Log): Promise<number> {
     stsEndpoint: stsEndpoint(identity.region),
     credentials: () => imds.instanceProfileCredentials(),
   };
-  const names = (kind: CertificateKind) => ({ ips: kind === 'client' ? [] : [identity.privateIp], dnsNames: [] });
-  const { files, renewed } = await ensureCertificates(config.pki.dir, (kind) => requestCertificate(issuer, kind, names(kind)), { now: () => Date.now(), log });
+  // The server certificate also names the load balancer, so clients may verify it through the load balancer.
+  const names = (kind: CertificateKind) => ({ ips: kind === 'client' ? [] : [identity.privateIp], dnsNames: kind === 'server' ? config.pki.serverDnsNames : [] });
+  const policy = retry(handleWhen((error) => !(error instanceof CertificateRefusedError)), {
+    maxAttempts: 4,
+    backoff: new ExponentialBackoff({ initialDelay: 1000, maxDelay: 16_000 }),
+  });
+  const retried = policy.onRetry(({ delay, ...outcome }) => {
+    log.warn('could not get certificates from the issuer; retrying', { delayMs: delay, error: 'error' in outcome ? describeError(outcome.error) : undefined });
+  });
+  try {
+    return await policy.execute(() => ensureCertificates(config.pki.dir, (kind) => requestCertificate(issuer, kind, names(kind)), { now: () => Date.now(), log }));
+  } finally {
+    retried.dispose();
+  }
+}
+
+async function certificates(config: AgentConfig, log: Log): Promise<number> {
+  const identity = await new ImdsIdentitySource().identity();
+  const { files, renewed } = await ensureNodeCertificates(config, identity, log);
   process.stdout.write(`${JSON.stringify({ renewed, ...files })}\n`);
   return 0;
 }
