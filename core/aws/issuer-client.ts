@@ -48,6 +48,14 @@ export interface IssuerClientDeps {
  */
 export async function requestCertificate(deps: IssuerClientDeps, kind: CertificateKind, names: { ips: readonly string[]; dnsNames: readonly string[] }): Promise<IssuedCertificate> {
   const { keyPem, csrPem } = await createKeyAndCsr({ name: kind, ...names });
+  return { ...(await requestCertificateForCsr(deps, kind, csrPem)), keyPem };
+}
+
+/**
+ * Asks the issuer to sign a CSR made elsewhere (a user's: its key stays with the user), proving who asks as
+ * requestCertificate does. Returns the certificate and the CAs, checked to chain.
+ */
+export async function requestCertificateForCsr(deps: IssuerClientDeps, kind: CertificateKind, csrPem: string): Promise<Omit<IssuedCertificate, 'keyPem'>> {
   const identity = await signIdentityRequest({
     credentials: await deps.credentials(),
     region: deps.region,
@@ -69,5 +77,5 @@ export async function requestCertificate(deps: IssuerClientDeps, kind: Certifica
   if (answer.status === 'refused') throw new CertificateRefusedError(answer.code, answer.reason);
   const facts = describeCertificate(answer.certificatePem, kind === 'peer' ? answer.peerCaPem : answer.clientCaPem);
   if (!facts.signedByCa) throw new EtcdAwsError(`the certificate issuer's ${kind} certificate is not signed by the CA it names`);
-  return { kind, keyPem, certificatePem: answer.certificatePem, peerCaPem: answer.peerCaPem, clientCaPem: answer.clientCaPem, notBefore: facts.notBefore.getTime(), notAfter: facts.notAfter.getTime() };
+  return { kind, certificatePem: answer.certificatePem, peerCaPem: answer.peerCaPem, clientCaPem: answer.clientCaPem, notBefore: facts.notBefore.getTime(), notAfter: facts.notAfter.getTime() };
 }

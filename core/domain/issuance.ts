@@ -12,20 +12,23 @@ import { isActive } from './instances.js';
  * - `peer`: its peer listener's certificate, also the client certificate it dials peers with (peer CA);
  * - `server`: its client listener's certificate (client CA); etcd also dials its own gRPC gateway with it;
  * - `client`: the agent's client certificate for its own membership calls (client CA).
+ * - `user`: a client certificate for one of the cluster's etcd users, named by the CSR's CN, for an operator
+ *   who works on a node (`node-agent user-certificate`): the node already holds the agent's identity, which has
+ *   etcd's root role, so it gains nothing by it.
  * And what the control plane's functions ask for:
  * - `root`: etcd's root user (client CA), for snapshots, defragmentation and member removal.
  */
 export type NodeCertificateKind = 'peer' | 'server' | 'client';
-export type CertificateKind = NodeCertificateKind | 'root';
+export type CertificateKind = NodeCertificateKind | 'root' | 'user';
 export const NODE_CERTIFICATE_KINDS: readonly NodeCertificateKind[] = ['peer', 'server', 'client'];
-export const CERTIFICATE_KINDS: readonly CertificateKind[] = [...NODE_CERTIFICATE_KINDS, 'root'];
+export const CERTIFICATE_KINDS: readonly CertificateKind[] = [...NODE_CERTIFICATE_KINDS, 'root', 'user'];
 
 /**
  * Subject CNs the issuer writes; it never copies the CSR's. With client-certificate authentication etcd takes
  * the CN as the user name, so these are identities: `etcd-node` is a name no etcd user has (the certificate
  * etcd presents to its own gateway must grant nothing), `etcd-aws-agent` is the agent's user.
  */
-export const COMMON_NAMES: Readonly<Record<CertificateKind, string>> = {
+export const COMMON_NAMES: Readonly<Record<Exclude<CertificateKind, 'user'>, string>> = {
   peer: 'etcd-peer',
   server: 'etcd-node',
   client: 'etcd-aws-agent',
@@ -73,6 +76,8 @@ export interface IssuancePolicy {
   readonly lifetimeMs: number;
   /** How far before now a certificate's validity starts, for clocks that lag. */
   readonly backdateMs: number;
+  /** A user certificate's lifetime. */
+  readonly userLifetimeMs: number;
 }
 
 export interface IssuanceRequest {
@@ -93,7 +98,11 @@ export type RefusalCode =
   | 'csr-key-type'
   | 'csr-signature'
   | 'csr-foreign-name'
-  | 'csr-missing-ip';
+  | 'csr-missing-ip'
+  | 'csr-user-name';
+
+/** An etcd user name a user certificate may carry: etcd allows more, these are safe in a CN and in logs. */
+const USER_NAME = /^[A-Za-z0-9][\w.@-]{0,63}$/;
 
 export type IssuanceDecision =
   | {
@@ -181,6 +190,31 @@ function decideRoot(request: IssuanceRequest, caller: CallerFacts, policy: Issua
   };
 }
 
+/** A user certificate, for a node that is Pending or InService in the group (checked before): its CN is the user. */
+function decideUser(csr: CsrRequest, instanceId: string, policy: IssuancePolicy, now: number): IssuanceDecision {
+  const refuse = (code: RefusalCode, reason: string): IssuanceDecision => ({ kind: 'refuse', code, reason });
+  if (csr.ips.length + csr.dnsNames.length > 0) {
+    return refuse('csr-foreign-name', `a user certificate carries no addresses, but the CSR asks for ${[...csr.ips, ...csr.dnsNames].join(', ')}; send a CSR without subject alternative names`);
+  }
+  const user = csr.commonName;
+  if (user === undefined || !USER_NAME.test(user)) {
+    return refuse('csr-user-name', `the CSR's CN ${user === undefined ? 'is missing' : `"${user}" is not a user name this issuer signs`}; set it to the etcd user (letters, digits, . _ @ -; at most 64), e.g. -subj /CN=app-reader`);
+  }
+  const reserved = Object.values(COMMON_NAMES);
+  if (reserved.includes(user)) {
+    return refuse('csr-user-name', `"${user}" is the control plane's own identity (${reserved.join(', ')} are reserved); create a user of your own in etcd and ask for its name`);
+  }
+  return {
+    kind: 'issue',
+    ca: 'client',
+    profile: { commonName: user, ips: [], dnsNames: [], serverAuth: false, clientAuth: true },
+    notBefore: now - policy.backdateMs,
+    notAfter: now + policy.userLifetimeMs,
+    caller: instanceId,
+    reason: `instance ${instanceId} is in ${policy.groupName} and asks for etcd user ${user}, which is none of the control plane's identities`,
+  };
+}
+
 /** Decides one certificate request. Pure. */
 export function decideIssuance(
   request: IssuanceRequest,
@@ -211,6 +245,8 @@ export function decideIssuance(
   const { csr } = request;
   const badCsr = csrRefusal(csr);
   if (badCsr) return refuse(badCsr.code, badCsr.reason);
+
+  if (request.kind === 'user') return decideUser(csr, instanceId, policy, now);
 
   const ownIps = instance.privateIp ? [instance.privateIp] : [];
   const ownDns = [...(instance.privateDnsName ? [instance.privateDnsName] : []), ...(request.kind === 'server' ? policy.serverDnsNames : [])];

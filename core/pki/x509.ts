@@ -20,7 +20,10 @@ export interface CertifiedKey {
   readonly keyPem: string;
 }
 
-/** What a CSR asks for, once its signature has been checked. The subject is not read: the issuer sets it. */
+/**
+ * What a CSR asks for, once its signature has been checked. Node and root certificates get the subject the
+ * issuer sets; only a user certificate takes the CSR's CN, the etcd user it asks to be.
+ */
 export interface CsrRequest {
   /** "P-256" for the only key type accepted; otherwise a description of what was sent. */
   readonly keyType: string;
@@ -28,6 +31,8 @@ export interface CsrRequest {
   readonly signatureValid: boolean;
   readonly ips: readonly string[];
   readonly dnsNames: readonly string[];
+  /** The subject's first CN, undefined when it has none. */
+  readonly commonName: string | undefined;
   /** The public key, SubjectPublicKeyInfo DER: what the certificate will certify. */
   readonly publicKey: ArrayBuffer;
 }
@@ -129,6 +134,7 @@ export async function readCsr(pem: string): Promise<CsrRequest> {
     signatureValid,
     ips: names.filter((n) => n.type === 'ip').map((n) => n.value),
     dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value),
+    commonName: csr.subjectName.getField('CN')[0],
     publicKey: csr.publicKey.rawData,
   };
 }

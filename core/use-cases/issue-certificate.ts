@@ -47,7 +47,7 @@ export async function issueNodeCertificate(event: unknown, deps: IssuerDeps): Pr
     return { status: 'refused', code, reason };
   };
   const parsed = issueRequestSchema.safeParse(event);
-  if (!parsed.success) return refused('bad-request', `the request is not {kind: peer|server|client|root, csr, identity: {headers, body}}: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) return refused('bad-request', `the request is not {kind: peer|server|client|root|user, csr, identity: {headers, body}}: ${z.prettifyError(parsed.error)}`);
   const request = parsed.data;
 
   let csr;

@@ -14,6 +14,7 @@ const policy: IssuancePolicy = {
   serverDnsNames: ['etcd-nlb.elb.us-east-1.amazonaws.com'],
   lifetimeMs: 7 * 86_400_000,
   backdateMs: 300_000,
+  userLifetimeMs: 30 * 86_400_000,
 };
 const DIGEST = 'ab'.repeat(32);
 const caller = (over: Partial<CallerFacts> = {}): CallerFacts => ({
@@ -33,7 +34,7 @@ const instance = (over: Partial<CallerInstance> = {}): CallerInstance => ({
 const request = (kind: IssuanceRequest['kind'], ips: string[], dnsNames: string[] = [], over: Partial<IssuanceRequest['csr']> = {}): IssuanceRequest => ({
   kind,
   csrSha256: DIGEST,
-  csr: { keyType: 'P-256', signatureValid: true, ips, dnsNames, publicKey: new ArrayBuffer(0), ...over },
+  csr: { keyType: 'P-256', signatureValid: true, ips, dnsNames, commonName: 'ignored-for-node-kinds', publicKey: new ArrayBuffer(0), ...over },
 });
 
 describe('callerInstanceId', () => {
@@ -130,6 +131,37 @@ describe('decideIssuance', () => {
 
     it("refuses a node certificate to a function's role", () => {
       expect(decideIssuance(request('client', []), fn('etcd-aws-dev-BackupRole-1'), undefined, policy, NOW)).toMatchObject({ kind: 'refuse', code: 'caller-not-node-role' });
+    });
+  });
+
+  describe('a user certificate', () => {
+    const user = (commonName: string | undefined, ips: string[] = []) => request('user', ips, [], { commonName });
+    it('issues the CSR\'s CN, client only, no addresses, for the user lifetime, to an instance of the group', () => {
+      expect(decideIssuance(user('app-reader'), caller(), instance(), policy, NOW)).toEqual({
+        kind: 'issue',
+        ca: 'client',
+        profile: { commonName: 'app-reader', ips: [], dnsNames: [], serverAuth: false, clientAuth: true },
+        notBefore: NOW - policy.backdateMs,
+        notAfter: NOW + policy.userLifetimeMs,
+        caller: ID,
+        reason: `instance ${ID} is in etcd-aws-dev and asks for etcd user app-reader, which is none of the control plane's identities`,
+      });
+    });
+
+    it.each<[string, IssuanceRequest, CallerFacts, CallerInstance | undefined, RefusalCode, string]>([
+      ['for root', user('root'), caller(), instance(), 'csr-user-name', 'reserved'],
+      ["for the agent's user", user('etcd-aws-agent'), caller(), instance(), 'csr-user-name', 'reserved'],
+      ['for the peer CN', user('etcd-peer'), caller(), instance(), 'csr-user-name', 'reserved'],
+      ['without a CN', user(undefined), caller(), instance(), 'csr-user-name', 'is missing'],
+      ['for a name with a comma', user('a,b'), caller(), instance(), 'csr-user-name', '"a,b" is not a user name'],
+      ['with addresses', user('app', ['10.0.1.5']), caller(), instance(), 'csr-foreign-name', 'carries no addresses'],
+      ['to a function', user('app'), caller({ arn: 'arn:aws:sts::123456789012:assumed-role/etcd-aws-dev-BackupRole-1/etcd-aws-dev-backup' }), undefined, 'caller-not-node-role', 'not a session of'],
+      ['to an instance that left the group', user('app'), caller(), instance({ groupName: undefined }), 'instance-not-in-group', 'in no Auto Scaling group'],
+      ['to an instance in standby', user('app'), caller(), instance({ lifecycleState: 'Standby' }), 'instance-not-active', 'Standby'],
+    ])('refuses it %s', (_why, req, who, inst, code, says) => {
+      const decision = decideIssuance(req, who, inst, policy, NOW);
+      expect(decision).toMatchObject({ kind: 'refuse', code });
+      expect(decision.kind === 'refuse' ? decision.reason : '').toContain(says);
     });
   });
 });
