@@ -20,7 +20,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import { stsEndpoint } from '../core/aws/caller-identity.js';
 import { ImdsIdentitySource } from '../core/aws/identity.js';
-import { CertificateRefusedError, requestCertificate, type IssuerClientDeps } from '../core/aws/issuer-client.js';
+import { CertificateRefusedError, requestCertificate, requestCertificateForCsr, type IssuerClientDeps } from '../core/aws/issuer-client.js';
 import type { CertificateKind } from '../core/domain/issuance.js';
 import { AwsInstanceLifecycle, CloudFormationStackSignals, NO_STACK_SIGNALS } from '../core/aws/instance-lifecycle.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
@@ -73,6 +73,10 @@ commands:
   certificates  obtain this node's peer, server and client certificates from the issuer
              (ETCD_AWS_ISSUER_FUNCTION) into ETCD_AWS_CERT_DIR, or renew them when a third of their
              lifetime is left; prints the files (JSON)
+  user-certificate --csr <file>
+             sign an etcd user's CSR (its CN is the user; ECDSA P-256, no addresses) through the issuer
+             with this node's identity; prints the certificate (PEM). The CA to trust is
+             ETCD_AWS_CERT_DIR/current/client-ca.crt. Create the user and its roles in etcd first (README)
   restore    restore one backup into an empty ETCD_DATA_DIR for a deliberate full-cluster restore:
                --key <snapshot key>   that backup
                --at <ISO time>        the newest backup taken at or before that time
@@ -553,17 +557,22 @@ const CERTIFICATE_CHECK_MS = 600_000;
  * instance profile's credentials. A refusal is final (CertificateRefusedError, with the issuer's reason);
  * anything else is retried for about half a minute before the error ends the run.
  */
-async function ensureNodeCertificates(config: AgentConfig, identity: InstanceIdentity, log: Log): Promise<Awaited<ReturnType<typeof ensureCertificates>>> {
+/** The issuer as this node asks it: with its instance profile's credentials, read from IMDS. */
+function nodeIssuer(config: AgentConfig, identity: InstanceIdentity, command: string): IssuerClientDeps {
   const functionName = config.pki.issuerFunction;
-  if (!functionName) throw new ConfigError('ETCD_AWS_ISSUER_FUNCTION is required for certificates (the certificate issuer function; the stack sets it)');
+  if (!functionName) throw new ConfigError(`ETCD_AWS_ISSUER_FUNCTION is required for ${command} (the certificate issuer function; the stack sets it)`);
   const imds = new ImdsIdentitySource();
-  const issuer: IssuerClientDeps = {
+  return {
     lambda: new LambdaClient({ region: identity.region }),
     functionName,
     region: identity.region,
     stsEndpoint: stsEndpoint(identity.region),
     credentials: () => imds.instanceProfileCredentials(),
   };
+}
+
+async function ensureNodeCertificates(config: AgentConfig, identity: InstanceIdentity, log: Log): Promise<Awaited<ReturnType<typeof ensureCertificates>>> {
+  const issuer = nodeIssuer(config, identity, 'certificates');
   // The server certificate also names the load balancer, so clients may verify it through the load balancer.
   const names = (kind: CertificateKind) => ({ ips: kind === 'client' ? [] : [identity.privateIp], dnsNames: kind === 'server' ? config.pki.serverDnsNames : [] });
   const policy = retry(handleWhen((error) => !(error instanceof CertificateRefusedError)), {
@@ -587,11 +596,26 @@ async function certificates(config: AgentConfig, log: Log): Promise<number> {
   return 0;
 }
 
+async function userCertificate(config: AgentConfig, log: Log, csrFile: string | undefined): Promise<number> {
+  if (csrFile === undefined) throw new ConfigError('user-certificate needs --csr <file>: a PEM CSR whose CN is the etcd user, e.g. made with openssl (README, "Users and their certificates")');
+  let csrPem: string;
+  try {
+    csrPem = readFileSync(csrFile, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read the CSR ${csrFile}: ${describeError(error)}`);
+  }
+  const identity = await new ImdsIdentitySource().identity();
+  const issued = await requestCertificateForCsr(nodeIssuer(config, identity, 'user-certificate'), 'user', csrPem);
+  log.info('user certificate issued', { notAfter: new Date(issued.notAfter).toISOString() });
+  process.stdout.write(issued.certificatePem.endsWith('\n') ? issued.certificatePem : `${issued.certificatePem}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, key: { type: 'string' }, at: { type: 'string' } },
+    options: { help: { type: 'boolean', short: 'h' }, key: { type: 'string' }, at: { type: 'string' }, csr: { type: 'string' } },
   });
   const command = positionals[0];
   if (values.help || command === undefined) {
@@ -604,6 +628,7 @@ async function main(argv: string[]): Promise<number> {
     discover,
     backups: (config) => listBackups(config),
     certificates,
+    'user-certificate': (config, log) => userCertificate(config, log, values.csr),
     restore: (config, log) => restore(config, log, { key: values.key, at: values.at }),
   };
   const handler = commands[command];
