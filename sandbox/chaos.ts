@@ -6,6 +6,7 @@ import { describeFault, splitBrain, type ChaosFault, type FaultStream, type Memb
 import { CONVERGE_MS, corruptSnapshot } from './scenarios.js';
 import { SequenceWriter, type AckedWrite } from './writer.js';
 import type { Sandbox } from './world.js';
+import { clientUrlOf, etcdClusterTls } from '../testbed/pki.js';
 
 type Uploaded = Extract<BackupSummary, { status: 'uploaded' }>;
 
@@ -58,8 +59,8 @@ async function sampleMembers(sandbox: Sandbox): Promise<MemberSample[]> {
   const nodes = sandbox.fleet.list().filter((n) => !sandbox.ended(n.instance.instanceId) && n.process?.running());
   const samples = await Promise.all(
     nodes.map(async (n): Promise<MemberSample | undefined> => {
-      const url = `http://${n.instance.privateIp}:2379`;
-      const etcd = new Etcd3Cluster([url], CALLS);
+      const url = clientUrlOf(n.instance.privateIp);
+      const etcd = new Etcd3Cluster([url], { ...CALLS, ...etcdClusterTls() });
       try {
         const status = await etcd.status(url);
         if (status.isLearner) return undefined;

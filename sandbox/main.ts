@@ -18,6 +18,7 @@ import { hexMemberId } from '../core/domain/members.js';
 import { claimLoopbackNetwork } from '../testbed/network.js';
 import { ProcessGroup } from '../testbed/processes.js';
 import { REPO_ROOT, etcdRelease, etcdctlBin } from '../testbed/tools.js';
+import { etcdctlTlsArgs } from '../testbed/pki.js';
 import { runScenario, SCENARIOS, type ScenarioSummary } from './scenarios.js';
 import { Sandbox, bundlesIn, type Bundles } from './world.js';
 
@@ -289,7 +290,7 @@ async function interactive(): Promise<number> {
   say(`converged: ${size} voting members, cluster ${summary.clusterIds.join(', ')}`);
   print('');
   print(`client endpoints: ${endpoints.join(',')}`);
-  print(`  ${etcdctlBin(etcdVersion)} --endpoints ${endpoints.join(',')} member list -w table`);
+  print(`  ${[etcdctlBin(etcdVersion), ...etcdctlTlsArgs()].join(' ')} --endpoints ${endpoints.join(',')} member list -w table`);
   print(`AWS emulator: ${box.awsEndpoint} (backups in s3://${box.bucket}); Auto Scaling with the hook: ${box.shim.endpoint}`);
   print(`  AWS_ENDPOINT_URL=${box.awsEndpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 aws s3 ls s3://${box.bucket} --recursive`);
   print(`scenarios: npm run sandbox -- <${Object.keys(SCENARIOS).join('|')}>`);

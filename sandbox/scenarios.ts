@@ -9,6 +9,7 @@ import { waitFor } from '../testbed/wait.js';
 import { VersionWatch } from './versions.js';
 import { SequenceWriter, type AckedWrite } from './writer.js';
 import type { Sandbox, SandboxOptions } from './world.js';
+import { clientUrlOf, etcd3Credentials, etcdClusterTls } from '../testbed/pki.js';
 
 type Uploaded = Extract<BackupSummary, { status: 'uploaded' }>;
 
@@ -121,7 +122,7 @@ const SLOW_LEARNER = {
 
 /** Writes `bytes` of incompressible values under a prefix of their own (what a learner must catch up on). */
 async function bulkData(endpoints: readonly string[], bytes: number, valueBytes: number): Promise<void> {
-  const client = new Etcd3({ hosts: [...endpoints] });
+  const client = new Etcd3({ hosts: [...endpoints], ...etcd3Credentials() });
   try {
     for (let n = 0; n * valueBytes < bytes; n += 1) await client.put(`bulk/${String(n).padStart(4, '0')}`).value(randomBytes(valueBytes));
   } finally {
@@ -143,8 +144,8 @@ function watchQuorum(ctx: Context): { stop: () => Promise<number> } {
       const endpoints = ctx.sandbox.fleet
         .list()
         .filter((n) => !ctx.sandbox.ended(n.instance.instanceId))
-        .map((n) => `http://${n.instance.privateIp}:2379`);
-      const cluster = new Etcd3Cluster(endpoints, { dialTimeoutMs: 1000, callTimeoutMs: 2000 });
+        .map((n) => clientUrlOf(n.instance.privateIp));
+      const cluster = new Etcd3Cluster(endpoints, { dialTimeoutMs: 1000, callTimeoutMs: 2000, ...etcdClusterTls() });
       const ok = await cluster.hasQuorum().finally(() => cluster.close());
       const now = Date.now();
       if (ok) lastAt = now;
@@ -549,7 +550,7 @@ export const SCENARIOS: Record<string, Scenario> = {
     schedule: false,
     stackEnv: { ETCD_QUOTA_BACKEND_BYTES: String(FILL_QUOTA_BYTES) },
     act: async (ctx) => {
-      const client = new Etcd3({ hosts: [...ctx.sandbox.endpoints()], dialTimeout: 2000 });
+      const client = new Etcd3({ hosts: [...ctx.sandbox.endpoints()], ...etcd3Credentials(), dialTimeout: 2000 });
       try {
         const value = randomBytes(256 * 1024).toString('hex');
         let written = 0;

@@ -1,5 +1,6 @@
 import { Etcd3 } from 'etcd3';
 import { parseEtcdVersion, type EtcdVersion } from '../core/domain/versions.js';
+import { etcd3Credentials, etcdHttpGet } from '../testbed/pki.js';
 
 /** What one member says at GET /version: the release it runs and the cluster version it knows. */
 export interface ReportedVersions {
@@ -14,7 +15,7 @@ const older = (a: EtcdVersion, b: EtcdVersion) => a.major < b.major || (a.major 
 
 /** The versions every current member reports (members listed by whichever endpoint answers first). */
 export async function memberVersions(endpoints: readonly string[]): Promise<ReportedVersions[]> {
-  const client = new Etcd3({ hosts: [...endpoints], dialTimeout: 1000, defaultCallOptions: () => ({ deadline: Date.now() + 1500 }) });
+  const client = new Etcd3({ hosts: [...endpoints], ...etcd3Credentials(), dialTimeout: 1000, defaultCallOptions: () => ({ deadline: Date.now() + 1500 }) });
   let members: Array<{ name: string; clientURLs: string[] }>;
   try {
     members = (await client.cluster.memberList({ linearizable: true })).members;
@@ -26,8 +27,7 @@ export async function memberVersions(endpoints: readonly string[]): Promise<Repo
       const url = m.clientURLs[0];
       if (url === undefined) return undefined;
       try {
-        const res = await fetch(new URL('/version', url), { signal: AbortSignal.timeout(1000) });
-        const body = (await res.json()) as { etcdserver?: string; etcdcluster?: string };
+        const body = (await etcdHttpGet(new URL('/version', url).href)) as { etcdserver?: string; etcdcluster?: string };
         if (typeof body.etcdserver !== 'string') return undefined;
         const cluster = typeof body.etcdcluster === 'string' && body.etcdcluster !== 'not_decided' ? body.etcdcluster : undefined;
         return { member: m.name || url, server: body.etcdserver, cluster };

@@ -26,18 +26,20 @@ import { etcdRelease } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
 import { S3FaultProxy } from '../testbed/s3-faults.js';
 import { NetworkFaults } from '../testbed/net-faults.js';
+import { clientUrlOf, TestbedPki, useClientTls } from '../testbed/pki.js';
 
 export interface Bundles {
   readonly agent: string;
   readonly lifecycle: string;
   readonly backup: string;
   readonly reconcile: string;
+  readonly issuer: string;
 }
 
 /** The bundles `npm run build` (scripts/build.mjs) writes under a dist directory. */
 export function bundlesIn(dist: string): Bundles {
   const fn = (name: string) => path.join(dist, 'functions', name, 'index.mjs');
-  return { agent: path.join(dist, 'node-agent', 'node-agent.mjs'), lifecycle: fn('lifecycle'), backup: fn('backup'), reconcile: fn('reconcile') };
+  return { agent: path.join(dist, 'node-agent', 'node-agent.mjs'), lifecycle: fn('lifecycle'), backup: fn('backup'), reconcile: fn('reconcile'), issuer: fn('issuer') };
 }
 
 export interface SandboxOptions {
@@ -67,6 +69,21 @@ export interface SandboxOptions {
    * (e.g. ETCD_QUOTA_BACKEND_BYTES, etcd's space quota).
    */
   readonly stackEnv?: Readonly<Record<string, string>>;
+  /**
+   * TLS with client certificates and etcd authentication, as the stack runs by default (`true`): the issuer
+   * gives every agent and function its certificates, and the test's own clients use the control plane's.
+   */
+  readonly tls?: boolean;
+}
+
+type ControlFunction = 'lifecycle' | 'backup' | 'reconcile';
+
+/** The sandbox's Lambda side: the Invoke API for the functions that invoke others, and the PKI under TLS. */
+interface SandboxFunctions {
+  readonly lambda: LambdaService;
+  readonly names: Readonly<Record<ControlFunction, string>>;
+  /** Under TLS: the CA secret and issuer, and what each function's environment adds (its role session). */
+  readonly tls: { readonly pki: TestbedPki; readonly env: Readonly<Record<ControlFunction, Record<string, string>>> } | undefined;
 }
 
 /**
@@ -160,6 +177,7 @@ export class Sandbox {
     groupName: string,
     bucket: string,
     instances: InstanceIdentity[],
+    private readonly functions: SandboxFunctions,
   ) {
     this.groupName = groupName;
     this.bucket = bucket;
@@ -182,6 +200,9 @@ export class Sandbox {
         ETCD_AWS_LAUNCH_HOOK: 'etcd-launch',
         ETCD_AWS_LAUNCH_TIMEOUT_MS: String(SANDBOX_TIMING.launchDeadlineMs),
         ETCD_AWS_LAUNCH_HEARTBEAT_MS: String(SANDBOX_TIMING.launchHeartbeatMs),
+        ...(functions.tls
+          ? { ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: functions.tls.pki.issuerFunction, AWS_ENDPOINT_URL_LAMBDA: functions.lambda.endpoint }
+          : {}),
         ...options.stackEnv,
       },
       etcdVersion: options.etcdVersion,
@@ -343,9 +364,33 @@ export class Sandbox {
     }
     say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
-    const sandbox = new Sandbox(options, endpoint, shim, s3Faults, net, queueUrl, group.groupName, bucket, [...group.instances]);
+    const pki = options.tls === false ? undefined : await TestbedPki.create(name, group.groupName);
+    const names: Record<ControlFunction, string> = pki?.controlFunctions ?? { lifecycle: 'lifecycle', backup: 'backup', reconcile: 'reconcile' };
+    // The backup function's environment is the sandbox's, which exists once the service does.
+    const late: { sandbox?: Sandbox } = {};
+    const lambda = await startLambdaService({
+      [names.backup]: { bundle: options.bundles.backup, env: () => late.sandbox?.handlerEnv('backup') ?? {} },
+      ...(pki ? { [pki.issuerFunction]: { bundle: options.bundles.issuer, env: () => pki.issuerEnv({ AWS_ENDPOINT_URL_AUTO_SCALING: shim.endpoint }) } } : {}),
+    });
+    const tls = pki
+      ? {
+          pki,
+          env: {
+            lifecycle: await pki.functionEnv('lifecycle', lambda.endpoint),
+            backup: await pki.functionEnv('backup', lambda.endpoint),
+            reconcile: await pki.functionEnv('reconcile', lambda.endpoint),
+          },
+        }
+      : undefined;
+    const sandbox = new Sandbox(options, endpoint, shim, s3Faults, net, queueUrl, group.groupName, bucket, [...group.instances], { lambda, names, tls });
+    late.sandbox = sandbox;
     sandbox.emulatorPid = emulatorPid;
-    await sandbox.startLambda();
+    if (pki) {
+      say('TLS on: the issuer gives every agent and function its certificates; the test\'s clients use the control plane\'s root certificate');
+      useClientTls(await pki.controlClient(path.join(options.workDir, 'client-tls'), lambda.endpoint));
+    } else {
+      useClientTls(undefined);
+    }
     sandbox.startLoops();
     return sandbox;
   }
@@ -360,11 +405,7 @@ export class Sandbox {
   }
 
   endpoints(): string[] {
-    return this.current.map((i) => `http://${i.privateIp}:2379`);
-  }
-
-  private async startLambda(): Promise<void> {
-    this.lambda = await startLambdaService({ backup: { bundle: this.options.bundles.backup, env: () => this.handlerEnv() } });
+    return this.current.map((i) => clientUrlOf(i.privateIp));
   }
 
   private startLoops(): void {
@@ -490,7 +531,7 @@ export class Sandbox {
     await pollOnce(this.queueUrl, async (event) => {
       const ids = event.Records.map((r) => JSON.parse(r.body as string) as { EC2InstanceId?: string }).map((b) => b.EC2InstanceId ?? 'test notification');
       this.say(`lifecycle handler invoked for ${ids.join(', ')}`);
-      const { result, lines } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv());
+      const { result, lines } = await invokeBundle<LifecycleResult>(this.options.bundles.lifecycle, event, this.handlerEnv('lifecycle'));
       for (const line of lines) {
         if (line.message === 'moved leadership off the terminating member') this.say(`lifecycle handler moved leadership ${String(line.from)} → ${String(line.to)} before removing the member`);
         if (line.message === 'the last voter waits for a learner to catch up and vote') {
@@ -513,24 +554,22 @@ export class Sandbox {
     }, { batchSize: 1 });
   }
 
-  private handlerEnv(): NodeJS.ProcessEnv {
+  private handlerEnv(fn: ControlFunction): NodeJS.ProcessEnv {
     return handlerEnv({
       AWS_ENDPOINT_URL_AUTO_SCALING: this.shim.endpoint,
       // The final backup of a scale-in to zero: the lifecycle function invokes the backup function.
-      AWS_ENDPOINT_URL_LAMBDA: this.lambda?.endpoint ?? '',
-      ETCD_AWS_BACKUP_FUNCTION: 'backup',
+      AWS_ENDPOINT_URL_LAMBDA: this.functions.lambda.endpoint,
+      ETCD_AWS_BACKUP_FUNCTION: this.functions.names.backup,
       ETCD_ASG_NAME: this.groupName,
       BACKUP_BUCKET: this.bucket,
       ETCD_AWS_ORPHAN_GRACE_MS: '10000',
       ETCD_AWS_CUT_OFF_GRACE_MS: String(SANDBOX_TIMING.cutOffGraceMs),
       ETCD_AWS_REGISTRATION_FRESH_MS: FAST_TIMING.ETCD_AWS_REGISTRATION_FRESH_MS ?? '4000',
       ETCD_AWS_CALL_TIMEOUT_MS: '3000',
+      ...this.functions.tls?.env[fn],
       ...this.options.stackEnv,
     });
   }
-
-  /** Lambda's Invoke API for the functions that invoke others (started with the loops). */
-  private lambda: LambdaService | undefined;
 
   /**
    * The backup function, as its schedule or a manual invoke runs it. A manual one (the default) that finds
@@ -540,7 +579,7 @@ export class Sandbox {
   async backup({ scheduled = false } = {}): Promise<BackupSummary> {
     const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
     const once = async (): Promise<BackupSummary> => {
-      const { result } = await invokeBundle<BackupSummary>(this.options.bundles.backup, event, this.handlerEnv());
+      const { result } = await invokeBundle<BackupSummary>(this.options.bundles.backup, event, this.handlerEnv('backup'));
       if (result.status === 'uploaded') this.say(`backup uploaded: ${result.key} (revision ${result.revision.after}, ${result.size} bytes)`);
       else if (result.reason === 'backup-in-progress') this.say(`backup skipped: ${result.holder} is taking one (lock until ${result.lockExpiresAt})`);
       else this.say(`backup skipped: revision ${result.revision} unchanged since ${result.latestKey}`);
@@ -565,7 +604,7 @@ export class Sandbox {
 
   async reconcile(): Promise<void> {
     const event = { version: '0', source: 'aws.events', 'detail-type': 'Scheduled Event', time: new Date().toISOString(), detail: {} };
-    const { result } = await invokeBundle<ReconcileResult>(this.options.bundles.reconcile, event, this.handlerEnv());
+    const { result } = await invokeBundle<ReconcileResult>(this.options.bundles.reconcile, event, this.handlerEnv('reconcile'));
     if (result.removed) this.say(`reconcile removed member ${result.removed.name} (${result.removed.reason}): ${result.removed.result}`);
     for (const p of result.promoted) this.say(`reconcile promoted learner ${p.memberId}: ${p.result}`);
     if (result.markedUnhealthy) this.say(`reconcile marked ${result.markedUnhealthy} unhealthy: its agent never registered`);
@@ -613,7 +652,7 @@ export class Sandbox {
   /** The instance whose etcd is the leader, by etcd's own tool. */
   async leader(): Promise<string | undefined> {
     const url = await leaderUrl(this.endpoints());
-    return this.current.find((i) => url === `http://${i.privateIp}:2379`)?.instanceId;
+    return this.current.find((i) => url === clientUrlOf(i.privateIp))?.instanceId;
   }
 
   /**
@@ -642,7 +681,7 @@ export class Sandbox {
             why = `${[...this.shim.launching].join(', ')} in Pending:Wait (launching hook not completed)`;
             return undefined;
           }
-          const endpoints = instances.map((i) => `http://${i.privateIp}:2379`);
+          const endpoints = instances.map((i) => clientUrlOf(i.privateIp));
           last = await inspectCluster(endpoints);
           why = `members ${JSON.stringify(last.members)}, ${last.answered}/${endpoints.length} answered, cluster IDs ${last.clusterIds.join(',')}`;
           return isConverged(last, instances.map((i) => i.instanceId), endpoints.length) ? last : undefined;
@@ -684,6 +723,7 @@ export class Sandbox {
     await this.shim.close();
     await this.s3Faults.close();
     if (!('unavailable' in this.net)) this.net.close();
-    await this.lambda?.close();
+    await this.functions.lambda.close();
+    useClientTls(undefined);
   }
 }

@@ -1,5 +1,6 @@
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
+import { etcd3Credentials } from '../testbed/pki.js';
 
 /** One acknowledged write: etcd answered the Put, so the cluster promised to keep it. */
 export interface AckedWrite {
@@ -102,7 +103,7 @@ export class SequenceWriter {
    * acknowledged writes.
    */
   async check(endpoints: readonly string[], acked: readonly AckedWrite[] = this.acks): Promise<WriteCheck> {
-    const client = new Etcd3({ hosts: [...endpoints], grpcOptions: { 'grpc.max_receive_message_length': -1 } });
+    const client = new Etcd3({ hosts: [...endpoints], ...etcd3Credentials(), grpcOptions: { 'grpc.max_receive_message_length': -1 } });
     try {
       const stored = await client.getAll().prefix(this.prefix).strings();
       const lost = acked.filter((w) => stored[w.key] !== valueOf(w.seq));
@@ -117,6 +118,7 @@ export class SequenceWriter {
     if (!client) {
       client = new Etcd3({
         hosts: [endpoint],
+        ...etcd3Credentials(),
         dialTimeout: 1000,
         // Failover is this writer's own loop over the endpoints: no hidden retries that blur the timings.
         faultHandling: { host: () => noop, global: noop },

@@ -8,8 +8,20 @@ import { emulatorEnv } from './moto.js';
 import type { ManagedProcess, ProcessGroup } from './processes.js';
 import { NEWEST_ETCD, etcdRelease, etcdctlBin } from './tools.js';
 import { waitFor } from './wait.js';
+import { clientUrlOf, etcdctlTlsArgs } from './pki.js';
 
 const run = promisify(execFile);
+
+/**
+ * etcd checks that a peer connecting with a certificate comes from an address the certificate names. On EC2
+ * it does (an instance's connections leave from its private IP); on loopback they leave from 127.0.0.1,
+ * whatever address the member listens on, so the test bed alone turns that one check off. Everything else
+ * about peer TLS (the peer CA, the CN, the server certificate's IP) is checked as in the stack.
+ */
+function loopbackPeerSans(etcdVersion: string): Record<string, string> {
+  const [major = 0, minor = 0] = etcdVersion.split('.').map(Number);
+  return major === 3 && minor < 6 ? { ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION: 'true' } : { ETCD_PEER_SKIP_CLIENT_SAN_VERIFICATION: 'true' };
+}
 
 export interface AgentNode {
   readonly instance: InstanceIdentity;
@@ -128,7 +140,7 @@ export class AgentFleet {
       template: this.template,
       dataDir: path.join(this.options.workDir, `${instance.instanceId}.etcd`),
       logFile: path.join(this.options.workDir, `${instance.instanceId}.agent.log`),
-      clientUrl: `http://${instance.privateIp}:2379`,
+      clientUrl: clientUrlOf(instance.privateIp),
       process: undefined,
     };
     const cgroup = as ? undefined : this.options.cgroupFor?.(instance);
@@ -137,23 +149,47 @@ export class AgentFleet {
       uid: as?.uid,
       gid: as?.gid,
       ...(cgroup === undefined ? {} : { cgroup }),
-      env: {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        ...emulatorEnv(this.options.awsEndpoint),
-        AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
-        ETCD_DATA_DIR: node.dataDir,
-        ETCD_AWS_BIN_DIR: node.etcdBinDir,
-        BACKUP_BUCKET: this.options.bucket,
-        POWERTOOLS_LOG_LEVEL: 'DEBUG',
-        ...FAST_TIMING,
-        ...this.options.env,
-        ...node.template.env,
-        ...env,
-      },
+      env: this.agentEnv(node, imds, env),
     });
     this.nodes.set(instance.instanceId, node);
     return node;
+  }
+
+  /** The agent's environment on an instance: what cloud-init writes to agent.env, and the test bed's endpoints. */
+  private agentEnv(node: AgentNode, imds: ImdsServer, env: Record<string, string>): NodeJS.ProcessEnv {
+    return {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      ...emulatorEnv(this.options.awsEndpoint),
+      AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+      ETCD_DATA_DIR: node.dataDir,
+      ETCD_AWS_CERT_DIR: `${node.dataDir}.pki`,
+      ...loopbackPeerSans(node.etcdVersion),
+      ETCD_AWS_BIN_DIR: node.etcdBinDir,
+      BACKUP_BUCKET: this.options.bucket,
+      POWERTOOLS_LOG_LEVEL: 'DEBUG',
+      ...FAST_TIMING,
+      ...this.options.env,
+      ...node.template.env,
+      ...env,
+    };
+  }
+
+  /**
+   * Runs another node-agent command on a running instance, as an operator in a shell there would (its
+   * agent.env, its IMDS), to completion; killed after `timeoutMs`. Returns its exit code and output.
+   */
+  async command(instanceId: string, args: readonly string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+    const node = this.node(instanceId);
+    const imds = this.imds.get(instanceId);
+    if (!imds) throw new Error(`${instanceId} has no IMDS: start its agent first`);
+    return run(process.execPath, [this.options.bundle, ...args], { env: this.agentEnv(node, imds, {}), timeout: timeoutMs, killSignal: 'SIGKILL' }).then(
+      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+      (error: unknown) => {
+        const e = error as { code?: number; stdout?: string; stderr?: string };
+        return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+      },
+    );
   }
 
   /** SIGTERM to the agent, which forwards it to etcd and exits with it. */
@@ -216,7 +252,7 @@ export interface ClusterSnapshot {
 export async function inspectCluster(endpoints: readonly string[], options: { local?: boolean } = {}): Promise<ClusterSnapshot> {
   const tool = options.local ? etcdctlBin(NEWEST_ETCD) : etcdctlBin();
   const consistency = options.local ? ['--consistency=s'] : [];
-  const { stdout: list } = await run(tool, ['--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', ...consistency, '-w', 'json']);
+  const { stdout: list } = await run(tool, [...etcdctlTlsArgs(), '--endpoints', endpoints.join(','), '--command-timeout=3s', 'member', 'list', ...consistency, '-w', 'json']);
   // IDs are uint64: read them as strings from the JSON text, never through a double.
   const parsed = JSON.parse(list) as { members?: Array<{ name?: string; isLearner?: boolean }> };
   const ids = [...list.matchAll(/"ID":(\d+)/g)].map((m) => m[1] as string);
@@ -225,7 +261,7 @@ export async function inspectCluster(endpoints: readonly string[], options: { lo
   let answered = 0;
   for (const endpoint of endpoints) {
     try {
-      const { stdout } = await run(etcdctlBin(), ['--endpoints', endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']);
+      const { stdout } = await run(etcdctlBin(), [...etcdctlTlsArgs(), '--endpoints', endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']);
       const id = /"cluster_id":(\d+)/.exec(stdout)?.[1];
       if (id) clusterIds.add(id);
       answered += 1;
@@ -276,7 +312,7 @@ export async function waitForVotingMembers(
 export async function leaderUrl(endpoints: readonly string[]): Promise<string | undefined> {
   for (const endpoint of endpoints) {
     try {
-      const { stdout } = await run(etcdctlBin(), ['--endpoints', endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']);
+      const { stdout } = await run(etcdctlBin(), [...etcdctlTlsArgs(), '--endpoints', endpoint, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json']);
       const member = /"member_id":(\d+)/.exec(stdout)?.[1];
       const leader = /"leader":(\d+)/.exec(stdout)?.[1];
       if (member !== undefined && member === leader) return endpoint;

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Etcd3 } from 'etcd3';
+import { etcd3Credentials } from './pki.js';
 
 export interface Contents {
   readonly count: number;
@@ -11,7 +12,7 @@ export interface Contents {
 
 /** Every key and value under `prefix/`, hashed, plus the lease of each leased key: to compare clusters. */
 export async function clusterContents(endpoints: readonly string[], prefix: string): Promise<Contents> {
-  const client = new Etcd3({ hosts: [...endpoints], grpcOptions: { 'grpc.max_receive_message_length': -1 } });
+  const client = new Etcd3({ hosts: [...endpoints], ...etcd3Credentials(), grpcOptions: { 'grpc.max_receive_message_length': -1 } });
   try {
     const all = await client.getAll().prefix(`${prefix}/`).exec();
     const hash = createHash('sha256');

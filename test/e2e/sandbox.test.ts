@@ -56,7 +56,7 @@ describe('npm run sandbox -- --once', () => {
     expect(summary.members.map((m) => m.name).sort()).toEqual(summary.instances.map((i) => i.instanceId).sort());
     expect(summary.members.every((m) => m.voting)).toBe(true);
     for (const i of summary.instances) expect(i.privateIp).toMatch(/^127\./);
-    expect(summary.clientEndpoints.every((u) => /^http:\/\/127\.\d+\.\d+\.\d+:2379$/.test(u))).toBe(true);
+    expect(summary.clientEndpoints.every((u) => /^https:\/\/127\.\d+\.\d+\.\d+:2379$/.test(u))).toBe(true);
     for (const pid of [summary.pids.emulator, ...summary.pids.agents]) expect(alive(pid)).toBe(false);
     // The agents' etcd children are gone too: nothing listens on the members' client URLs any more.
     for (const url of summary.clientEndpoints) await expect(fetch(`${url}/health`)).rejects.toThrow();

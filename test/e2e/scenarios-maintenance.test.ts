@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { FILL_QUOTA_BYTES } from '../../sandbox/scenarios.js';
 import { runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
+import { etcdClusterTls } from '../../testbed/pki.js';
 
 let sb: ScenarioBed;
 beforeAll(async () => {
@@ -19,7 +20,7 @@ describe('maintenance scenarios', () => {
       expect(recovered).toMatchObject({ action: 'recovered-space', disarmed: true });
       if (recovered?.action !== 'recovered-space') throw new Error('no recovery');
       expect(recovered.defragmented).toHaveLength(3);
-      const etcd = new Etcd3Cluster(o.sandbox.endpoints(), { dialTimeoutMs: 1000, callTimeoutMs: 3000 });
+      const etcd = new Etcd3Cluster(o.sandbox.endpoints(), { dialTimeoutMs: 1000, callTimeoutMs: 3000, ...etcdClusterTls() });
       try {
         expect(await etcd.alarms()).toEqual([]);
         // Every member's file is back under the quota's recovery threshold.

@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sandbox } from '../../sandbox/world.js';
 import { etcdRelease, etcdctlBin } from '../../testbed/tools.js';
+import { etcdHttpGet, etcdctlTlsArgs } from '../../testbed/pki.js';
 import { runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
 import { uniqueName } from '../support/testbed.js';
 
@@ -25,10 +26,10 @@ describe('upgrade scenario', () => {
     const { summary } = await runObserved(sb, 'upgrade', async (observed) => {
       // Every member, asked with etcd's own tool, runs the newest release and reports its cluster version.
       const urls = observed.sandbox.endpoints();
-      const { stdout } = await run(etcdctlBin('3.7'), ['--endpoints', urls.join(','), 'endpoint', 'status', '-w', 'json']);
+      const { stdout } = await run(etcdctlBin('3.7'), [...etcdctlTlsArgs(), '--endpoints', urls.join(','), 'endpoint', 'status', '-w', 'json']);
       const versions = [...stdout.matchAll(/"version":"([^"]+)"/g)].map((m) => m[1]);
       expect(versions).toEqual(urls.map(() => newest));
-      const cluster = (await (await fetch(`${urls[0]!}/version`)).json()) as { etcdcluster: string };
+      const cluster = (await etcdHttpGet(`${urls[0]!}/version`)) as { etcdcluster: string };
       expect(cluster.etcdcluster).toBe('3.7.0');
     });
     expect(summary.cluster.after).toBe(summary.cluster.before);

@@ -9,6 +9,7 @@ import { inspectCluster } from '../../testbed/agents.js';
 import { describeGroupInstances } from '../../testbed/aws-world.js';
 import { etcdctlBin } from '../../testbed/tools.js';
 import { openBed, uniqueName, type Bed } from './testbed.js';
+import { clientUrlOf, etcdctlTlsArgs } from '../../testbed/pki.js';
 
 const run = promisify(execFile);
 
@@ -56,9 +57,9 @@ export async function runObserved(
     inspect: async (sandbox, s) => {
       // Straight from the emulator, not through the sandbox or its shim.
       const inService = await describeGroupInstances(sandbox.groupName);
-      const urls = inService.map((i) => `http://${i.privateIp}:2379`);
+      const urls = inService.map((i) => clientUrlOf(i.privateIp));
       const cluster = await inspectCluster(urls);
-      const { stdout } = await run(etcdctlBin(), ['--endpoints', urls.join(','), 'get', s.writes.prefix, '--prefix', '--keys-only', '-w', 'json']);
+      const { stdout } = await run(etcdctlBin(), [...etcdctlTlsArgs(), '--endpoints', urls.join(','), 'get', s.writes.prefix, '--prefix', '--keys-only', '-w', 'json']);
       const count = Number(/"count":(\d+)/.exec(stdout)?.[1] ?? '0');
       observed = {
         instances: inService.map((i) => i.instanceId).sort(),
