@@ -81,7 +81,7 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   // Every output resolves to a value of its kind (no logical IDs, no unresolved intrinsics).
   const o = stack.outputs;
   expect(o.AutoScalingGroupName).toBe(groupName);
-  expect(o.ClientEndpoint).toMatch(/^http:\/\/[a-z0-9.-]+\.elb\.amazonaws\.com:2379$/i);
+  expect(o.ClientEndpoint).toMatch(/^https:\/\/[a-z0-9.-]+\.elb\.amazonaws\.com:2379$/i);
   expect(o.BackupBucketName).toBe(physical(stack, 'BackupBucket'));
   expect(o.LifecycleQueueUrl).toMatch(/^https:\/\/sqs\..*\/etcd-aws-/);
   expect(o.LifecycleQueueName).toBe(o.LifecycleQueueUrl?.split('/').pop());
@@ -213,7 +213,7 @@ async function checkCommon(stack: DeployedStack, stage: string, expected: { size
   const elb = clients(ElasticLoadBalancingV2Client);
   const lb = (await elb.send(new DescribeLoadBalancersCommand({ LoadBalancerArns: [physical(stack, 'ClientLoadBalancer')] }))).LoadBalancers?.[0];
   expect(lb).toMatchObject({ Type: 'network', Scheme: 'internal', VpcId: expected.vpcId });
-  expect(o.ClientEndpoint).toBe(`http://${lb?.DNSName}:2379`);
+  expect(o.ClientEndpoint).toBe(`https://${lb?.DNSName}:2379`);
   const listeners = (await elb.send(new DescribeListenersCommand({ LoadBalancerArn: lb?.LoadBalancerArn }))).Listeners ?? [];
   expect(listeners.map((l) => [l.Protocol, l.Port])).toEqual([['TCP', 2379]]);
   const targets = (await elb.send(new DescribeTargetGroupsCommand({ TargetGroupArns: group?.TargetGroupARNs }))).TargetGroups?.[0];

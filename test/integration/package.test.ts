@@ -354,6 +354,21 @@ describe('serverless package (offline) and the stack it describes', () => {
     // reconcile's DbQuotaPercent (and its alarm, and NOSPACE recovery) measure against the quota etcd enforces.
     const reconcileEnv = (resource('ReconcileLambdaFunction').Properties.Environment as { Variables: Record<string, unknown> }).Variables;
     expect(reconcileEnv.ETCD_QUOTA_BACKEND_BYTES).toEqual({ Ref: 'QuotaBackendBytes' });
+    // TLS is on by default, with the issuer's name, and the server certificate may name the load balancer.
+    expect(template.Parameters.Tls).toMatchObject({ Default: 'on', AllowedValues: ['on', 'off'] });
+    expect(agent).toMatchObject({ scheme: 'https', tlsIssuer: 'value-of-IssuerFunction', pki: { serverDnsNames: ['value-of-serverdnsname'] } });
+    expect(variables.IssuerFunction).toEqual({ Ref: 'IssuerLambdaFunction' });
+    expect(variables.ServerDnsName).toEqual({ 'Fn::GetAtt': ['ClientLoadBalancer', 'DNSName'] });
+  });
+
+  it('runs every function that reaches etcd with TLS by the stack\'s parameter, asking this stack\'s issuer by its name', () => {
+    const issuerName = resource('IssuerLambdaFunction').Properties.FunctionName;
+    for (const fn of ['LifecycleLambdaFunction', 'BackupLambdaFunction', 'ReconcileLambdaFunction']) {
+      const env = (resource(fn).Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+      expect(env.ETCD_AWS_TLS, fn).toEqual({ Ref: 'Tls' });
+      expect(env.ETCD_AWS_ISSUER_FUNCTION, fn).toBe(issuerName);
+    }
+    expect(issuerName).toMatch(/-issuer$/);
   });
 
   it('refuses at deploy a quota or a retention the agent would refuse at boot, saying what is allowed', () => {
