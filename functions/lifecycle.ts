@@ -41,6 +41,8 @@ const deps: RemovalDeps = {
   finalBackup: finalBackup ? (notice) => finalBackup.start(notice) : undefined,
   log: logger,
   sleep: (ms) => sleep(ms),
+  // The root certificate (TLS) after the hook's heartbeat: an issuer outage keeps the instance waiting.
+  beforeEtcd: () => etcd.ready(),
 };
 const processor = new BatchProcessor(EventType.SQS);
 
@@ -53,7 +55,6 @@ async function handleMessage(message: LifecycleMessage, lastDelivery: boolean): 
   }
   const started = Date.now();
   try {
-    await etcd.ready();
     const outcome = await removeTerminatingMember(message.notice, { ...deps, lastDelivery });
     if (outcome.kind === 'ignored') {
       logger.info('ignoring termination of another group', { instanceId: message.notice.instanceId, groupName: message.notice.groupName });

@@ -25,6 +25,11 @@ export interface RemovalDeps {
   readonly log: Log;
   readonly sleep: (ms: number) => Promise<void>;
   /**
+   * What must be ready before the first etcd call (under TLS, the function's client certificate from the
+   * issuer). Awaited after the heartbeat: when it fails, the instance still waits for the retry.
+   */
+  readonly beforeEtcd?: (() => Promise<void>) | undefined;
+  /**
    * How often, and how far apart, a removal that etcd refused as too soon (strict reconfig check) is tried
    * again within the same invocation, instead of waiting for the queue's redelivery.
    */
@@ -67,6 +72,7 @@ export async function removeTerminatingMember(notice: TerminationNotice, deps: R
   // queue's redelivery (one visibility timeout later) still finds the instance waiting.
   await deps.lifecycle.heartbeat(notice).catch((error: unknown) => deps.log.warn('lifecycle heartbeat failed', { ...fields, error: describeError(error) }));
   try {
+    await deps.beforeEtcd?.();
     const instances = await deps.inventory.instancesOf(deps.groupName);
     const privateIp = instances.find((i) => i.instanceId === notice.instanceId)?.privateIp;
     const own = privateIp === undefined ? undefined : `${deps.scheme ?? 'http'}://${privateIp}:${deps.clientPort}`;

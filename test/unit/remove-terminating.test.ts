@@ -69,6 +69,19 @@ describe('removeTerminatingMember on scale-in to zero', () => {
     expect(order).toEqual(['heartbeat', 'open http://10.0.0.1:2379', 'heartbeat']);
   });
 
+  it('heartbeats before it waits for what etcd needs (the TLS certificate), and again when that fails, so the instance keeps waiting', async () => {
+    const order: string[] = [];
+    const failing: RemovalDeps = {
+      ...deps(order, undefined),
+      beforeEtcd: () => {
+        order.push('certificate');
+        return Promise.reject(new Error('the certificate issuer failed'));
+      },
+    };
+    await expect(removeTerminatingMember(notice, failing)).rejects.toThrow('the certificate issuer failed');
+    expect(order).toEqual(['heartbeat', 'certificate', 'heartbeat']);
+  });
+
   it('without quorum, lets a member whose etcd is silent too go at once, and holds one whose etcd answers', async () => {
     const noQuorum = (ownAnswers: boolean): RemovalDeps => {
       const order: string[] = [];
