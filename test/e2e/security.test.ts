@@ -5,9 +5,9 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sandbox } from '../../sandbox/world.js';
 import { clientTls } from '../../testbed/pki.js';
-import { etcdctlBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { describeCertificate } from '../../core/pki/x509.js';
+import { etcdctlAs, type CtlIdentity } from '../support/etcdctl.js';
 import { scenarioBed, type ScenarioBed } from '../support/scenario.js';
 import { uniqueName } from '../support/testbed.js';
 
@@ -42,29 +42,8 @@ function running(): { sandbox: Sandbox; bed: ScenarioBed['bed'] } {
   return { sandbox: started, bed: sb.bed };
 }
 
-interface Identity {
-  readonly cacert?: string;
-  readonly cert?: string;
-  readonly key?: string;
-}
-
-/** etcdctl against one member, with the given identity; never throws. */
-async function ctl(url: string, args: readonly string[], who: Identity): Promise<{ ok: boolean; out: string }> {
-  return run(etcdctlBin(), [
-    `--endpoints=${url}`,
-    '--command-timeout=3s',
-    '--dial-timeout=2s',
-    ...(who.cacert ? [`--cacert=${who.cacert}`] : []),
-    ...(who.cert ? [`--cert=${who.cert}`, `--key=${who.key ?? ''}`] : []),
-    ...args,
-  ]).then(
-    (r) => ({ ok: true, out: r.stdout + r.stderr }),
-    (error: unknown) => {
-      const e = error as { stdout?: string; stderr?: string };
-      return { ok: false, out: (e.stdout ?? '') + (e.stderr ?? '') };
-    },
-  );
-}
+type Identity = CtlIdentity;
+const ctl = etcdctlAs;
 
 describe('a sandbox cluster is TLS-only with authentication on, as the stack runs it', () => {
   it('the agents turned authentication on; plaintext, certificate-less and non-user clients are refused', async () => {

@@ -16,9 +16,10 @@ import { startImds, TESTBED_NODE_ROLE } from '../../testbed/imds.js';
 import { handlerEnv, invokeBundle } from '../../testbed/lambda.js';
 import { startLambdaService } from '../../testbed/lambda-service.js';
 import { emulatorEnv } from '../../testbed/moto.js';
-import { etcdBin, etcdctlBin } from '../../testbed/tools.js';
+import { etcdBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
+import { etcdctlAs, type CtlIdentity } from '../support/etcdctl.js';
 
 // The built issuer, invoked as a node invokes it: the node signs an STS GetCallerIdentity request with its
 // instance-profile credentials (here: the emulator's AssumeRole with the instance ID as session name, as EC2
@@ -292,21 +293,7 @@ describe('issuer (built bundle) with signed STS identity', () => {
       return ((await res.json()) as { health?: string }).health === 'true';
     });
 
-    const ctl = (args: string[], tls: { cacert?: string; cert?: string; key?: string; scheme?: string } = {}) =>
-      run(etcdctlBin(), [
-        `--endpoints=${tls.scheme ?? 'https'}://${ip}:2379`,
-        '--command-timeout=3s',
-        '--dial-timeout=2s',
-        ...(tls.cacert ? [`--cacert=${tls.cacert}`] : []),
-        ...(tls.cert ? [`--cert=${tls.cert}`, `--key=${tls.key}`] : []),
-        ...args,
-      ]).then(
-        (r) => ({ ok: true, out: r.stdout + r.stderr }),
-        (error: unknown) => {
-          const e = error as { stdout?: string; stderr?: string };
-          return { ok: false, out: (e.stdout ?? '') + (e.stderr ?? '') };
-        },
-      );
+    const ctl = (args: string[], tls: CtlIdentity & { scheme?: string } = {}) => etcdctlAs(`${tls.scheme ?? 'https'}://${ip}:2379`, args, tls);
     const agent = { cacert: f('client-ca'), cert: f('client-cert'), key: f('client-key') };
     const root = { cacert: f('client-ca'), cert: f('root-cert'), key: f('root-key') };
     expect(describeCertificate(readFileSync(f('root-cert'), 'utf8')).commonName).toBe('root');

@@ -146,14 +146,12 @@ describe('launch settings', () => {
   });
 
   const space = { quotaBytes: 4 * 1024 ** 3, compaction: { mode: 'periodic', retention: '1h' } } as const;
+  /** The node and its ports, the same in every case below. */
+  const ports = { self, dataDir: '/var/lib/etcd', clientPort: 2379, peerPort: 2380, metricsPort: 2381 };
 
   it("passes etcd's own tuning through, drops the agent's variables, and owns identity, URLs, quota and compaction", () => {
     const env = etcdEnvironment({
-      self,
-      dataDir: '/var/lib/etcd',
-      clientPort: 2379,
-      peerPort: 2380,
-      metricsPort: 2381,
+      ...ports,
       launch: { state: 'existing', initialCluster: ['i-a=http://10.0.1.11:2380', 'i-self=http://10.0.1.10:2380'], token: 't' },
       space,
       inherited: { ETCD_SNAPSHOT_COUNT: '50000', ETCD_ASG_NAME: 'g', ETCD_AWS_POLL_MS: '5', ETCD_NAME: 'wrong', HOME: '/root', ETCD_FORCE_NEW_CLUSTER: 'true' },
@@ -185,11 +183,7 @@ describe('launch settings', () => {
     ['over an inherited value', space, { ETCD_QUOTA_BACKEND_BYTES: '1', ETCD_AUTO_COMPACTION_RETENTION: '5m', ETCD_AUTO_COMPACTION_MODE: 'revision' }, ['4294967296', 'periodic', '1h']],
   ] as const)('gives etcd its space settings: %s', (_, settings, inherited, [quota, mode, retention]) => {
     const env = etcdEnvironment({
-      self,
-      dataDir: '/var/lib/etcd',
-      clientPort: 2379,
-      peerPort: 2380,
-      metricsPort: 2381,
+      ...ports,
       launch: { state: 'new', initialCluster: ['i-self=http://10.0.1.10:2380'], token: 't' },
       space: settings,
       inherited,
@@ -199,11 +193,7 @@ describe('launch settings', () => {
 
   it('with TLS: https URLs, both ports require a certificate of their own CA, the peer port a peer CN; /health stays plain', () => {
     const env = etcdEnvironment({
-      self,
-      dataDir: '/var/lib/etcd',
-      clientPort: 2379,
-      peerPort: 2380,
-      metricsPort: 2381,
+      ...ports,
       launch: { state: 'new', initialCluster: ['i-self=https://10.0.1.10:2380'], token: 't' },
       space,
       // Settings of the environment cannot weaken the agent's TLS: they are overridden.
