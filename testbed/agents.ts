@@ -18,7 +18,7 @@ const run = promisify(execFile);
  * whatever address the member listens on, so the test bed alone turns that one check off. Everything else
  * about peer TLS (the peer CA, the CN, the server certificate's IP) is checked as in the stack.
  */
-function loopbackPeerSans(etcdVersion: string): Record<string, string> {
+export function loopbackPeerSans(etcdVersion: string): Record<string, string> {
   const [major = 0, minor = 0] = etcdVersion.split('.').map(Number);
   return major === 3 && minor < 6 ? { ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION: 'true' } : { ETCD_PEER_SKIP_CLIENT_SAN_VERIFICATION: 'true' };
 }
