@@ -38,7 +38,7 @@ import { othersHoldQuorum } from '../core/domain/health.js';
 import { Etcd3Cluster, type EtcdClientOptions } from '../core/etcd/cluster.js';
 import { EtcdRestoreTool, toolVersion } from '../core/etcd/restore-tool.js';
 import { readLocalMember } from '../core/etcd/wal.js';
-import { ConfigError, EtcdAwsError, describeError } from '../core/errors.js';
+import { ConfigError, EtcdAwsError, EtcdUnavailableError, describeError } from '../core/errors.js';
 import type { Log } from '../core/logger.js';
 import type { InstanceIdentity } from '../core/ports.js';
 import {
@@ -109,7 +109,12 @@ function etcdClientOptions(config: AgentConfig): EtcdClientOptions {
     ...config,
     tls: () => {
       const files = certificateFiles(config.pki.dir);
-      const generation = realpathSync(path.dirname(files.clientCaFile));
+      let generation: string;
+      try {
+        generation = realpathSync(path.dirname(files.clientCaFile));
+      } catch (error) {
+        throw new EtcdUnavailableError(`no client certificate in ${config.pki.dir} yet: the agent obtains it from the issuer before it starts etcd`, { cause: error });
+      }
       const read = (file: string) => readFileSync(path.join(generation, path.basename(file)));
       return { caPem: read(files.clientCaFile), certPem: read(files.cert.client.certFile), keyPem: read(files.cert.client.keyFile) };
     },
