@@ -53,7 +53,6 @@ const SETTINGS = {
   ETCD_AWS_CONTROL_FUNCTIONS: "comma-separated names of the control plane's functions (their sessions' names): only they get etcd's root certificate",
   ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
   ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
-  ETCD_AWS_USER_CERT_LIFETIME_HOURS: "how long a user's client certificate (node-agent user-certificate) is valid, in hours",
   ETCD_AWS_TLS: '"on": etcd speaks TLS to clients and peers and requires client certificates; the agent and the functions get theirs from ETCD_AWS_ISSUER_FUNCTION',
   ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent and the functions ask for their certificates",
   ETCD_AWS_CERT_DIR: "the directory of this node's keys and certificates (generations, and a `current` link)",
@@ -149,8 +148,6 @@ const schemas = {
     ETCD_AWS_SERVER_DNS_NAMES: dnsList.default([]),
     // A week: a stolen certificate is worth a week at most, and an agent renewing at a third left has days to retry.
     ETCD_AWS_CERT_LIFETIME_HOURS: z.coerce.number().int().min(1).max(24 * 365).default(168),
-    // A month: an application's certificate is renewed by a person or a pipeline, not by an agent.
-    ETCD_AWS_USER_CERT_LIFETIME_HOURS: z.coerce.number().int().min(1).max(24 * 365).default(720),
     AWS_LAMBDA_FUNCTION_NAME: name,
     AWS_REGION: name,
   }),
@@ -292,7 +289,6 @@ export interface IssuerConfig {
   readonly controlFunctionNames: readonly string[];
   readonly serverDnsNames: readonly string[];
   readonly certLifetimeMs: number;
-  readonly userCertLifetimeMs: number;
   /** The issuer's function name: the audience callers sign into their requests. */
   readonly functionName: string;
   readonly region: string;
@@ -356,7 +352,6 @@ export function loadConfig(env: Record<string, string | undefined>, role: Role):
       controlFunctionNames: Object.freeze(c.ETCD_AWS_CONTROL_FUNCTIONS),
       serverDnsNames: Object.freeze(c.ETCD_AWS_SERVER_DNS_NAMES),
       certLifetimeMs: c.ETCD_AWS_CERT_LIFETIME_HOURS * 3_600_000,
-      userCertLifetimeMs: c.ETCD_AWS_USER_CERT_LIFETIME_HOURS * 3_600_000,
       functionName: c.AWS_LAMBDA_FUNCTION_NAME,
       region: c.AWS_REGION,
     });

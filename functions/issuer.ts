@@ -50,7 +50,6 @@ export const handler = async (event: unknown, context: Pick<Context, 'invokedFun
       serverDnsNames: config.serverDnsNames,
       lifetimeMs: config.certLifetimeMs,
       backdateMs: BACKDATE_MS,
-      userLifetimeMs: config.userCertLifetimeMs,
     },
     now: () => Date.now(),
     log: logger,

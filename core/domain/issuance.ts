@@ -76,8 +76,6 @@ export interface IssuancePolicy {
   readonly lifetimeMs: number;
   /** How far before now a certificate's validity starts, for clocks that lag. */
   readonly backdateMs: number;
-  /** A user certificate's lifetime. */
-  readonly userLifetimeMs: number;
 }
 
 export interface IssuanceRequest {
@@ -201,7 +199,8 @@ function decideUser(csr: CsrRequest, instanceId: string, policy: IssuancePolicy,
     return refuse('csr-user-name', `the CSR's CN ${user === undefined ? 'is missing' : `"${user}" is not a user name this issuer signs`}; set it to the etcd user (letters, digits, . _ @ -; at most 64), e.g. -subj /CN=app-reader`);
   }
   const reserved = Object.values(COMMON_NAMES);
-  if (reserved.includes(user)) {
+  // etcd matches user names exactly; refusing every spelling of them keeps look-alikes out of logs too.
+  if (reserved.includes(user.toLowerCase())) {
     return refuse('csr-user-name', `"${user}" is the control plane's own identity (${reserved.join(', ')} are reserved); create a user of your own in etcd and ask for its name`);
   }
   return {
@@ -209,7 +208,9 @@ function decideUser(csr: CsrRequest, instanceId: string, policy: IssuancePolicy,
     ca: 'client',
     profile: { commonName: user, ips: [], dnsNames: [], serverAuth: false, clientAuth: true },
     notBefore: now - policy.backdateMs,
-    notAfter: now + policy.userLifetimeMs,
+    // No longer than a node's own certificates: whoever holds a node's credentials gets nothing that outlives
+    // what the node's own root-role identity already gives them.
+    notAfter: now + policy.lifetimeMs,
     caller: instanceId,
     reason: `instance ${instanceId} is in ${policy.groupName} and asks for etcd user ${user}, which is none of the control plane's identities`,
   };

@@ -14,7 +14,6 @@ const policy: IssuancePolicy = {
   serverDnsNames: ['etcd-nlb.elb.us-east-1.amazonaws.com'],
   lifetimeMs: 7 * 86_400_000,
   backdateMs: 300_000,
-  userLifetimeMs: 30 * 86_400_000,
 };
 const DIGEST = 'ab'.repeat(32);
 const caller = (over: Partial<CallerFacts> = {}): CallerFacts => ({
@@ -136,13 +135,13 @@ describe('decideIssuance', () => {
 
   describe('a user certificate', () => {
     const user = (commonName: string | undefined, ips: string[] = []) => request('user', ips, [], { commonName });
-    it('issues the CSR\'s CN, client only, no addresses, for the user lifetime, to an instance of the group', () => {
+    it('issues the CSR\'s CN, client only, no addresses, no longer than a node certificate, to an instance of the group', () => {
       expect(decideIssuance(user('app-reader'), caller(), instance(), policy, NOW)).toEqual({
         kind: 'issue',
         ca: 'client',
         profile: { commonName: 'app-reader', ips: [], dnsNames: [], serverAuth: false, clientAuth: true },
         notBefore: NOW - policy.backdateMs,
-        notAfter: NOW + policy.userLifetimeMs,
+        notAfter: NOW + policy.lifetimeMs,
         caller: ID,
         reason: `instance ${ID} is in etcd-aws-dev and asks for etcd user app-reader, which is none of the control plane's identities`,
       });
@@ -150,6 +149,7 @@ describe('decideIssuance', () => {
 
     it.each<[string, IssuanceRequest, CallerFacts, CallerInstance | undefined, RefusalCode, string]>([
       ['for root', user('root'), caller(), instance(), 'csr-user-name', 'reserved'],
+      ['for root in capitals', user('ROOT'), caller(), instance(), 'csr-user-name', 'reserved'],
       ["for the agent's user", user('etcd-aws-agent'), caller(), instance(), 'csr-user-name', 'reserved'],
       ['for the peer CN', user('etcd-peer'), caller(), instance(), 'csr-user-name', 'reserved'],
       ['without a CN', user(undefined), caller(), instance(), 'csr-user-name', 'is missing'],

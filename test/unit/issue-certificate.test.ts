@@ -35,7 +35,7 @@ function deps(over: { caller?: Partial<CallerFacts> | Error; instance?: CallerIn
     describeInstance: (): Promise<CallerInstance | undefined> =>
       Promise.resolve('instance' in over ? over.instance : { instanceId: ID, groupName: 'etcd', lifecycleState: 'InService', privateIp: '10.0.1.5', privateDnsName: undefined }),
     policy: { accountId: '123456789012', nodeRoleName: 'NodeRole', controlRoleNames: ['BackupRole'],
-      controlFunctionNames: ['etcd-backup'], controlLifetimeMs: 3600_000, groupName: 'etcd', audience: 'issuer', serverDnsNames: [], lifetimeMs: 86_400_000, backdateMs: 60_000, userLifetimeMs: 30 * 86_400_000 },
+      controlFunctionNames: ['etcd-backup'], controlLifetimeMs: 3600_000, groupName: 'etcd', audience: 'issuer', serverDnsNames: [], lifetimeMs: 86_400_000, backdateMs: 60_000 },
     now: () => NOW,
     log,
   };
