@@ -2,6 +2,8 @@ import { Etcd3, type ICallable, type IHashKVRequest, type IMember, type IOptions
 import type { Member } from '../domain/members.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import type { EtcdAlarm, EtcdAuth, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots, MemberStatus, SnapshotStream } from '../ports.js';
 
@@ -55,14 +57,43 @@ const SNAPSHOT_WINDOW_BYTES = 1024 * 1024;
 
 /** etcd's v3 API through the `etcd3` client; the only module that imports it. */
 export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdMaintenance, EtcdMembership, EtcdSnapshots {
-  private readonly client: Etcd3;
+  private made: Etcd3 | undefined;
 
   constructor(
     private readonly endpoints: readonly string[],
     private readonly options: EtcdClientOptions,
   ) {
     if (endpoints.length === 0) throw new EtcdUnavailableError('no etcd endpoints to connect to');
-    this.client = new Etcd3(clientOptions(endpoints, options));
+  }
+
+  /**
+   * The pooled client, made at its first use: reading the TLS credentials may fail (no certificate yet), and
+   * that must fail the call that needed them, never the code that only opened the cluster.
+   */
+  private get client(): Etcd3 {
+    this.made ??= new Etcd3(clientOptions(this.endpoints, this.options));
+    return this.made;
+  }
+
+  /**
+   * GET on a member's HTTP endpoint (`/version`, `/metrics`) through its client URL, with the client
+   * certificate under TLS (etcd serves them on the client port, behind the same client-certificate auth).
+   */
+  private async httpGet(endpoint: string, pathname: string): Promise<{ status: number; body: string }> {
+    const url = new URL(pathname, endpoint);
+    const tls = url.protocol === 'https:' ? this.options.tls?.() : undefined;
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(url, { timeout: this.options.callTimeoutMs, ...(tls ? { ca: tls.caPem, cert: tls.certPem, key: tls.keyPem } : {}) }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.options.callTimeoutMs} ms`)));
+      req.on('error', reject);
+      req.end();
+    });
   }
 
   /**
@@ -192,9 +223,9 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
   async clusterVersion(endpoint: string): Promise<string | undefined> {
     // Only etcd's HTTP /version says it (gRPC's Status gives the server version alone).
     try {
-      const res = await fetch(new URL('/version', endpoint), { signal: AbortSignal.timeout(this.options.callTimeoutMs) });
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const body = (await res.json()) as { etcdcluster?: unknown };
+      const res = await this.httpGet(endpoint, '/version');
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}`);
+      const body = JSON.parse(res.body) as { etcdcluster?: unknown };
       return typeof body.etcdcluster === 'string' && body.etcdcluster !== 'not_decided' ? body.etcdcluster : undefined;
     } catch (error) {
       throw new EtcdUnavailableError(`etcd member at ${endpoint} did not say its cluster version: ${describeError(error)}`, { cause: error });
@@ -315,9 +346,9 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
 
   async defragmenting(endpoint: string): Promise<boolean | undefined> {
     try {
-      const res = await fetch(new URL('/metrics', endpoint), { signal: AbortSignal.timeout(this.options.callTimeoutMs) });
-      if (!res.ok) return undefined;
-      const gauge = /^etcd_disk_defrag_inflight\s+(\S+)/m.exec(await res.text());
+      const res = await this.httpGet(endpoint, '/metrics');
+      if (res.status !== 200) return undefined;
+      const gauge = /^etcd_disk_defrag_inflight\s+(\S+)/m.exec(res.body);
       return gauge ? Number(gauge[1]) > 0 : undefined;
     } catch {
       return undefined;
@@ -383,6 +414,6 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
   }
 
   close(): void {
-    this.client.close();
+    this.made?.close();
   }
 }

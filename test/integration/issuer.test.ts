@@ -331,6 +331,10 @@ describe('issuer (built bundle) with signed STS identity', () => {
     const cluster = new Etcd3Cluster([url], { dialTimeoutMs: 2000, callTimeoutMs: 5000, tls });
     try {
       expect((await cluster.status(url)).isLearner).toBe(false);
+      // etcd's HTTP endpoints behind the same client-certificate auth: the cluster version a backup records,
+      // and the defragmentation gauge reconcile's one-at-a-time guard reads.
+      expect(await cluster.clusterVersion(url)).toMatch(/^3\.\d+\.0$/);
+      expect(await cluster.defragmenting(url)).toBe(false);
       const chunks: Buffer[] = [];
       for await (const chunk of (await cluster.snapshot(url, 30_000)).stream) chunks.push(chunk as Buffer);
       const whole = Buffer.concat(chunks);
