@@ -1,6 +1,7 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { NODE_CERTIFICATE_KINDS, renewalDue, type NodeCertificateKind, type Validity } from '../core/domain/issuance.js';
+import { NODE_CERTIFICATE_KINDS, renewalDue, usableNow, type NodeCertificateKind, type Validity } from '../core/domain/issuance.js';
+import { describeError } from '../core/errors.js';
 import type { IssuedCertificate } from '../core/aws/issuer-client.js';
 import type { Log } from '../core/logger.js';
 import { describeCertificate } from '../core/pki/x509.js';
@@ -72,7 +73,9 @@ export function installCertificates(dir: string, issued: readonly IssuedCertific
 
 /**
  * Makes sure the node has valid certificates of every kind in `dir`, renewing all of them when one is due
- * (renewalDue). `request` asks the issuer for one kind. Returns the files, and whether it renewed.
+ * (renewalDue). `request` asks the issuer for one kind. Returns the files, and whether it renewed. When the
+ * renewal fails while the installed certificates are still valid (usableNow), they are kept and the failure
+ * is logged: the caller tries again later, and etcd keeps (or starts) serving meanwhile.
  */
 export async function ensureCertificates(
   dir: string,
@@ -85,7 +88,15 @@ export async function ensureCertificates(
     return { files: certificateFiles(dir), renewed: false };
   }
   const issued: IssuedCertificate[] = [];
-  for (const kind of NODE_CERTIFICATE_KINDS) issued.push(await request(kind));
+  try {
+    for (const kind of NODE_CERTIFICATE_KINDS) issued.push(await request(kind));
+  } catch (error) {
+    const installed = installedValidity(dir);
+    if (!usableNow(installed, options.now())) throw error;
+    const until = Math.min(...installed.map((v) => v?.notAfter ?? 0));
+    options.log.warn('could not renew the certificates; keeping the ones held while they are valid', { reason: decision.reason, validUntil: new Date(until).toISOString(), error: describeError(error) });
+    return { files: certificateFiles(dir), renewed: false };
+  }
   const files = installCertificates(dir, issued);
   options.log.info('certificates renewed', { reason: decision.reason, notAfter: new Date(Math.min(...issued.map((c) => c.notAfter))).toISOString(), dir });
   return { files, renewed: true };

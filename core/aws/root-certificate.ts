@@ -1,4 +1,5 @@
-import { renewalDue } from '../domain/issuance.js';
+import { renewalDue, usableNow } from '../domain/issuance.js';
+import { describeError } from '../errors.js';
 import type { EtcdTlsCredentials } from '../etcd/cluster.js';
 import type { Log } from '../logger.js';
 import { requestCertificate, type IssuedCertificate, type IssuerClientDeps } from './issuer-client.js';
@@ -20,9 +21,17 @@ export class RootCertificate {
 
   async ready(): Promise<void> {
     const held = this.current;
-    const decision = renewalDue([held && { notBefore: held.notBefore, notAfter: held.notAfter }], this.now());
+    const validity = [held && { notBefore: held.notBefore, notAfter: held.notAfter }];
+    const decision = renewalDue(validity, this.now());
     if (!decision.due) return;
-    this.current = await requestCertificate(this.issuer, 'root', { ips: [], dnsNames: [] });
+    try {
+      this.current = await requestCertificate(this.issuer, 'root', { ips: [], dnsNames: [] });
+    } catch (error) {
+      // The certificate held still works: this invocation goes on with it, the next one asks again.
+      if (!held || !usableNow(validity, this.now())) throw error;
+      this.log.warn("could not renew the control plane's etcd certificate; using the one held while it is valid", { validUntil: new Date(held.notAfter).toISOString(), error: describeError(error) });
+      return;
+    }
     this.log.info('obtained the control plane\'s etcd certificate', { reason: decision.reason, notAfter: new Date(this.current.notAfter).toISOString() });
   }
 

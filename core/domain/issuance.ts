@@ -304,3 +304,12 @@ export function renewalDue(installed: readonly (Validity | undefined)[], now: nu
   }
   return { due: false, reason: 'every certificate has more than a third of its lifetime left' };
 }
+
+/**
+ * Whether certificates that are due for renewal may still be used while the renewal fails: each is there and
+ * valid now. A renewal that fails then is retried later instead of stopping what needs them (an etcd that
+ * would otherwise not start, a function that would not back up). Pure.
+ */
+export function usableNow(installed: readonly (Validity | undefined)[], now: number): boolean {
+  return installed.length > 0 && installed.every((v) => v !== undefined && v.notBefore <= now && now < v.notAfter);
+}

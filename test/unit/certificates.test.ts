@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IssuedCertificate } from '../../core/aws/issuer-client.js';
-import { renewalDue, type CertificateKind, type Validity } from '../../core/domain/issuance.js';
+import { renewalDue, usableNow, type CertificateKind, type Validity } from '../../core/domain/issuance.js';
 import { createCertificateAuthority, createKeyAndCsr, issueCertificate, readCsr, type CertifiedKey } from '../../core/pki/x509.js';
 import { ensureCertificates, installedValidity } from '../../node-agent/certificates.js';
 import { recordingLog } from '../support/fixtures.js';
@@ -93,7 +93,7 @@ describe('ensureCertificates', () => {
     ]);
   });
 
-  it('installs nothing when the issuer refuses one kind, keeping what was there', async () => {
+  it('installs nothing when the issuer refuses one kind: keeps the certificates held while they are valid, and fails once they are not', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'etcd-aws-pki-'));
     dirs.push(dir);
     const now = T;
@@ -101,7 +101,31 @@ describe('ensureCertificates', () => {
     await ensureCertificates(dir, fake.request, { now: () => now, log: recordingLog() });
     const before = readlinkSync(path.join(dir, 'current'));
     const refusing = (kind: CertificateKind) => (kind === 'client' ? Promise.reject(new Error('refused')) : fake.request(kind));
-    await expect(ensureCertificates(dir, refusing, { now: () => T + 6 * DAY, log: recordingLog() })).rejects.toThrow('refused');
+
+    // Due (a day left of seven), the renewal fails, the held ones still work: etcd may start or keep serving.
+    const log = recordingLog();
+    const kept = await ensureCertificates(dir, refusing, { now: () => T + 6 * DAY, log });
+    expect(kept.renewed).toBe(false);
     expect(readlinkSync(path.join(dir, 'current'))).toBe(before);
+    const said = log.lines.find((l) => l.message === 'could not renew the certificates; keeping the ones held while they are valid');
+    expect(said?.level).toBe('warn');
+    expect(said?.fields).toMatchObject({ validUntil: new Date(T + 7 * DAY).toISOString(), error: 'refused' });
+
+    // Expired: nothing usable is left, so the failure stands.
+    await expect(ensureCertificates(dir, refusing, { now: () => T + 8 * DAY, log: recordingLog() })).rejects.toThrow('refused');
+    expect(readlinkSync(path.join(dir, 'current'))).toBe(before);
+  });
+});
+
+describe('usableNow', () => {
+  it.each<[string, Array<Validity | undefined>, number, boolean]>([
+    ['all valid', [week(T), week(T), week(T)], T + DAY, true],
+    ['valid to the last millisecond', [week(T)], T + 7 * DAY - 1, true],
+    ['one expired', [week(T), week(T - 7 * DAY), week(T)], T + DAY, false],
+    ['one missing', [week(T), undefined], T + DAY, false],
+    ['none installed', [], T, false],
+    ['one not valid yet by this clock', [week(T + DAY), week(T)], T, false],
+  ])('%s', (_why, installed, now, usable) => {
+    expect(usableNow(installed, now)).toBe(usable);
   });
 });

@@ -21,7 +21,9 @@ describe('RootCertificate (the functions\' etcd identity)', () => {
     const lambda = new LambdaClient({ region: 'us-east-1' });
     const mock = mockClient(lambda);
     const requests: Array<{ kind: string }> = [];
+    const issuer = { down: false };
     mock.on(InvokeCommand).callsFake(async (input: { Payload: Uint8Array }) => {
+      if (issuer.down) throw new Error('the issuer is throttled');
       const request = JSON.parse(Buffer.from(input.Payload).toString('utf8')) as { kind: string; csr: string };
       requests.push({ kind: request.kind });
       const certificatePem = await issueCertificate({
@@ -45,7 +47,7 @@ describe('RootCertificate (the functions\' etcd identity)', () => {
       log,
       now,
     );
-    return { root, requests, log };
+    return { root, requests, log, issuer };
   }
 
   it('asks the issuer for a root certificate once, and again only when a third of its lifetime is left', async () => {
@@ -71,15 +73,32 @@ describe('RootCertificate (the functions\' etcd identity)', () => {
     ]);
   });
 
+  it('goes on with the certificate it holds while a due renewal fails, and fails once it has expired', async () => {
+    let now = T;
+    const { root, requests, log, issuer } = setup(() => now, () => now);
+    await root.ready();
+    const held = root.credentials();
+    issuer.down = true;
+    now = T + 10 * HOUR;
+    await expect(root.ready()).resolves.toBeUndefined();
+    expect(root.credentials().certPem.equals(held.certPem)).toBe(true);
+    expect(requests).toHaveLength(1);
+    const said = log.lines.find((l) => l.message.startsWith('could not renew'));
+    expect(said?.level).toBe('warn');
+    expect(said?.fields).toMatchObject({ validUntil: new Date(T + 12 * HOUR).toISOString() });
+    now = T + 12 * HOUR;
+    await expect(root.ready()).rejects.toThrow('the issuer is throttled');
+  });
+
   it('keeps no certificate when the issuer refuses, and says why', async () => {
     const lambda = new LambdaClient({ region: 'us-east-1' });
-    mockClient(lambda).on(InvokeCommand).resolves({ Payload: payload({ status: 'refused', code: 'not-a-control-function', reason: "session x is not one of this stack's functions" }) });
+    mockClient(lambda).on(InvokeCommand).resolves({ Payload: payload({ status: 'refused', code: 'caller-not-control-plane', reason: "session x is not one of this stack's functions" }) });
     const root = new RootCertificate(
       { lambda, functionName: 'etcd-issuer', region: 'us-east-1', stsEndpoint: new URL('https://sts.us-east-1.amazonaws.com/'), credentials: () => Promise.resolve({ accessKeyId: 'A', secretAccessKey: 's' }) },
       recordingLog(),
       () => T,
     );
-    await expect(root.ready()).rejects.toThrow(/refused: not-a-control-function: session x/);
+    await expect(root.ready()).rejects.toThrow(/refused: caller-not-control-plane: session x/);
     expect(() => root.credentials()).toThrow(/before ready\(\)/);
   });
 });
