@@ -51,14 +51,14 @@ export const handler = async (event: unknown, context: Context): Promise<BackupS
   // When Lambda stops this invocation: the backup lock expires a minute after it (backupLockExpiry).
   const deadline = Date.now() + context.getRemainingTimeInMillis();
   try {
-    await etcd.ready();
     const summary = finalFor
       ? await takeFinalBackup(
           finalFor,
-          { ...deps, lifecycle: new AwsLifecycleActions(new AutoScalingClient({})), heartbeatMs: FINAL_BACKUP_HEARTBEAT_MS },
+          // The certificate after the first heartbeat: an issuer outage keeps the last instance waiting.
+          { ...deps, lifecycle: new AwsLifecycleActions(new AutoScalingClient({})), heartbeatMs: FINAL_BACKUP_HEARTBEAT_MS, beforeEtcd: () => etcd.ready() },
           { holder, deadline, lockWait: { waitMs: finalBackupLockWaitMs(context.getRemainingTimeInMillis()), pollMs: LOCK_POLL_MS, sleep } },
         )
-      : await takeBackup(deps, { force, holder, deadline });
+      : await etcd.ready().then(() => takeBackup(deps, { force, holder, deadline }));
     // The age metric is emitted on every run that knows the data is backed up; its absence is what the alarm
     // treats as failure. A run skipped because another holds the lock knows nothing of the kind: the run in
     // progress emits it (or, should it fail, nobody does and the alarm fires).

@@ -368,7 +368,12 @@ export async function applyRetention(folder: string, deps: Pick<BackupDeps, 'sto
  */
 export async function takeFinalBackup(
   notice: TerminationNotice,
-  deps: BackupDeps & { readonly lifecycle: LifecycleActions; readonly heartbeatMs: number },
+  deps: BackupDeps & {
+    readonly lifecycle: LifecycleActions;
+    readonly heartbeatMs: number;
+    /** What etcd needs first (under TLS, the function's certificate): after the first heartbeat, so a failure still keeps the instance waiting. */
+    readonly beforeEtcd?: (() => Promise<void>) | undefined;
+  },
   options: { readonly holder?: string; readonly deadline?: number; readonly lockWait: LockWait },
 ): Promise<BackupSummary> {
   const deadline = options.deadline ?? anyDeadline(deps);
@@ -379,6 +384,7 @@ export async function takeFinalBackup(
   const timer = setInterval(() => void beat(), deps.heartbeatMs);
   let summary: BackupSummary;
   try {
+    await deps.beforeEtcd?.();
     const outcome = await acquireBackupLock(deps, options.holder ?? anyHolder(), deadline, options.lockWait);
     if (outcome.kind === 'busy') {
       throw new BackupLockBusyError(

@@ -214,6 +214,27 @@ describe('takeFinalBackup under the lock', () => {
     expect(lock.stored).toBeUndefined();
   });
 
+  it('heartbeats before it waits for what etcd needs (the TLS certificate), and again when that fails, so the last instance waits for the retry', async () => {
+    const { deps, uploads } = backupWorld('333', undefined);
+    const actions = lifecycle();
+    const final = takeFinalBackup(
+      notice,
+      {
+        ...deps,
+        lifecycle: actions,
+        heartbeatMs: 60_000,
+        beforeEtcd: () => {
+          actions.calls.push('certificate');
+          return Promise.reject(new Error('the certificate issuer failed'));
+        },
+      },
+      { lockWait: { waitMs: 0, pollMs: 1000, sleep: () => Promise.resolve() } },
+    );
+    await expect(final).rejects.toThrow('the certificate issuer failed');
+    expect(actions.calls).toEqual(['heartbeat', 'certificate', 'heartbeat']);
+    expect(uploads).toEqual([]);
+  });
+
   it('fails, retryably and with a heartbeat, when the lock stays held longer than it may wait; the instance waits for the retry', async () => {
     const { deps, uploads, lock } = backupWorld('222', undefined);
     await lock.write('req-scheduled', deps.now() + 60_000, undefined);
