@@ -86,6 +86,15 @@ export type NoQuorumPlan =
  * and holding it would keep its replacement's seed election and the cluster's recovery waiting for up to the
  * hook's retries (about 50 minutes): it goes at once. Pure.
  */
+/**
+ * Whether a failed call to a member still shows that something serves there: a TLS handshake or an
+ * authentication refusal (a certificate expired, of another CA, or a scheme that does not match) is an answer,
+ * not silence. Pure.
+ */
+export function refusedButAnswered(detail: string): boolean {
+  return /certificate|x509|handshake|\btls\b|\bssl\b|wrong version number|unauthenticated|permission denied|user name not found|invalid auth/i.test(detail);
+}
+
 export function planWithoutQuorum(own: 'answers' | 'silent'): NoQuorumPlan {
   return own === 'answers' ? { kind: 'hold', reason: 'member-answers-without-quorum' } : { kind: 'complete', reason: 'silent-without-quorum' };
 }

@@ -1,7 +1,7 @@
 import { activePeers, clientUrls, type UrlScheme } from '../domain/instances.js';
 import type { TerminationNotice } from '../domain/lifecycle-events.js';
 import { hexMemberId, type Member } from '../domain/members.js';
-import { leadershipHandoff, planTermination, planWithoutQuorum, type TerminationPlan } from '../domain/termination.js';
+import { leadershipHandoff, planTermination, planWithoutQuorum, refusedButAnswered, type TerminationPlan } from '../domain/termination.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Log } from '../logger.js';
 import type { EtcdCluster, EtcdMembership, InstanceInventory, LifecycleActions } from '../ports.js';
@@ -165,8 +165,9 @@ async function ownEtcd(own: string | undefined, deps: RemovalDeps): Promise<'ans
     try {
       await etcd.status(own);
       return 'answers';
-    } catch {
-      // silent this time
+    } catch (error) {
+      // A refused handshake or identity is an etcd that runs: never let it go as if it were silent.
+      if (refusedButAnswered(describeError(error))) return 'answers';
     } finally {
       etcd.close();
     }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { crashLoopVerdict, failedRun, healthAction, interruptedFirstStart, othersHoldQuorum, type EtcdRun, type HealthVerdict } from '../../core/domain/health.js';
-import { planWithoutQuorum } from '../../core/domain/termination.js';
+import { planWithoutQuorum, refusedButAnswered } from '../../core/domain/termination.js';
 import { ConfigError, EtcdUnavailableError } from '../../core/errors.js';
 import { BootstrapRefusedError } from '../../core/use-cases/bootstrap.js';
 import { IncompatibleBackupError, NoRestorableBackupError } from '../../core/use-cases/restore.js';
@@ -90,6 +90,21 @@ describe('othersHoldQuorum: may this member be replaced without the cluster losi
     ['a cluster of one: nothing holds it without this member', live([mine], ['1']), false],
   ])('%s', (_why, probe, expected) => {
     expect(othersHoldQuorum(probe, self)).toBe(expected);
+  });
+});
+
+describe('refusedButAnswered: a failed call that still shows etcd runs there', () => {
+  it.each<[string, boolean]>([
+    ['14 UNAVAILABLE: No connection established. Last error: Error: certificate has expired', true],
+    ['14 UNAVAILABLE: No connection established. Last error: Error: unable to verify the first certificate', true],
+    ['14 UNAVAILABLE: No connection established. Last error: Error: write EPROTO ... SSL routines:ssl3_get_record:wrong version number', true],
+    ['16 UNAUTHENTICATED: etcdserver: user name not found', true],
+    ['7 PERMISSION_DENIED: etcdserver: permission denied', true],
+    ['14 UNAVAILABLE: No connection established. Last error: connect ECONNREFUSED 10.0.0.1:2379', false],
+    ['4 DEADLINE_EXCEEDED: Deadline exceeded', false],
+    ['connection refused', false],
+  ])('%s', (detail, answered) => {
+    expect(refusedButAnswered(detail)).toBe(answered);
   });
 });
 

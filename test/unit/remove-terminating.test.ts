@@ -83,18 +83,21 @@ describe('removeTerminatingMember on scale-in to zero', () => {
   });
 
   it('without quorum, lets a member whose etcd is silent too go at once, and holds one whose etcd answers', async () => {
-    const noQuorum = (ownAnswers: boolean): RemovalDeps => {
+    const noQuorum = (ownAnswers: boolean | Error): RemovalDeps => {
       const order: string[] = [];
       const base = deps(order, undefined);
       const etcd = {
         listMembers: () => Promise.reject(new EtcdUnavailableError('no etcd member with quorum answered')),
-        status: () => (ownAnswers ? Promise.resolve({ memberId: '1' }) : Promise.reject(new Error('connection refused'))),
+        status: () => (ownAnswers === true ? Promise.resolve({ memberId: '1' }) : Promise.reject(ownAnswers === false ? new Error('connection refused') : ownAnswers)),
         close: () => undefined,
       } as unknown as EtcdCluster & EtcdMembership;
       return { ...base, openCluster: () => etcd };
     };
     await expect(removeTerminatingMember(notice, noQuorum(false))).resolves.toMatchObject({ kind: 'completed', plan: { kind: 'complete', reason: 'silent-without-quorum' } });
     await expect(removeTerminatingMember(notice, noQuorum(true))).rejects.toMatchObject({ retryable: true });
+    // A member that refuses the function's certificate (expired, another CA, plaintext) runs: it is held too.
+    const refused = new Error('14 UNAVAILABLE: No connection established. Last error: Error: certificate has expired');
+    await expect(removeTerminatingMember(notice, noQuorum(refused))).rejects.toMatchObject({ retryable: true });
   });
 
   it('without a backup function, lets the last member go', async () => {
