@@ -62,11 +62,12 @@ describe('a sandbox cluster is TLS-only with authentication on, as the stack run
     const pki = path.join(`${sandbox.fleet.node(first.instanceId).dataDir}.pki`, 'current');
     const server: Identity = { cacert: control.caFile, cert: path.join(pki, 'server.crt'), key: path.join(pki, 'server.key') };
     expect(describeCertificate(readFileSync(server.cert ?? '', 'utf8')).commonName).toBe('etcd-node');
+    // The member answers (the root put above went through it); each of these is refused for what it is.
     const refusals: Array<[string, { ok: boolean; out: string }, RegExp]> = [
-      ['plaintext', await ctl(`http://${first.privateIp}:2379`, ['get', 'probe'], {}), /./],
-      ['TLS without a client certificate', await ctl(url, ['get', 'probe'], { cacert: control.caFile }), /./],
-      ["the peer certificate (the peer CA's) as a client", await ctl(url, ['get', 'probe'], { cacert: control.caFile, cert: path.join(pki, 'peer.crt'), key: path.join(pki, 'peer.key') }), /./],
-      ['the server certificate (no etcd user)', await ctl(url, ['get', 'probe'], server), /user name not found|permission denied|invalid auth/i],
+      ['plaintext', await ctl(`http://${first.privateIp}:2379`, ['get', 'probe'], {}), /error reading server preface: EOF/],
+      ['TLS without a client certificate', await ctl(url, ['get', 'probe'], { cacert: control.caFile }), /tls: certificate required/],
+      ["the peer certificate (the peer CA's) as a client", await ctl(url, ['get', 'probe'], { cacert: control.caFile, cert: path.join(pki, 'peer.crt'), key: path.join(pki, 'peer.key') }), /tls: unknown certificate authority/],
+      ['the server certificate (no etcd user)', await ctl(url, ['get', 'probe'], server), /permission denied/i],
     ];
     for (const [why, r, says] of refusals) {
       expect(r.ok, `${why}: ${r.out}`).toBe(false);
@@ -110,6 +111,13 @@ describe('a sandbox cluster is TLS-only with authentication on, as the stack run
     expect(outside.out).toMatch(/permission denied/i);
     const snapshot = await ctl(url, ['snapshot', 'save', path.join(dir, 'stolen.db')], alice);
     expect(snapshot.ok).toBe(false);
+    expect(snapshot.out).toMatch(/permission denied/i);
+    // The control plane's users have no password: naming one with any password buys alice nothing.
+    for (const user of ['root:', 'root:root', 'etcd-aws-agent:']) {
+      const r = await ctl(url, ['--user', user, 'put', 'other/by-password', 'x'], alice);
+      expect(r.ok, `${user}: ${r.out}`).toBe(false);
+      expect(r.out, user).toMatch(/permission denied|authentication failed|invalid user ID or password/i);
+    }
 
     // The control plane's names are not for users, and the node says why.
     await csr('root', '/CN=root');

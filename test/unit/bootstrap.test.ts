@@ -196,7 +196,7 @@ describe('launch settings', () => {
       ...ports,
       launch: { state: 'new', initialCluster: ['i-self=https://10.0.1.10:2380'], token: 't' },
       space,
-      // Settings of the environment cannot weaken the agent's TLS: they are overridden.
+      // The environment cannot override the TLS settings the agent owns (others it passes on: see the note in ARCHITECTURE.md).
       inherited: { ETCD_CLIENT_CERT_AUTH: 'false', ETCD_TRUSTED_CA_FILE: '/tmp/other-ca.crt' },
       tls: {
         peerCaFile: '/pki/current/peer-ca.crt',
