@@ -4,7 +4,6 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { AutoScalingClient, DetachInstancesCommand, EnterStandbyCommand } from '@aws-sdk/client-auto-scaling';
 import { CreateSecretCommand, GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
 import { requestDigest, signIdentityRequest, stsEndpoint, type SigningCredentials } from '../../core/aws/caller-identity.js';
@@ -20,6 +19,7 @@ import { etcdBin } from '../../testbed/tools.js';
 import { waitFor } from '../../testbed/wait.js';
 import { openBed, uniqueName, type Bed } from '../support/testbed.js';
 import { etcdctlAs, type CtlIdentity } from '../support/etcdctl.js';
+import { sessionCredentials } from '../../testbed/pki.js';
 
 // The built issuer, invoked as a node invokes it: the node signs an STS GetCallerIdentity request with its
 // instance-profile credentials (here: the emulator's AssumeRole with the instance ID as session name, as EC2
@@ -38,15 +38,6 @@ let bundle: string;
 let agentBundle: string;
 let group: SimulatedGroup;
 let secretArn: string;
-
-const sts = () => new STSClient({ region: REGION });
-
-async function credentialsOf(roleName: string, session: string): Promise<SigningCredentials> {
-  const out = await sts().send(new AssumeRoleCommand({ RoleArn: `arn:aws:iam::123456789012:role/${roleName}`, RoleSessionName: session }));
-  const c = out.Credentials;
-  if (!c?.AccessKeyId || !c.SecretAccessKey) throw new Error('the emulator returned no credentials');
-  return { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken };
-}
 
 async function newSecret(): Promise<string> {
   const out = await new SecretsManagerClient({ region: REGION }).send(new CreateSecretCommand({ Name: uniqueName('etcd-ca'), SecretString: '{}' }));
@@ -111,8 +102,8 @@ describe('issuer (built bundle) with signed STS identity', () => {
     const a = group.instances[0]!;
     const b = group.instances[1]!;
     const [ra, rb] = await Promise.all([
-      request('peer', { ips: [a.privateIp] }, await credentialsOf(NODE_ROLE, a.instanceId)).then((r) => issue(r.event, secret)),
-      request('peer', { ips: [b.privateIp] }, await credentialsOf(NODE_ROLE, b.instanceId)).then((r) => issue(r.event, secret)),
+      request('peer', { ips: [a.privateIp] }, await sessionCredentials(NODE_ROLE, a.instanceId)).then((r) => issue(r.event, secret)),
+      request('peer', { ips: [b.privateIp] }, await sessionCredentials(NODE_ROLE, b.instanceId)).then((r) => issue(r.event, secret)),
     ]);
     expect(issued(ra).peerCaPem).toBe(issued(rb).peerCaPem);
     expect(issued(ra).clientCaPem).toBe(issued(rb).clientCaPem);
@@ -124,38 +115,38 @@ describe('issuer (built bundle) with signed STS identity', () => {
   it.each<[string, (ids: SimulatedGroup['instances']) => Promise<IssueRequest>, string, RegExp]>([
     [
       "a CSR for another instance's IP",
-      async ([a, b]) => (await request('peer', { ips: [a!.privateIp, b!.privateIp] }, await credentialsOf(NODE_ROLE, a!.instanceId))).event,
+      async ([a, b]) => (await request('peer', { ips: [a!.privateIp, b!.privateIp] }, await sessionCredentials(NODE_ROLE, a!.instanceId))).event,
       'csr-foreign-name',
       /which is not instance i-/,
     ],
     [
       'a session of the node role not named after an instance',
-      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await credentialsOf(NODE_ROLE, 'admin-laptop'))).event,
+      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await sessionCredentials(NODE_ROLE, 'admin-laptop'))).event,
       'caller-not-instance',
       /"admin-laptop", not an instance ID/,
     ],
     [
       'an instance session of another role',
-      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await credentialsOf('SomeOtherRole', a!.instanceId))).event,
+      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await sessionCredentials('SomeOtherRole', a!.instanceId))).event,
       'caller-not-node-role',
       /not a session of this stack's node role/,
     ],
     [
       'a request signed for another issuer',
-      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await credentialsOf(NODE_ROLE, a!.instanceId), { audience: 'vault' })).event,
+      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await sessionCredentials(NODE_ROLE, a!.instanceId), { audience: 'vault' })).event,
       'request-not-bound',
       /for issuer "vault"/,
     ],
     [
       "another CSR sent with a node's signed request (a replay)",
-      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await credentialsOf(NODE_ROLE, a!.instanceId), { signedCsr: 'another CSR' })).event,
+      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await sessionCredentials(NODE_ROLE, a!.instanceId), { signedCsr: 'another CSR' })).event,
       'request-not-bound',
       /for another CSR/,
     ],
     [
       'an identity request with a header the issuer does not pass on',
       async ([a]) => {
-        const { event } = await request('peer', { ips: [a!.privateIp] }, await credentialsOf(NODE_ROLE, a!.instanceId));
+        const { event } = await request('peer', { ips: [a!.privateIp] }, await sessionCredentials(NODE_ROLE, a!.instanceId));
         return { ...event, identity: { ...event.identity, headers: { ...event.identity.headers, 'x-forwarded-host': 'evil.example' } } };
       },
       'bad-request',
@@ -163,13 +154,13 @@ describe('issuer (built bundle) with signed STS identity', () => {
     ],
     [
       "etcd's root certificate to an instance",
-      async ([a]) => (await request('root', { ips: [] }, await credentialsOf(NODE_ROLE, a!.instanceId))).event,
+      async ([a]) => (await request('root', { ips: [] }, await sessionCredentials(NODE_ROLE, a!.instanceId))).event,
       'caller-not-control-plane',
       /only this stack's functions/,
     ],
     [
       'a node certificate to a function',
-      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await credentialsOf(CONTROL_ROLE, CONTROL_SESSION))).event,
+      async ([a]) => (await request('peer', { ips: [a!.privateIp] }, await sessionCredentials(CONTROL_ROLE, CONTROL_SESSION))).event,
       'caller-not-node-role',
       /not a session of this stack's node role/,
     ],
@@ -183,9 +174,9 @@ describe('issuer (built bundle) with signed STS identity', () => {
   it('refuses an instance that left the group, and one parked in standby', async () => {
     const detached = group.instances[2]!;
     const parked = group.instances[3]!;
-    const gone = await issue((await request('peer', { ips: [detached.privateIp] }, await credentialsOf(NODE_ROLE, detached.instanceId))).event);
+    const gone = await issue((await request('peer', { ips: [detached.privateIp] }, await sessionCredentials(NODE_ROLE, detached.instanceId))).event);
     expect(gone).toMatchObject({ status: 'refused', code: 'instance-not-in-group' });
-    const standby = await issue((await request('peer', { ips: [parked.privateIp] }, await credentialsOf(NODE_ROLE, parked.instanceId))).event);
+    const standby = await issue((await request('peer', { ips: [parked.privateIp] }, await sessionCredentials(NODE_ROLE, parked.instanceId))).event);
     expect(standby).toMatchObject({ status: 'refused', code: 'instance-not-active' });
     expect(standby.status === 'refused' ? standby.reason : '').toContain('Standby');
   });
@@ -243,14 +234,14 @@ describe('issuer (built bundle) with signed STS identity', () => {
 
   it("runs etcd with its certificates: peer and client TLS, client-certificate auth and RBAC; plaintext, certificate-less, foreign and peer-CA clients are refused", async () => {
     const node = group.instances[0]!;
-    const creds = await credentialsOf(NODE_ROLE, node.instanceId);
+    const creds = await sessionCredentials(NODE_ROLE, node.instanceId);
     const dir = path.join(bed.workDir, 'tls');
     const files: Record<string, string> = {};
     const save = (name: string, pem: string) => {
       files[name] = path.join(bed.workDir, `${name}.pem`);
       writeFileSync(files[name], pem, { mode: 0o600 });
     };
-    const control = await credentialsOf(CONTROL_ROLE, CONTROL_SESSION);
+    const control = await sessionCredentials(CONTROL_ROLE, CONTROL_SESSION);
     for (const [kind, names] of [['peer', { ips: [node.privateIp] }], ['server', { ips: [node.privateIp], dnsNames: ['etcd-nlb.elb.us-east-1.amazonaws.com'] }], ['client', { ips: [] }], ['root', { ips: [] }]] as const) {
       const { event, keyPem } = await request(kind, names, kind === 'root' ? control : creds);
       const out = issued(await issue(event));
