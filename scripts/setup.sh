@@ -24,6 +24,8 @@ node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(
 missing=()
 command -v iptables >/dev/null || missing+=(iptables)
 command -v tc >/dev/null || missing+=(iproute2)
+# The security test makes a user's key and CSR with openssl, as the README tells users to.
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]} > 0)); then
   [[ $(id -u) == 0 ]] || die "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}); the network-fault tests need root anyway"
   command -v apt-get >/dev/null || die "${missing[*]} missing and no apt-get: install them with this system's package manager"
