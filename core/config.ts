@@ -53,7 +53,9 @@ const SETTINGS = {
   ETCD_AWS_CONTROL_FUNCTIONS: "comma-separated names of the control plane's functions (their sessions' names): only they get etcd's root certificate",
   ETCD_AWS_SERVER_DNS_NAMES: "comma-separated DNS names a node's client-port certificate may carry besides its own (the load balancer's)",
   ETCD_AWS_CERT_LIFETIME_HOURS: 'how long a node certificate is valid, in hours; agents renew theirs when a third of it is left',
-  ETCD_AWS_TLS: '"on": etcd speaks TLS to clients and peers and requires client certificates; the agent and the functions get theirs from ETCD_AWS_ISSUER_FUNCTION',
+  ETCD_AWS_TLS:
+    '"on": etcd speaks TLS to clients and peers and requires client certificates; the agent and the functions get theirs from ETCD_AWS_ISSUER_FUNCTION. ' +
+    '"migrating": the step between "off" and "on" (README, "Moving a plaintext stack to TLS"): nodes get certificates and serve TLS beside plaintext, everyone still talks plaintext',
   ETCD_AWS_ISSUER_FUNCTION: "the certificate issuer function the agent and the functions ask for their certificates",
   ETCD_AWS_CERT_DIR: "the directory of this node's keys and certificates (generations, and a `current` link)",
   AWS_LAMBDA_FUNCTION_NAME: "the issuer's own function name (Lambda sets it): callers sign it into their requests",
@@ -101,7 +103,7 @@ const common = {
   ETCD_METRICS_PORT: port.default(2381),
   ETCD_AWS_DIAL_TIMEOUT_MS: millis.default(2000),
   ETCD_AWS_CALL_TIMEOUT_MS: millis.default(5000),
-  ETCD_AWS_TLS: z.enum(['on', 'off'], { error: 'must be "on" or "off"' }).default('off'),
+  ETCD_AWS_TLS: z.enum(['on', 'migrating', 'off'], { error: 'must be "on", "migrating" or "off"' }).default('off'),
   ETCD_AWS_ISSUER_FUNCTION: name.optional(),
 };
 
@@ -207,6 +209,9 @@ const schemas = {
 
 export type Role = keyof typeof schemas;
 
+/** How etcd runs: plaintext, TLS, or the migration step between them (both on the client port). */
+export type TlsMode = 'off' | 'migrating' | 'on';
+
 interface CommonConfig {
   /** Explicit etcd client URLs; when absent they come from the group's instances. */
   readonly endpoints: readonly string[] | undefined;
@@ -215,9 +220,14 @@ interface CommonConfig {
   readonly metricsPort: number;
   readonly dialTimeoutMs: number;
   readonly callTimeoutMs: number;
-  /** The scheme of every etcd client and peer URL: `https` with ETCD_AWS_TLS=on. */
+  /** ETCD_AWS_TLS: `migrating` is the step of a running plaintext stack towards `on`. */
+  readonly tlsMode: TlsMode;
+  /**
+   * The scheme the agent and the functions use for etcd's client URLs, and of this node's peer URL: `https`
+   * with ETCD_AWS_TLS=on; `http` otherwise (`migrating` nodes serve TLS too, but nobody relies on it yet).
+   */
   readonly scheme: 'http' | 'https';
-  /** With ETCD_AWS_TLS=on: the issuer of the certificates (its function name); undefined: plaintext. */
+  /** With ETCD_AWS_TLS=on or migrating: the issuer of the certificates (its function name); undefined: none. */
   readonly tlsIssuer: string | undefined;
 }
 
@@ -312,8 +322,10 @@ function parse<R extends Role>(role: R, env: Record<string, string | undefined>)
 }
 
 function commonOf(c: z.infer<(typeof schemas)[Exclude<Role, 'issuer'>]>): CommonConfig {
-  if (c.ETCD_AWS_TLS === 'on' && c.ETCD_AWS_ISSUER_FUNCTION === undefined) {
-    throw new ConfigError(`invalid configuration: ETCD_AWS_ISSUER_FUNCTION is required with ETCD_AWS_TLS=on (${SETTINGS.ETCD_AWS_ISSUER_FUNCTION}); the stack sets both`);
+  if (c.ETCD_AWS_TLS !== 'off' && c.ETCD_AWS_ISSUER_FUNCTION === undefined) {
+    throw new ConfigError(
+      `invalid configuration: ETCD_AWS_ISSUER_FUNCTION is required with ETCD_AWS_TLS=${c.ETCD_AWS_TLS} (${SETTINGS.ETCD_AWS_ISSUER_FUNCTION}); the stack sets both`,
+    );
   }
   const scheme = c.ETCD_AWS_TLS === 'on' ? 'https' : 'http';
   const wrong = c.ETCD_ENDPOINTS?.find((e) => !e.startsWith(`${scheme}://`));
@@ -321,8 +333,9 @@ function commonOf(c: z.infer<(typeof schemas)[Exclude<Role, 'issuer'>]>): Common
     throw new ConfigError(`invalid configuration: ETCD_ENDPOINTS has ${wrong}, but with ETCD_AWS_TLS=${c.ETCD_AWS_TLS} every endpoint must be ${scheme}://`);
   }
   return {
+    tlsMode: c.ETCD_AWS_TLS,
     scheme,
-    tlsIssuer: c.ETCD_AWS_TLS === 'on' ? c.ETCD_AWS_ISSUER_FUNCTION : undefined,
+    tlsIssuer: c.ETCD_AWS_TLS === 'off' ? undefined : c.ETCD_AWS_ISSUER_FUNCTION,
     endpoints: c.ETCD_ENDPOINTS,
     clientPort: c.ETCD_CLIENT_PORT,
     peerPort: c.ETCD_PEER_PORT,

@@ -23,10 +23,12 @@ export interface EtcdAccess {
 
 /**
  * Plaintext, or (ETCD_AWS_TLS=on) TLS with the control plane's `root` certificate, asked of the issuer with
- * the function's own role credentials at the first invocation and renewed when a third of it is left.
+ * the function's own role credentials at the first invocation and renewed when a third of it is left. While a
+ * stack migrates (`migrating`) the functions stay on plaintext: the members launched before the migration
+ * serve nothing else.
  */
 export function etcdAccess(config: FunctionConfig, log: Log): EtcdAccess {
-  if (config.tlsIssuer === undefined) return { options: config, ready: () => Promise.resolve() };
+  if (config.tlsIssuer === undefined || config.scheme === 'http') return { options: config, ready: () => Promise.resolve() };
   const region = process.env.AWS_REGION;
   if (!region) throw new ConfigError('AWS_REGION is required with ETCD_AWS_TLS=on (Lambda sets it): the certificate request is signed for its STS');
   const lambda = new LambdaClient({});

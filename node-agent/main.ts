@@ -99,12 +99,13 @@ interface Context {
 }
 
 /**
- * The agent's etcd client options: plaintext, or (ETCD_AWS_TLS=on) its `etcd-aws-agent` client certificate,
- * read from the generation `current` points at when each client is made, so a renewal in between never pairs
- * a new certificate with an old key.
+ * The agent's etcd client options: plaintext (also while the stack migrates: the members launched before
+ * serve nothing else), or (ETCD_AWS_TLS=on) its `etcd-aws-agent` client certificate, read from the
+ * generation `current` points at when each client is made, so a renewal in between never pairs a new
+ * certificate with an old key.
  */
 function etcdClientOptions(config: AgentConfig): EtcdClientOptions {
-  if (config.tlsIssuer === undefined) return config;
+  if (config.tlsIssuer === undefined || config.scheme === 'http') return config;
   return {
     ...config,
     tls: () => {
@@ -121,11 +122,17 @@ function etcdClientOptions(config: AgentConfig): EtcdClientOptions {
   };
 }
 
-/** The files etcd is started with under ETCD_AWS_TLS=on (through `current`, so renewals reach etcd). */
+/** The files etcd is started with under ETCD_AWS_TLS=on or migrating (through `current`, so renewals reach etcd). */
 function etcdTlsFiles(config: AgentConfig): EtcdTlsFiles | undefined {
   if (config.tlsIssuer === undefined) return undefined;
   const files = certificateFiles(config.pki.dir);
-  return { peerCaFile: files.peerCaFile, clientCaFile: files.clientCaFile, peer: files.cert.peer, server: files.cert.server };
+  return {
+    peerCaFile: files.peerCaFile,
+    clientCaFile: files.clientCaFile,
+    peer: files.cert.peer,
+    server: files.cert.server,
+    migrating: config.tlsMode === 'migrating',
+  };
 }
 
 async function context(config: AgentConfig): Promise<Context> {
@@ -392,20 +399,26 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
         });
       }
     })();
-    // Authentication on, once the cluster serves (a new cluster, or one restored from a backup taken without it).
+  }
+  if (config.scheme === 'https') {
+    // Authentication on, once the cluster serves (a new cluster, one restored from a backup taken without it,
+    // or one migrated to TLS once no member launched before `on` is left).
     void (async () => {
-      let lastError = '';
+      let lastReason = '';
       while (!stopped()) {
         const instances = await ctx.inventory.instancesOf(ctx.groupName).catch(() => []);
         const peers = clientUrls(activePeers(instances).filter((i) => i.instanceId !== ctx.self.instanceId), config.clientPort, config.scheme);
         const etcd = new Etcd3Cluster([selfUrl, ...peers], ctx.etcd);
         try {
-          await ensureAuthentication(etcd, log);
-          return;
+          const result = await ensureAuthentication(etcd, log);
+          if (typeof result === 'string') return;
+          const reason = `members launched before TLS: ${result.waiting.join(', ')}`;
+          if (reason !== lastReason) log.info('etcd authentication waits until every member runs with TLS', { reason: 'members-without-tls', members: result.waiting });
+          lastReason = reason;
         } catch (error) {
           const detail = describeError(error);
-          if (detail !== lastError) log.info('cannot check etcd authentication yet; retrying', { error: detail });
-          lastError = detail;
+          if (detail !== lastReason) log.info('cannot check etcd authentication yet; retrying', { error: detail });
+          lastReason = detail;
         } finally {
           etcd.close();
         }

@@ -58,6 +58,8 @@ export interface Scenario {
   readonly healthCheckType?: 'EC2' | 'ELB';
   /** Stack settings for the agents and the functions (e.g. a small space quota). */
   readonly stackEnv?: Readonly<Record<string, string>>;
+  /** The stack's TLS setting at the start; `on` (the stack's default) when absent. */
+  readonly tls?: SandboxOptions['tls'];
   act(ctx: Context): Promise<Act>;
 }
 
@@ -215,6 +217,12 @@ async function totalLoss(ctx: Context): Promise<{ faultAt: number; faultEndAt: n
   return { faultAt, faultEndAt };
 }
 
+/**
+ * enable-tls: the longest the cluster may be without quorum while every member is replaced twice: a leader
+ * change or two, never a lost quorum (each successor votes before its predecessor goes).
+ */
+const MIGRATION_MAX_NO_QUORUM_MS = 10_000;
+
 /** fill-quota's space quota: small, so a few dozen overwrites fill it. */
 export const FILL_QUOTA_BYTES = 32 * 1024 ** 2;
 
@@ -359,6 +367,49 @@ export const SCENARIOS: Record<string, Scenario> = {
           clusterVersions: watch.changes.map((c) => ({ atMs: c.at - at, clusterVersion: c.clusterVersion, servers: c.servers })),
         },
       };
+    },
+  },
+  'enable-tls': {
+    description:
+      'a running plaintext stack moves to TLS as the README says, in two stack updates: tls=migrating (every instance replaced by one with certificates, serving TLS beside plaintext), then tls=on (TLS peers; etcd authentication once no plaintext member is left); quorum holds throughout and no write is lost',
+    size: 3,
+    schedule: true,
+    tls: 'off',
+    act: async (ctx) => {
+      const at = Date.now();
+      const violations: string[] = [];
+      const quorum = watchQuorum(ctx);
+      try {
+        for (const mode of ['migrating', 'on'] as const) {
+          const result = await ctx.step(`stack update to tls=${mode}`, () => ctx.sandbox.moveTls(mode));
+          if (result !== 'complete') throw new Error(`the rolling update to tls=${mode} was rolled back`);
+        }
+      } finally {
+        const longest = await quorum.stop();
+        if (longest > MIGRATION_MAX_NO_QUORUM_MS) violations.push(`the cluster was without quorum for ${longest} ms during the migration`);
+      }
+      const cluster = new Etcd3Cluster(ctx.sandbox.endpoints(), { dialTimeoutMs: 1000, callTimeoutMs: 3000, ...etcdClusterTls() });
+      try {
+        await ctx.step('etcd authentication on', () => waitFor('the agents to turn etcd authentication on', () => cluster.authEnabled().catch(() => false), { timeoutMs: 60_000, intervalMs: 500 }));
+        const { members } = await cluster.listMembers();
+        const plaintext = members.filter((m) => [...m.peerUrls, ...m.clientUrls].some((u) => !u.startsWith('https://')));
+        if (plaintext.length > 0) violations.push(`members still with plaintext URLs: ${plaintext.map((m) => `${m.name} ${[...m.peerUrls, ...m.clientUrls].join(' ')}`).join('; ')}`);
+      } finally {
+        cluster.close();
+      }
+      // The first TLS member's agent found migrating members beside it and left authentication off meanwhile.
+      const tlsNodes = ctx.sandbox.fleet.list().filter((n) => n.template.env?.ETCD_AWS_TLS === 'on');
+      if (!tlsNodes.some((n) => ctx.sandbox.agentSaid(n.instance.instanceId, 'etcd authentication waits until every member runs with TLS'))) {
+        violations.push('no agent waited for the migrating members to leave before turning authentication on');
+      }
+      // Plaintext is refused everywhere now.
+      for (const url of ctx.sandbox.endpoints().map((e) => e.replace(/^https:/, 'http:'))) {
+        const plain = new Etcd3Cluster([url], { dialTimeoutMs: 1000, callTimeoutMs: 3000 });
+        const answered = await plain.status(url).then(() => true, () => false);
+        plain.close();
+        if (answered) violations.push(`${url} still answers plaintext`);
+      }
+      return { faultAt: at, violations };
     },
   },
   'long-quorum-loss': {
@@ -688,6 +739,7 @@ export async function runScenario(
     ...(scenario.etcdVersion === undefined ? {} : { etcdVersion: scenario.etcdVersion }),
     ...(scenario.healthCheckType === undefined ? {} : { healthCheckType: scenario.healthCheckType }),
     ...(scenario.stackEnv === undefined ? {} : { stackEnv: scenario.stackEnv }),
+    ...(scenario.tls === undefined ? {} : { tls: scenario.tls }),
   });
   let writer: SequenceWriter | undefined;
   try {

@@ -26,7 +26,8 @@ import { etcdRelease } from '../testbed/tools.js';
 import { waitFor } from '../testbed/wait.js';
 import { S3FaultProxy } from '../testbed/s3-faults.js';
 import { NetworkFaults } from '../testbed/net-faults.js';
-import { clientUrlOf, TestbedPki, useClientTls } from '../testbed/pki.js';
+import { clientUrlOf, TestbedPki, useClientTls, type ClientTls } from '../testbed/pki.js';
+import type { TlsMode } from '../core/config.js';
 
 export interface Bundles {
   readonly agent: string;
@@ -70,10 +71,12 @@ export interface SandboxOptions {
    */
   readonly stackEnv?: Readonly<Record<string, string>>;
   /**
-   * TLS with client certificates and etcd authentication, as the stack runs by default (`true`): the issuer
-   * gives every agent and function its certificates, and the test's own clients use the control plane's.
+   * TLS with client certificates and etcd authentication, as the stack runs by default (`true`, or `on`):
+   * the issuer gives every agent and function its certificates, and the test's own clients use the control
+   * plane's. `off` is a plaintext stack that has its issuer (what a stack with tls=off deploys), so it can
+   * move to TLS (moveTls); `false` is plaintext without one.
    */
-  readonly tls?: boolean;
+  readonly tls?: boolean | TlsMode;
 }
 
 type ControlFunction = 'lifecycle' | 'backup' | 'reconcile';
@@ -83,7 +86,14 @@ interface SandboxFunctions {
   readonly lambda: LambdaService;
   readonly names: Readonly<Record<ControlFunction, string>>;
   /** Under TLS: the CA secret and issuer, and what each function's environment adds (its role session). */
-  readonly tls: { readonly pki: TestbedPki; readonly env: Readonly<Record<ControlFunction, Record<string, string>>> } | undefined;
+  readonly tls:
+    | {
+        readonly pki: TestbedPki;
+        readonly env: Readonly<Record<ControlFunction, Record<string, string>>>;
+        /** The control plane's root certificate, which the test's own clients use while TLS is on. */
+        readonly client: ClientTls;
+      }
+    | undefined;
 }
 
 /**
@@ -164,6 +174,8 @@ export class Sandbox {
   private readonly upstreamAutoScaling: AutoScalingClient;
   /** The emulator's PID when this sandbox started it. */
   emulatorPid: number | undefined;
+  /** ETCD_AWS_TLS of the stack as it is now: the functions' and the next launches' (moveTls changes it). */
+  private tlsMode: TlsMode;
 
   private constructor(
     private readonly options: SandboxOptions,
@@ -179,6 +191,7 @@ export class Sandbox {
     instances: InstanceIdentity[],
     private readonly functions: SandboxFunctions,
   ) {
+    this.tlsMode = tlsModeOf(options.tls);
     this.groupName = groupName;
     this.bucket = bucket;
     this.current = instances;
@@ -201,7 +214,7 @@ export class Sandbox {
         ETCD_AWS_LAUNCH_TIMEOUT_MS: String(SANDBOX_TIMING.launchDeadlineMs),
         ETCD_AWS_LAUNCH_HEARTBEAT_MS: String(SANDBOX_TIMING.launchHeartbeatMs),
         ...(functions.tls
-          ? { ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: functions.tls.pki.issuerFunction, AWS_ENDPOINT_URL_LAMBDA: functions.lambda.endpoint }
+          ? { ETCD_AWS_TLS: this.tlsMode, ETCD_AWS_ISSUER_FUNCTION: functions.tls.pki.issuerFunction, AWS_ENDPOINT_URL_LAMBDA: functions.lambda.endpoint }
           : {}),
         ...options.stackEnv,
       },
@@ -244,6 +257,25 @@ export class Sandbox {
       () => this.fleet.setLaunchTemplate(before),
     );
     return outcome.result;
+  }
+
+  /**
+   * A stack update of the `tls` parameter, as the README's migration runs it: the functions take the new
+   * setting at once (and the test's own clients with them: the control plane's certificate from `on`), then
+   * the rolling update replaces every instance with one launched with it.
+   */
+  async moveTls(mode: TlsMode): Promise<'complete' | 'rolled-back'> {
+    if (!this.functions.tls) throw new Error('this sandbox has no issuer (tls: false): start it with tls: "off" to move it to TLS');
+    const before = this.tlsMode;
+    const use = (m: TlsMode) => {
+      this.tlsMode = m;
+      useClientTls(m === 'on' ? this.functions.tls?.client : undefined);
+    };
+    use(mode);
+    const result = await this.update({ env: { ETCD_AWS_TLS: mode } });
+    // CloudFormation's rollback takes the functions back to the setting before, with the launch template.
+    if (result === 'rolled-back') use(before);
+    return result;
   }
 
   private faults(): NetworkFaults {
@@ -365,6 +397,7 @@ export class Sandbox {
     say(`creating Auto Scaling group ${name} with ${options.size} instances in ${options.network.vpcCidr}`);
     const group = await createSimulatedGroup({ network: options.network, groupName: name, size: options.size });
     const pki = options.tls === false ? undefined : await TestbedPki.create(name, group.groupName);
+    const mode = tlsModeOf(options.tls);
     const names: Record<ControlFunction, string> = pki?.controlFunctions ?? { lifecycle: 'lifecycle', backup: 'backup', reconcile: 'reconcile' };
     // The backup function's environment is the sandbox's, which exists once the service does.
     const late: { sandbox?: Sandbox } = {};
@@ -380,17 +413,15 @@ export class Sandbox {
             backup: await pki.functionEnv('backup', lambda.endpoint),
             reconcile: await pki.functionEnv('reconcile', lambda.endpoint),
           },
+          client: await pki.controlClient(path.join(options.workDir, 'client-tls'), lambda.endpoint),
         }
       : undefined;
     const sandbox = new Sandbox(options, endpoint, shim, s3Faults, net, queueUrl, group.groupName, bucket, [...group.instances], { lambda, names, tls });
     late.sandbox = sandbox;
     sandbox.emulatorPid = emulatorPid;
-    if (pki) {
-      say('TLS on: the issuer gives every agent and function its certificates; the test\'s clients use the control plane\'s root certificate');
-      useClientTls(await pki.controlClient(path.join(options.workDir, 'client-tls'), lambda.endpoint));
-    } else {
-      useClientTls(undefined);
-    }
+    if (mode === 'on') say('TLS on: the issuer gives every agent and function its certificates; the test\'s clients use the control plane\'s root certificate');
+    else if (pki) say(`TLS ${mode}: the stack has its issuer; everyone talks plaintext`);
+    useClientTls(mode === 'on' ? tls?.client : undefined);
     sandbox.startLoops();
     return sandbox;
   }
@@ -566,7 +597,7 @@ export class Sandbox {
       ETCD_AWS_CUT_OFF_GRACE_MS: String(SANDBOX_TIMING.cutOffGraceMs),
       ETCD_AWS_REGISTRATION_FRESH_MS: FAST_TIMING.ETCD_AWS_REGISTRATION_FRESH_MS ?? '4000',
       ETCD_AWS_CALL_TIMEOUT_MS: '3000',
-      ...this.functions.tls?.env[fn],
+      ...(this.functions.tls ? { ...this.functions.tls.env[fn], ETCD_AWS_TLS: this.tlsMode } : {}),
       ...this.options.stackEnv,
     });
   }
@@ -726,4 +757,9 @@ export class Sandbox {
     await this.functions.lambda.close();
     useClientTls(undefined);
   }
+}
+
+function tlsModeOf(option: SandboxOptions['tls']): TlsMode {
+  if (option === undefined || option === true) return 'on';
+  return option === false ? 'off' : option;
 }

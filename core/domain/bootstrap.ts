@@ -186,13 +186,21 @@ export interface EtcdTlsFiles {
   readonly clientCaFile: string;
   readonly peer: { readonly certFile: string; readonly keyFile: string };
   readonly server: { readonly certFile: string; readonly keyFile: string };
+  /**
+   * ETCD_AWS_TLS=migrating, the step of a plaintext cluster towards TLS: the client port serves plaintext and
+   * TLS (etcd tells them apart on one port) and the peer URL stays plaintext, so the members launched before
+   * still reach this one; the peer certificate is there for dialing the TLS peer URLs of members launched with
+   * `on`, the next step. Undefined or false: TLS only.
+   */
+  readonly migrating?: boolean | undefined;
 }
 
 /**
  * The environment etcd runs with: passed-through ETCD_* tuning, then the settings the agent owns. Pure.
  * With `tls`, both ports speak TLS and require a certificate of their own CA (`--client-cert-auth`,
  * `--peer-client-cert-auth`), and the peer port only a peer certificate's CN; /health and /metrics stay plain
- * HTTP on the metrics port, where they reveal no data.
+ * HTTP on the metrics port, where they reveal no data. With `tls.migrating` the client port serves plaintext
+ * beside TLS and the peer URL stays plaintext (see EtcdTlsFiles.migrating).
  * etcd reads `ETCD_<FLAG>` as `--<flag>`: the space settings become `--quota-backend-bytes`,
  * `--auto-compaction-mode` and `--auto-compaction-retention`, set on every start, so every member compacts
  * and enforces the same quota whether or not the environment named them.
@@ -215,8 +223,10 @@ export function etcdEnvironment(options: {
     (e): e is [string, string] => e[0].startsWith('ETCD_') && !AGENT_OWN.has(e[0]) && !e[0].startsWith('ETCD_AWS_') && e[1] !== undefined,
   );
   const { tls } = options;
-  const scheme = tls ? 'https' : 'http';
-  const client = `${scheme}://${self.privateIp}:${options.clientPort}`;
+  const scheme = tls && !tls.migrating ? 'https' : 'http';
+  const client = tls?.migrating
+    ? `http://${self.privateIp}:${options.clientPort},https://${self.privateIp}:${options.clientPort}`
+    : `${scheme}://${self.privateIp}:${options.clientPort}`;
   const peer = `${scheme}://${self.privateIp}:${options.peerPort}`;
   return {
     ...Object.fromEntries(passThrough),

@@ -51,3 +51,24 @@ export function memberOfInstance(
   const byIp = members.find((m) => m.peerUrls.some((u) => urlHost(u) === ip));
   return byIp ? { member: byIp, matchedBy: 'peer-ip' } : undefined;
 }
+
+/**
+ * The client URLs a client of `scheme` reaches a member at: those it advertises with that scheme, or else
+ * its advertised addresses with that scheme. While a stack moves to TLS, members of three launches live side
+ * by side: plaintext ones, migrating ones serving both schemes on one port, and TLS ones; every caller
+ * speaks one scheme, and one that a member does not serve gets a refusal (an answer, not silence). Pure.
+ */
+export function clientUrlsOfScheme(advertised: readonly string[], scheme: 'http' | 'https'): string[] {
+  const own = advertised.filter((u) => u.startsWith(`${scheme}://`));
+  if (own.length > 0) return own;
+  return [...new Set(advertised.map((u) => u.replace(/^[a-z]+:\/\//i, `${scheme}://`)))];
+}
+
+/**
+ * The members not yet launched with TLS (`on`): any peer URL of theirs is plaintext. etcd authentication
+ * waits for none to be left, since the agents of plaintext and migrating members talk to etcd without a
+ * certificate, and etcd would refuse them everything once authentication is on. Pure.
+ */
+export function membersWithoutTls(members: readonly Member[]): Member[] {
+  return members.filter((m) => m.peerUrls.length === 0 || m.peerUrls.some((u) => !u.startsWith('https://')));
+}

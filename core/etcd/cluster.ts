@@ -1,5 +1,5 @@
 import { Etcd3, type ICallable, type IHashKVRequest, type IMember, type IOptions, type ISnapshotResponse } from 'etcd3';
-import type { Member } from '../domain/members.js';
+import { clientUrlsOfScheme, type Member } from '../domain/members.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
 import { request as httpRequest } from 'node:http';
@@ -36,8 +36,13 @@ function clientOptions(hosts: readonly string[], options: EtcdClientOptions): IO
   };
 }
 
-function toMember(m: IMember): Member {
-  return { id: m.ID, name: m.name, peerUrls: m.peerURLs, clientUrls: m.clientURLs, isLearner: m.isLearner };
+/**
+ * A member as this client reaches it: its client URLs in the client's own scheme (clientUrlsOfScheme), so
+ * every use case that dials a member from the list speaks the scheme its client was made for, also while
+ * members launched with and without TLS run side by side.
+ */
+function toMember(m: IMember, scheme: 'http' | 'https'): Member {
+  return { id: m.ID, name: m.name, peerUrls: m.peerURLs, clientUrls: clientUrlsOfScheme(m.clientURLs, scheme), isLearner: m.isLearner };
 }
 
 /** A key nobody writes: reading it linearizably proves the cluster has quorum without touching user data. */
@@ -64,6 +69,11 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
     private readonly options: EtcdClientOptions,
   ) {
     if (endpoints.length === 0) throw new EtcdUnavailableError('no etcd endpoints to connect to');
+  }
+
+  /** The scheme of the URLs this cluster was opened with (all alike: callers build them with one). */
+  private get scheme(): 'http' | 'https' {
+    return this.endpoints[0]?.startsWith('https://') ? 'https' : 'http';
   }
 
   /**
@@ -160,7 +170,7 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
       const out = await this.onVoter((c) => c.cluster.memberList({ linearizable: true }));
       return {
         clusterId: out.header.cluster_id,
-        members: out.members.map(toMember),
+        members: out.members.map((m) => toMember(m, this.scheme)),
       };
     } catch (error) {
       throw new EtcdUnavailableError(
@@ -184,7 +194,7 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
     const single = new Etcd3(clientOptions([endpoint], this.options));
     try {
       const out = await single.cluster.memberList({ linearizable: false });
-      return { clusterId: out.header.cluster_id, memberId: out.header.member_id, members: out.members.map(toMember) };
+      return { clusterId: out.header.cluster_id, memberId: out.header.member_id, members: out.members.map((m) => toMember(m, this.scheme)) };
     } catch (error) {
       throw new EtcdUnavailableError(`etcd member at ${endpoint} did not list its members: ${describeError(error)}`, { cause: error });
     } finally {
@@ -279,7 +289,7 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
   async addLearner(peerUrl: string): Promise<{ memberId: string; members: Member[] }> {
     try {
       const out = await this.onVoter((c) => c.cluster.memberAdd({ peerURLs: [peerUrl], isLearner: true }));
-      return { memberId: out.member.ID, members: out.members.map(toMember) };
+      return { memberId: out.member.ID, members: out.members.map((m) => toMember(m, this.scheme)) };
     } catch (error) {
       throw new EtcdUnavailableError(`cannot add ${peerUrl} as a learner: ${describeError(error)}`, { cause: error });
     }

@@ -1,6 +1,7 @@
 import { COMMON_NAMES } from '../domain/issuance.js';
+import { membersWithoutTls } from '../domain/members.js';
 import type { Log } from '../logger.js';
-import type { EtcdAuth } from '../ports.js';
+import type { EtcdAuth, EtcdCluster } from '../ports.js';
 
 /** etcd's superuser role and user: etcd refuses `auth enable` without a `root` user holding the `root` role. */
 const ROOT = 'root';
@@ -18,10 +19,16 @@ export const CONTROL_PLANE_USERS: readonly string[] = [COMMON_NAMES.root, COMMON
  * safe to race: every agent runs it when its etcd serves (a cluster founded, restored from a backup of a
  * plaintext cluster, or migrated), and each step tolerates what another already did. Until it is on, only a
  * certificate of the cluster's client CA reaches etcd at all (`--client-cert-auth`), and the issuer gives
- * those to the control plane alone.
+ * those to the control plane alone. While a member launched before TLS is left (a stack migrating to TLS),
+ * it waits: that member's agent talks plaintext without a user, and etcd would refuse it every change.
  */
-export async function ensureAuthentication(etcd: EtcdAuth, log: Log): Promise<'enabled' | 'already-enabled'> {
+export async function ensureAuthentication(
+  etcd: EtcdAuth & Pick<EtcdCluster, 'listMembers'>,
+  log: Log,
+): Promise<'enabled' | 'already-enabled' | { waiting: readonly string[] }> {
   if (await etcd.authEnabled()) return 'already-enabled';
+  const plaintext = membersWithoutTls((await etcd.listMembers()).members);
+  if (plaintext.length > 0) return { waiting: plaintext.map((m) => m.name || m.id) };
   await etcd.ensureRole(ROOT);
   for (const user of CONTROL_PLANE_USERS) await etcd.ensureUser(user, [ROOT]);
   await etcd.enableAuth();

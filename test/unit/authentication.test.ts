@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { CONTROL_PLANE_USERS, ensureAuthentication } from '../../core/use-cases/authentication.js';
+import type { Member } from '../../core/domain/members.js';
 import type { EtcdAuth } from '../../core/ports.js';
 import { recordingLog } from '../support/fixtures.js';
+
+function member(name: string, peerUrl: string): Member {
+  return { id: String(name.length * 1000 + peerUrl.length), name, peerUrls: [peerUrl], clientUrls: [], isLearner: false };
+}
 
 /** etcd's auth store as far as the control plane uses it, refusing `auth enable` as etcd does without root. */
 class FakeAuth implements EtcdAuth {
@@ -9,6 +14,12 @@ class FakeAuth implements EtcdAuth {
   readonly roles = new Set<string>();
   readonly users = new Map<string, Set<string>>();
   readonly calls: string[] = [];
+  members: Member[] = [member('i-a', 'https://10.0.1.1:2380'), member('i-b', 'https://10.0.1.2:2380')];
+
+  listMembers(): Promise<{ clusterId: string; members: Member[] }> {
+    this.calls.push('members');
+    return Promise.resolve({ clusterId: '1', members: this.members });
+  }
 
   authEnabled(): Promise<boolean> {
     this.calls.push('status');
@@ -66,5 +77,13 @@ describe('ensureAuthentication', () => {
     await etcd.ensureUser('root', ['root']);
     await expect(ensureAuthentication(etcd, recordingLog())).resolves.toBe('enabled');
     expect(etcd.users.get('etcd-aws-agent')).toEqual(new Set(['root']));
+  });
+
+  it('waits, changing nothing, while a member launched before TLS is left (a stack migrating to TLS)', async () => {
+    const etcd = new FakeAuth();
+    etcd.members = [member('i-a', 'https://10.0.1.1:2380'), member('i-old', 'http://10.0.1.2:2380'), { ...member('', 'http://10.0.1.3:2380'), id: '77' }];
+    await expect(ensureAuthentication(etcd, recordingLog())).resolves.toEqual({ waiting: ['i-old', '77'] });
+    expect(etcd.calls).toEqual(['status', 'members']);
+    expect(etcd.enabled).toBe(false);
   });
 });

@@ -223,6 +223,36 @@ describe('launch settings', () => {
     });
   });
 
+  it('while migrating to TLS: plaintext and TLS on the client port, a plaintext peer URL, the peer certificate for dialing TLS peers', () => {
+    const files = {
+      peerCaFile: '/pki/current/peer-ca.crt',
+      clientCaFile: '/pki/current/client-ca.crt',
+      peer: { certFile: '/pki/current/peer.crt', keyFile: '/pki/current/peer.key' },
+      server: { certFile: '/pki/current/server.crt', keyFile: '/pki/current/server.key' },
+    };
+    const env = etcdEnvironment({
+      ...ports,
+      launch: { state: 'existing', initialCluster: ['i-a=http://10.0.1.11:2380', 'i-self=http://10.0.1.10:2380'], token: 't' },
+      space,
+      inherited: {},
+      tls: { ...files, migrating: true },
+    });
+    expect(env).toMatchObject({
+      ETCD_LISTEN_CLIENT_URLS: 'http://10.0.1.10:2379,https://10.0.1.10:2379',
+      ETCD_ADVERTISE_CLIENT_URLS: 'http://10.0.1.10:2379,https://10.0.1.10:2379',
+      ETCD_LISTEN_PEER_URLS: 'http://10.0.1.10:2380',
+      ETCD_INITIAL_ADVERTISE_PEER_URLS: 'http://10.0.1.10:2380',
+      ETCD_CERT_FILE: '/pki/current/server.crt',
+      ETCD_CLIENT_CERT_AUTH: 'true',
+      ETCD_PEER_CERT_FILE: '/pki/current/peer.crt',
+      ETCD_PEER_KEY_FILE: '/pki/current/peer.key',
+      ETCD_PEER_TRUSTED_CA_FILE: '/pki/current/peer-ca.crt',
+    });
+    // migrating: false is TLS only, as without the flag.
+    const on = etcdEnvironment({ ...ports, launch: { state: 'new', initialCluster: ['i-self=https://10.0.1.10:2380'], token: 't' }, space, inherited: {}, tls: { ...files, migrating: false } });
+    expect([on.ETCD_LISTEN_CLIENT_URLS, on.ETCD_LISTEN_PEER_URLS]).toEqual(['https://10.0.1.10:2379', 'https://10.0.1.10:2380']);
+  });
+
   it('sets the force flag only in the environment made for the one recovering process', () => {
     const env = { ETCD_NAME: 'i-self', ETCD_DATA_DIR: '/var/lib/etcd' };
     expect(forceNewClusterEnvironment(env)).toEqual({ ...env, ETCD_FORCE_NEW_CLUSTER: 'true' });

@@ -22,6 +22,7 @@ describe('loadConfig', () => {
       quotaBytes: 2 * 1024 ** 3,
       maintenance: { minFreeRatio: 0.5, minFreeBytes: 64 * 1024 ** 2, recoverBelowRatio: 0.8, defragTimeoutMs: 60_000 },
       backup: undefined,
+      tlsMode: 'off',
       scheme: 'http',
       tlsIssuer: undefined,
     });
@@ -32,7 +33,17 @@ describe('loadConfig', () => {
     expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: 'etcd-issuer' }, 'function')).toMatchObject({ scheme: 'https', tlsIssuer: 'etcd-issuer' });
     expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'off', ETCD_AWS_ISSUER_FUNCTION: 'etcd-issuer' }, 'function')).toMatchObject({ scheme: 'http', tlsIssuer: undefined });
     expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'on' }, 'function')).toThrow(/ETCD_AWS_ISSUER_FUNCTION is required with ETCD_AWS_TLS=on/);
-    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'yes' }, 'function')).toThrow(/ETCD_AWS_TLS="yes" is invalid.*"on" or "off"/s);
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'yes' }, 'function')).toThrow(/ETCD_AWS_TLS="yes" is invalid.*"on", "migrating" or "off"/s);
+    // migrating: certificates from the issuer, plaintext URLs; the issuer is required as with on.
+    expect(loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'migrating', ETCD_AWS_ISSUER_FUNCTION: 'etcd-issuer' }, 'function')).toMatchObject({
+      tlsMode: 'migrating',
+      scheme: 'http',
+      tlsIssuer: 'etcd-issuer',
+    });
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'migrating' }, 'function')).toThrow(/ETCD_AWS_ISSUER_FUNCTION is required with ETCD_AWS_TLS=migrating/);
+    expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'migrating', ETCD_AWS_ISSUER_FUNCTION: 'i', ETCD_ENDPOINTS: 'https://10.0.0.1:2379' }, 'function')).toThrow(
+      /every endpoint must be http:\/\//,
+    );
     expect(() => loadConfig({ ETCD_ASG_NAME: 'g', ETCD_AWS_TLS: 'on', ETCD_AWS_ISSUER_FUNCTION: 'i', ETCD_ENDPOINTS: 'https://10.0.0.1:2379,http://10.0.0.2:2379' }, 'function')).toThrow(
       /ETCD_ENDPOINTS has http:\/\/10.0.0.2:2379, but with ETCD_AWS_TLS=on every endpoint must be https:\/\//,
     );

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { compareMembership } from '../../core/domain/membership.js';
-import { faultTolerance, hexMemberId, memberOfInstance, quorumOf } from '../../core/domain/members.js';
+import { clientUrlsOfScheme, faultTolerance, hexMemberId, memberOfInstance, membersWithoutTls, quorumOf } from '../../core/domain/members.js';
 import { activePeers, clientUrls } from '../../core/domain/instances.js';
 import { groupInstance as instance, member } from '../support/fixtures.js';
 
@@ -77,5 +77,28 @@ describe('compareMembership', () => {
       voting: 2,
       learners: 1,
     });
+  });
+});
+
+describe('clientUrlsOfScheme', () => {
+  it.each([
+    { advertised: ['https://10.0.1.1:2379'], scheme: 'https', expected: ['https://10.0.1.1:2379'] },
+    { advertised: ['http://10.0.1.1:2379', 'https://10.0.1.1:2379'], scheme: 'https', expected: ['https://10.0.1.1:2379'] },
+    { advertised: ['http://10.0.1.1:2379', 'https://10.0.1.1:2379'], scheme: 'http', expected: ['http://10.0.1.1:2379'] },
+    // A member that does not serve the caller's scheme: its address with it (it refuses: an answer, not silence).
+    { advertised: ['http://10.0.1.1:2379'], scheme: 'https', expected: ['https://10.0.1.1:2379'] },
+    { advertised: ['https://10.0.1.1:2379'], scheme: 'http', expected: ['http://10.0.1.1:2379'] },
+    { advertised: [], scheme: 'https', expected: [] },
+  ] as const)('$advertised for $scheme → $expected', ({ advertised, scheme, expected }) => {
+    expect(clientUrlsOfScheme(advertised, scheme)).toEqual(expected);
+  });
+});
+
+describe('membersWithoutTls', () => {
+  const m = (name: string, peerUrls: string[]) => ({ id: name, name, peerUrls, clientUrls: [], isLearner: false });
+  it('names every member with a plaintext peer URL (launched with tls off or migrating), none of those with TLS', () => {
+    const members = [m('on', ['https://10.0.1.1:2380']), m('migrating', ['http://10.0.1.2:2380']), m('mixed', ['https://10.0.1.3:2380', 'http://10.0.1.3:2380']), m('none', [])];
+    expect(membersWithoutTls(members).map((x) => x.name)).toEqual(['migrating', 'mixed', 'none']);
+    expect(membersWithoutTls([m('on', ['https://10.0.1.1:2380'])])).toEqual([]);
   });
 });
