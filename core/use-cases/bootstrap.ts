@@ -154,7 +154,7 @@ export async function bootstrap(self: Self, groupName: string, deps: BootstrapDe
         await deps.seeds.register({ instanceId: self.instanceId, hasData: true, at: deps.now() });
         const local = observation.local;
         const learnerId = plan.isLearner && local.kind === 'member' ? local.memberId : undefined;
-        return { plan, launch: previewLaunch(self, groupName, observation, deps.peerPort) as EtcdLaunch, learnerId, lease: undefined, seeded: undefined };
+        return { plan, launch: previewLaunch(self, groupName, observation, deps.peerPort, deps.scheme) as EtcdLaunch, learnerId, lease: undefined, seeded: undefined };
       }
 
       case 'wait':
