@@ -21,7 +21,7 @@ import { LambdaClient } from '@aws-sdk/client-lambda';
 import { stsEndpoint } from '../core/aws/caller-identity.js';
 import { ImdsIdentitySource } from '../core/aws/identity.js';
 import { CertificateRefusedError, requestCertificate, requestCertificateForCsr, type IssuerClientDeps } from '../core/aws/issuer-client.js';
-import type { CertificateKind } from '../core/domain/issuance.js';
+import { nextCertificateCheckMs, type CertificateKind } from '../core/domain/issuance.js';
 import { AwsInstanceLifecycle, CloudFormationStackSignals, NO_STACK_SIGNALS } from '../core/aws/instance-lifecycle.js';
 import { AwsInstanceInventory } from '../core/aws/inventory.js';
 import { S3SeedCoordinator } from '../core/aws/seed-coordinator.js';
@@ -59,7 +59,7 @@ import { assertDataDirWritable, setAsideDataDir } from './data-dir.js';
 import { findEtcdBinary, superviseEtcd, type SupervisedEtcd } from './etcd-process.js';
 import { respondToFailure } from './failures.js';
 import { RunHistory } from './run-history.js';
-import { certificateFiles, ensureCertificates } from './certificates.js';
+import { certificateFiles, ensureCertificates, installedValidity } from './certificates.js';
 import { ensureAuthentication } from '../core/use-cases/authentication.js';
 import { stderrJsonLog } from './log.js';
 
@@ -392,10 +392,10 @@ async function run(config: AgentConfig, log: Log): Promise<number> {
     // reaches it, and the agent's own clients, without a restart.
     void (async () => {
       while (!stopped()) {
-        await sleep(CERTIFICATE_CHECK_MS);
+        await sleep(nextCertificateCheckMs(installedValidity(config.pki.dir), Date.now(), CERTIFICATE_CHECK_MS));
         if (stopped()) return;
         await ensureNodeCertificates(config, ctx.identity, log).catch((error: unknown) => {
-          log.error('could not renew the certificates; trying again later', { error: describeError(error), inMs: CERTIFICATE_CHECK_MS });
+          log.error('could not renew the certificates; trying again later', { error: describeError(error) });
         });
       }
     })();
@@ -601,7 +601,9 @@ async function ensureNodeCertificates(config: AgentConfig, identity: InstanceIde
     log.warn('could not get certificates from the issuer; retrying', { delayMs: delay, error: 'error' in outcome ? describeError(outcome.error) : undefined });
   });
   try {
-    return await policy.execute(() => ensureCertificates(config.pki.dir, (kind) => requestCertificate(issuer, kind, names(kind)), { now: () => Date.now(), log }));
+    // Retried per request, inside ensureCertificates: its fallback to the certificates held (while valid) comes
+    // only after the retries, so a short outage of the issuer does not leave a node on nearly expired ones.
+    return await ensureCertificates(config.pki.dir, (kind) => policy.execute(() => requestCertificate(issuer, kind, names(kind))), { now: () => Date.now(), log });
   } finally {
     retried.dispose();
   }

@@ -313,3 +313,18 @@ export function renewalDue(installed: readonly (Validity | undefined)[], now: nu
 export function usableNow(installed: readonly (Validity | undefined)[], now: number): boolean {
   return installed.length > 0 && installed.every((v) => v !== undefined && v.notBefore <= now && now < v.notAfter);
 }
+
+/** The shortest wait between two certificate checks, however close the expiry (a retry of the issuer). */
+export const MIN_CERTIFICATE_CHECK_MS = 30_000;
+
+/**
+ * How long the agent waits before it checks its certificates again: `regularMs`, or less once the first of
+ * them expires sooner than four checks from now, so a renewal that failed (certificates kept while valid)
+ * is retried several times before they run out; never less than MIN_CERTIFICATE_CHECK_MS. Pure.
+ */
+export function nextCertificateCheckMs(installed: readonly (Validity | undefined)[], now: number, regularMs: number): number {
+  const expiries = installed.flatMap((v) => (v === undefined ? [] : [v.notAfter]));
+  if (expiries.length < installed.length || expiries.length === 0) return MIN_CERTIFICATE_CHECK_MS;
+  const left = Math.min(...expiries) - now;
+  return Math.max(MIN_CERTIFICATE_CHECK_MS, Math.min(regularMs, Math.floor(left / 4)));
+}

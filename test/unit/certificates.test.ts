@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IssuedCertificate } from '../../core/aws/issuer-client.js';
-import { renewalDue, usableNow, type CertificateKind, type Validity } from '../../core/domain/issuance.js';
+import { MIN_CERTIFICATE_CHECK_MS, nextCertificateCheckMs, renewalDue, usableNow, type CertificateKind, type Validity } from '../../core/domain/issuance.js';
 import { createCertificateAuthority, createKeyAndCsr, issueCertificate, readCsr, type CertifiedKey } from '../../core/pki/x509.js';
 import { ensureCertificates, installedValidity } from '../../node-agent/certificates.js';
 import { recordingLog } from '../support/fixtures.js';
@@ -127,5 +127,19 @@ describe('usableNow', () => {
     ['one not valid yet by this clock', [week(T + DAY), week(T)], T, false],
   ])('%s', (_why, installed, now, usable) => {
     expect(usableNow(installed, now)).toBe(usable);
+  });
+});
+
+describe('nextCertificateCheckMs', () => {
+  const TEN_MIN = 600_000;
+  it.each<[string, Array<Validity | undefined>, number, number]>([
+    ['days left: the regular check', [week(T), week(T), week(T)], T + DAY, TEN_MIN],
+    ['20 minutes left: a quarter of it, so several retries before they run out', [week(T)], T + 7 * DAY - 20 * 60_000, 5 * 60_000],
+    ['a minute left: never more often than the minimum', [week(T)], T + 7 * DAY - 60_000, MIN_CERTIFICATE_CHECK_MS],
+    ['expired: the minimum', [week(T)], T + 8 * DAY, MIN_CERTIFICATE_CHECK_MS],
+    ['one missing: the minimum', [week(T), undefined], T + DAY, MIN_CERTIFICATE_CHECK_MS],
+    ['the first to expire counts', [week(T), week(T - 7 * DAY + 40 * 60_000)], T + 20 * 60_000, 5 * 60_000],
+  ])('%s', (_why, installed, now, expected) => {
+    expect(nextCertificateCheckMs(installed, now, TEN_MIN)).toBe(expected);
   });
 });
