@@ -2,6 +2,7 @@ import { Etcd3, type ICallable, type IHashKVRequest, type IMember, type IOptions
 import { clientUrlsOfScheme, type Member } from '../domain/members.js';
 import { EtcdBackoffError, EtcdUnavailableError, MembershipChangeTooSoonError, describeError } from '../errors.js';
 import type { Probe } from '../domain/bootstrap.js';
+import { refusedButAnswered } from '../domain/termination.js';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
@@ -279,9 +280,15 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
         memberVersions: Object.fromEntries(healthy.map((s) => [s.memberId, s.version])),
       };
     } catch {
-      // No quorum. A member that answers Status still proves a cluster exists (it may regain quorum).
+      // No quorum. A member that answers Status still proves a cluster exists (it may regain quorum); so does
+      // one that refuses this client's handshake or identity (a certificate expired or of another CA, a
+      // scheme it does not serve: a plaintext member for a TLS agent): it runs, and only its silence may
+      // ever lead to founding a cluster.
       const answers = await Promise.allSettled(this.endpoints.map((e) => this.status(e)));
-      const answered = answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value.endpoint] : []));
+      const answered = this.endpoints.filter((_, i) => {
+        const a = answers[i];
+        return a?.status === 'fulfilled' || (a?.status === 'rejected' && refusedButAnswered(describeError(a.reason)));
+      });
       return answered.length > 0 ? { kind: 'no-quorum', answered } : { kind: 'silent' };
     }
   }

@@ -336,6 +336,9 @@ describe('issuer (built bundle) with signed STS identity', () => {
     const withoutCertificate = new Etcd3Cluster([url], { dialTimeoutMs: 2000, callTimeoutMs: 3000 });
     try {
       await expect(withoutCertificate.status(url)).rejects.toThrow();
+      // A refused handshake is an etcd that runs: a bootstrap probe sees a cluster (without quorum), never
+      // silence, which would let an agent with no data found a second cluster beside it.
+      await expect(withoutCertificate.probe()).resolves.toEqual({ kind: 'no-quorum', answered: [url] });
     } finally {
       withoutCertificate.close();
     }
