@@ -322,6 +322,10 @@ describe('issuer (built bundle) with signed STS identity', () => {
     const cluster = new Etcd3Cluster([url], { dialTimeoutMs: 2000, callTimeoutMs: 5000, tls });
     try {
       expect((await cluster.status(url)).isLearner).toBe(false);
+      // What a racing agent meets: the role and users exist, the role is granted, authentication is on.
+      await cluster.ensureRole('root');
+      await cluster.ensureUser('etcd-aws-agent', ['root']);
+      expect(await cluster.authEnabled()).toBe(true);
       // etcd's HTTP endpoints behind the same client-certificate auth: the cluster version a backup records,
       // and the defragmentation gauge reconcile's one-at-a-time guard reads.
       expect(await cluster.clusterVersion(url)).toMatch(/^3\.\d+\.0$/);
