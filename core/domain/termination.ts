@@ -80,13 +80,6 @@ export type NoQuorumPlan =
   | { readonly kind: 'hold'; readonly reason: 'member-answers-without-quorum' };
 
 /**
- * Without quorum the member cannot be removed. Holding the instance (heartbeats, retries) is worth it only
- * while its etcd still answers: its data may be what a quorum (or a forced recovery) needs. A member whose
- * etcd is silent too (a dead instance, the usual reason Auto Scaling replaces one) gains nothing by waiting,
- * and holding it would keep its replacement's seed election and the cluster's recovery waiting for up to the
- * hook's retries (about 50 minutes): it goes at once. Pure.
- */
-/**
  * Whether a failed call to a member still shows that something serves there: a TLS handshake or an
  * authentication refusal (a certificate expired, of another CA, or a scheme that does not match) is an answer,
  * not silence. Pure.
@@ -95,6 +88,13 @@ export function refusedButAnswered(detail: string): boolean {
   return /certificate|x509|handshake|\btls\b|\bssl\b|wrong version number|unauthenticated|permission denied|user name not found|invalid auth/i.test(detail);
 }
 
+/**
+ * Without quorum the member cannot be removed. Holding the instance (heartbeats, retries) is worth it only
+ * while its etcd still answers: its data may be what a quorum (or a forced recovery) needs. A member whose
+ * etcd is silent too (a dead instance, the usual reason Auto Scaling replaces one) gains nothing by waiting,
+ * and holding it would keep its replacement's seed election and the cluster's recovery waiting for up to the
+ * hook's retries (about 50 minutes): it goes at once. Pure.
+ */
 export function planWithoutQuorum(own: 'answers' | 'silent'): NoQuorumPlan {
   return own === 'answers' ? { kind: 'hold', reason: 'member-answers-without-quorum' } : { kind: 'complete', reason: 'silent-without-quorum' };
 }
