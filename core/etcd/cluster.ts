@@ -94,15 +94,24 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
     const url = new URL(pathname, endpoint);
     const tls = url.protocol === 'https:' ? this.options.tls?.() : undefined;
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const ms = this.options.callTimeoutMs;
     return new Promise((resolve, reject) => {
-      const req = send(url, { timeout: this.options.callTimeoutMs, ...(tls ? { ca: tls.caPem, cert: tls.certPem, key: tls.keyPem } : {}) }, (res) => {
+      const req = send(url, tls ? { ca: tls.caPem, cert: tls.certPem, key: tls.keyPem } : {}, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => {
+          clearTimeout(deadline);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
+        });
         res.on('error', reject);
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.options.callTimeoutMs} ms`)));
-      req.on('error', reject);
+      // A deadline for the whole exchange, like the RPCs': a member that trickles its answer cannot hold the
+      // caller (reconcile's defragmentation guard, a backup's cluster version) past it.
+      const deadline = setTimeout(() => req.destroy(new Error(`no complete answer from ${url.href} within ${ms} ms`)), ms);
+      req.on('error', (error) => {
+        clearTimeout(deadline);
+        reject(error);
+      });
       req.end();
     });
   }
