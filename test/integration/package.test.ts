@@ -355,7 +355,7 @@ describe('serverless package (offline) and the stack it describes', () => {
     const reconcileEnv = (resource('ReconcileLambdaFunction').Properties.Environment as { Variables: Record<string, unknown> }).Variables;
     expect(reconcileEnv.ETCD_QUOTA_BACKEND_BYTES).toEqual({ Ref: 'QuotaBackendBytes' });
     // TLS is on by default, with the issuer's name, and the server certificate may name the load balancer.
-    expect(template.Parameters.Tls).toMatchObject({ Default: 'on', AllowedValues: ['on', 'off'] });
+    expect(template.Parameters.Tls).toMatchObject({ Default: 'on', AllowedValues: ['on', 'migrating', 'off'] });
     expect(agent).toMatchObject({ scheme: 'https', tlsIssuer: 'value-of-IssuerFunction', pki: { serverDnsNames: ['value-of-serverdnsname'] } });
     expect(variables.IssuerFunction).toEqual({ Ref: 'IssuerLambdaFunction' });
     expect(variables.ServerDnsName).toEqual({ 'Fn::GetAtt': ['ClientLoadBalancer', 'DNSName'] });
