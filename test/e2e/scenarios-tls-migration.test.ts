@@ -1,11 +1,8 @@
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Etcd3Cluster } from '../../core/etcd/cluster.js';
-import { Sandbox } from '../../sandbox/world.js';
 import { etcdClusterTls } from '../../testbed/pki.js';
-import { runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
-import { uniqueName } from '../support/testbed.js';
+import { quietSandbox, runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
 
 // `npm run sandbox -- enable-tls`: the README's migration of a running plaintext stack to TLS, on real etcd
 // of the selected release, under writes.
@@ -41,18 +38,7 @@ describe('TLS migration scenario', () => {
 
   it('skipping the migrating step (off → on) stops at the first successor, which waits and never founds a cluster; the update rolls back and the members stay', async () => {
     // Prepare
-    const sandbox = await Sandbox.start({
-      size: 3,
-      workDir: path.join(sb.bed.workDir, 'skip'),
-      processes: sb.bed.processes,
-      network: sb.bed.network,
-      bundles: sb.bundles,
-      awsEndpoint: process.env.AWS_ENDPOINT_URL,
-      name: uniqueName('skip-tls'),
-      backupEveryMs: 0,
-      reconcileEveryMs: 0,
-      tls: 'off',
-    });
+    const sandbox = await quietSandbox(sb, 'skip-tls', { tls: 'off' });
     try {
       const before = await sandbox.converge(180_000);
       const members = before.members.map((m) => m.id).sort();

@@ -1,13 +1,10 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Sandbox } from '../../sandbox/world.js';
 import { etcdRelease, etcdctlBin } from '../../testbed/tools.js';
 import { etcdHttpGet, etcdctlTlsArgs } from '../../testbed/pki.js';
-import { runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
-import { uniqueName } from '../support/testbed.js';
+import { quietSandbox, runObserved, scenarioBed, type ScenarioBed } from '../support/scenario.js';
 
 // `npm run sandbox -- upgrade`: 3.5 → 3.6 → 3.7 by rolling updates under writes. It names its releases, so CI
 // runs it once, not once per selected release.
@@ -46,18 +43,7 @@ describe('upgrade scenario', () => {
 
   it('a stack update that skips a minor (3.5 → 3.7) stops at its first successor, which refuses, abandons its launch and signals FAILURE; it rolls back and the members stay', async () => {
     // Prepare
-    const sandbox = await Sandbox.start({
-      size: 3,
-      workDir: path.join(sb.bed.workDir, 'skip'),
-      processes: sb.bed.processes,
-      network: sb.bed.network,
-      bundles: sb.bundles,
-      awsEndpoint: process.env.AWS_ENDPOINT_URL,
-      name: uniqueName('skip'),
-      backupEveryMs: 0,
-      reconcileEveryMs: 0,
-      etcdVersion: '3.5',
-    });
+    const sandbox = await quietSandbox(sb, 'skip', { etcdVersion: '3.5' });
     try {
       const before = await sandbox.converge(180_000);
       const members = before.members.map((m) => m.id).sort();

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'vitest';
 import { runScenario, type ScenarioSummary } from '../../sandbox/scenarios.js';
-import { Sandbox, bundlesIn, type Bundles } from '../../sandbox/world.js';
+import { Sandbox, bundlesIn, type Bundles, type SandboxOptions } from '../../sandbox/world.js';
 import { build } from '../../scripts/build.mjs';
 import { inspectCluster } from '../../testbed/agents.js';
 import { describeGroupInstances } from '../../testbed/aws-world.js';
@@ -24,6 +24,25 @@ export async function scenarioBed(label: string): Promise<ScenarioBed> {
   const dist = path.join(bed.workDir, 'dist');
   await build({ outDir: dist, quiet: true });
   return { bed, bundles: bundlesIn(dist) };
+}
+
+/**
+ * A sandbox of three instances on the shared bed with no backup or reconcile schedule: for a test that drives
+ * its own stack updates and closes the sandbox itself.
+ */
+export function quietSandbox({ bed, bundles }: ScenarioBed, label: string, options: Partial<SandboxOptions> = {}): Promise<Sandbox> {
+  return Sandbox.start({
+    size: 3,
+    workDir: path.join(bed.workDir, label),
+    processes: bed.processes,
+    network: bed.network,
+    bundles,
+    awsEndpoint: process.env.AWS_ENDPOINT_URL,
+    name: uniqueName(label),
+    backupEveryMs: 0,
+    reconcileEveryMs: 0,
+    ...options,
+  });
 }
 
 export interface Observed {
