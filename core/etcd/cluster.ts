@@ -103,15 +103,16 @@ export class Etcd3Cluster implements EtcdAuth, EtcdCluster, EtcdLocalView, EtcdM
           clearTimeout(deadline);
           resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
         });
-        res.on('error', reject);
+        res.on('error', fail);
       });
       // A deadline for the whole exchange, like the RPCs': a member that trickles its answer cannot hold the
       // caller (reconcile's defragmentation guard, a backup's cluster version) past it.
       const deadline = setTimeout(() => req.destroy(new Error(`no complete answer from ${url.href} within ${ms} ms`)), ms);
-      req.on('error', (error) => {
+      const fail = (error: Error) => {
         clearTimeout(deadline);
         reject(error);
-      });
+      };
+      req.on('error', fail);
       req.end();
     });
   }
